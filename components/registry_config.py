@@ -1,0 +1,113 @@
+"""The registry's own settings: one plain mapping from environment variable to value.
+
+Distribution v3 reads a config file (``version: 0.1`` is enough) and overrides any key with a
+``REGISTRY_<PATH>`` variable. config-cli loads this mapping from Consul KV under ``registry/<env>/``
+and exports it before it starts ``registry serve``. Nothing here is secret: a secret is written as a
+reference (``vault:<mount>/<path>#<field>``) that config-cli resolves from Vault at start.
+
+Traps this function avoids (each seen panicking or misbehaving in Distribution v3):
+- ``REGISTRY_STORAGE`` is always set: the image's default config already defines ``filesystem``, and
+  adding ``REGISTRY_STORAGE_S3_*`` on top panics "multiple storage drivers specified".
+- The maintenance sections take the map form (``{"enabled":true}``); ``..._READONLY_ENABLED=true``
+  panics "readonly config key must contain additional keys".
+- S3's ``forcepathstyle`` defaults to false in v3; MinIO needs it true.
+- v3 turns OpenTelemetry tracing on by default; nothing here collects traces, so the exporter is off.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from .settings import DEBUG_PORT, HTTP_PORT, FilesystemStorage, MinioStorage, S3Storage, Settings
+
+DATA_DIRECTORY = "/var/lib/registry"
+SECRETS_DIRECTORY = "/run/registry"
+HTPASSWD_PATH = f"{SECRETS_DIRECTORY}/htpasswd"
+HTPASSWD_REALM = "Registry"
+# Shorter than the pod's grace period, so in-flight pushes finish before the kubelet kills the pod.
+DRAIN_TIMEOUT_SECONDS = 25
+UPLOAD_PURGE_AGE = "168h"
+UPLOAD_PURGE_INTERVAL = "24h"
+
+
+def vault_reference(settings: Settings, field: str) -> str:
+    """How a KV value points at a field of the registry's Vault secret (resolved by config-cli)."""
+    return f"vault:{settings.vault_kv_mount}/{settings.vault_secret_path}#{field}"
+
+
+def _compact_json(value: dict) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def registry_environment(settings: Settings, kms_key_arn: Optional[str] = None) -> dict[str, str]:
+    """Every ``REGISTRY_*`` (and tracing) variable Distribution v3 needs for this stack.
+
+    ``kms_key_arn`` is the customer-managed key of the S3 bucket (s3 mode only): it exists only once
+    the key is created, so the caller passes it in.
+    """
+    env = {
+        "REGISTRY_LOG_LEVEL": settings.log_level,
+        "REGISTRY_LOG_FORMATTER": "json",
+        "REGISTRY_LOG_ACCESSLOG_DISABLED": "false",
+        "REGISTRY_LOG_FIELDS_ENVIRONMENT": settings.environment,
+        "REGISTRY_HTTP_ADDR": f":{HTTP_PORT}",
+        "REGISTRY_HTTP_SECRET": vault_reference(settings, "http_secret"),
+        "REGISTRY_HTTP_DRAINTIMEOUT": f"{DRAIN_TIMEOUT_SECONDS}s",
+        "REGISTRY_HTTP_DEBUG_ADDR": f":{DEBUG_PORT}",
+        "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
+        "REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH": "/metrics",
+        "REGISTRY_HEALTH_STORAGEDRIVER_ENABLED": "true",
+        "REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL": "10s",
+        "REGISTRY_HEALTH_STORAGEDRIVER_THRESHOLD": "3",
+        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+        "REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "inmemory",
+        "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING": _compact_json(
+            {"enabled": True, "age": UPLOAD_PURGE_AGE, "interval": UPLOAD_PURGE_INTERVAL, "dryrun": False}
+        ),
+        "REGISTRY_STORAGE_MAINTENANCE_READONLY": _compact_json({"enabled": False}),
+        "REGISTRY_AUTH": "htpasswd",
+        "REGISTRY_AUTH_HTPASSWD_REALM": HTPASSWD_REALM,
+        "REGISTRY_AUTH_HTPASSWD_PATH": HTPASSWD_PATH,
+        "OTEL_TRACES_EXPORTER": "none",
+    }
+    env.update(_storage_environment(settings, kms_key_arn))
+    return env
+
+
+def _storage_environment(settings: Settings, kms_key_arn: Optional[str]) -> dict[str, str]:
+    storage = settings.storage
+    if isinstance(storage, FilesystemStorage):
+        return {
+            "REGISTRY_STORAGE": "filesystem",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": DATA_DIRECTORY,
+        }
+    common = {
+        "REGISTRY_STORAGE": "s3",
+        "REGISTRY_STORAGE_S3_BUCKET": storage.bucket,
+        "REGISTRY_STORAGE_S3_REGION": storage.region,
+        "REGISTRY_STORAGE_S3_ROOTDIRECTORY": storage.root_directory,
+        "REGISTRY_STORAGE_S3_V4AUTH": "true",
+        # Clients talk only to the registry (through the mesh); presigned redirects would send them to
+        # the storage endpoint, which the network policies and developer ranges do not admit.
+        "REGISTRY_STORAGE_REDIRECT_DISABLE": "true",
+    }
+    if isinstance(storage, S3Storage):
+        if not kms_key_arn:
+            raise ValueError("s3 storage needs the bucket's KMS key ARN")
+        # No access keys: the AWS SDK picks up the IRSA web identity token EKS mounts into the pod.
+        return {
+            **common,
+            "REGISTRY_STORAGE_S3_SECURE": "true",
+            "REGISTRY_STORAGE_S3_ENCRYPT": "true",
+            "REGISTRY_STORAGE_S3_KEYID": kms_key_arn,
+        }
+    assert isinstance(storage, MinioStorage)
+    return {
+        **common,
+        "REGISTRY_STORAGE_S3_REGIONENDPOINT": storage.endpoint,
+        "REGISTRY_STORAGE_S3_FORCEPATHSTYLE": "true",
+        "REGISTRY_STORAGE_S3_SECURE": "true" if storage.endpoint.startswith("https://") else "false",
+        "REGISTRY_STORAGE_S3_ACCESSKEY": vault_reference(settings, "s3_access_key"),
+        "REGISTRY_STORAGE_S3_SECRETKEY": vault_reference(settings, "s3_secret_key"),
+    }

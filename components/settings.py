@@ -1,0 +1,409 @@
+"""Stack settings: the only module that reads ``pulumi.Config``.
+
+``load_settings()`` reads every ``registry:*`` key of the current stack and hands the raw strings to
+``parse_settings()``, a pure function that returns one immutable ``Settings`` object or raises
+``SettingsError`` naming the key, the bad value and what is allowed. Defaults live in one place, the
+``config:`` block of ``Pulumi.yaml``; the Pulumi CLI (and the offline plan, which mirrors it) fills
+them in before the program runs, so a key without a default there is required here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Callable, Optional, TypeVar, Union
+
+import pulumi
+
+PROJECT = "registry"
+
+HTTP_PORT = 5000
+DEBUG_PORT = 5001
+SERVICE_ACCOUNT_NAME = "registry"
+WORKLOAD_NAME = "registry"
+
+STORAGE_MODES = ("filesystem", "s3", "minio")
+LOG_LEVELS = ("error", "warn", "info", "debug")
+MAX_REPLICAS = 10
+MIN_VOLUME_BYTES = 1 << 30  # 1Gi
+MAX_VOLUME_BYTES = 64 << 40  # 64Ti
+
+# Every key this program reads, so that a misspelt key in a stack file is an error, not a silently
+# ignored line. Pulumi.yaml declares the same keys (a test keeps the two in step).
+KNOWN_KEYS = (
+    "namespace",
+    "image",
+    "requireImageDigest",
+    "replicas",
+    "updatePartition",
+    "storageMode",
+    "storageClass",
+    "storageSize",
+    "s3Bucket",
+    "s3Region",
+    "s3RootDirectory",
+    "s3NoncurrentVersionDays",
+    "s3AbortMultipartDays",
+    "s3OidcProviderArn",
+    "minioEndpoint",
+    "cpuRequest",
+    "cpuLimit",
+    "memoryRequest",
+    "memoryLimit",
+    "runAsUser",
+    "fsGroup",
+    "terminationGracePeriodSeconds",
+    "logLevel",
+    "ciRunnerNamespaces",
+    "nodeCidrs",
+    "developerCidrs",
+    "monitoringNamespace",
+    "consulHttpAddr",
+    "vaultAddr",
+    "vaultKvMount",
+)
+
+
+class SettingsError(pulumi.RunError):
+    """Bad stack configuration. The message names the key, the bad value and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str):
+        self.key = f"{PROJECT}:{key}"
+        self.value = value
+        self.allowed = allowed
+        shown = "(not set)" if value is None else repr(value)
+        super().__init__(f"{self.key}: {shown} is not allowed; {allowed}")
+
+
+@dataclass(frozen=True)
+class FilesystemStorage:
+    """Distribution's filesystem driver on one ReadWriteOnce volume per pod."""
+
+    storage_class: str
+    size: str
+    mode: str = "filesystem"
+
+
+@dataclass(frozen=True)
+class S3Storage:
+    """An AWS S3 bucket this program creates, reached through IRSA (no static keys)."""
+
+    bucket: str
+    region: str
+    root_directory: str
+    noncurrent_version_days: int
+    abort_multipart_days: int
+    oidc_provider_arn: str
+    mode: str = "s3"
+
+    @property
+    def oidc_provider_host_path(self) -> str:
+        """The issuer as IAM condition keys spell it: ``oidc.eks.<region>.amazonaws.com/id/<id>``."""
+        return self.oidc_provider_arn.split(":oidc-provider/", 1)[1]
+
+
+@dataclass(frozen=True)
+class MinioStorage:
+    """An existing S3-compatible bucket (MinIO); its access keys come from Vault."""
+
+    endpoint: str
+    bucket: str
+    region: str
+    root_directory: str
+    mode: str = "minio"
+
+
+Storage = Union[FilesystemStorage, S3Storage, MinioStorage]
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str
+    namespace: str
+    image: str
+    replicas: int
+    update_partition: int
+    storage: Storage
+    resources: Resources
+    run_as_user: int
+    fs_group: int
+    termination_grace_period_seconds: int
+    log_level: str
+    ci_runner_namespaces: tuple[str, ...]
+    node_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    developer_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    monitoring_namespace: str
+    consul_http_addr: str
+    vault_addr: str
+    vault_kv_mount: str
+
+    @property
+    def consul_kv_prefix(self) -> str:
+        return f"registry/{self.environment}/"
+
+    @property
+    def vault_secret_path(self) -> str:
+        """Path of the registry's secret inside the KV v2 mount."""
+        return f"registry/{self.environment}"
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def load_settings() -> Settings:
+    """Read this stack's ``registry:*`` configuration and validate it."""
+    config = pulumi.Config(PROJECT)
+    raw = {key: config.get(key) for key in KNOWN_KEYS}
+    return parse_settings(raw, environment=pulumi.get_stack(), present_keys=_configured_keys())
+
+
+def _configured_keys() -> set[str]:
+    from pulumi.runtime import config as runtime_config
+
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    prefix = f"{PROJECT}:"
+    return {key[len(prefix):] for key in keys if key.startswith(prefix)}
+
+
+# --- parsing (pure) ---------------------------------------------------------------------------
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_OIDC_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/[A-Za-z0-9.-]+(/[A-Za-z0-9._-]+)*$")
+_IMAGE = re.compile(
+    r"^(?P<name>[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)+)"
+    r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+_CPU = re.compile(r"^(\d+m|\d+(\.\d{1,3})?)$")
+_MEMORY = re.compile(r"^\d+(Ki|Mi|Gi)$")
+_SIZE = re.compile(r"^(?P<number>\d+)(?P<unit>Mi|Gi|Ti)$")
+_UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+_DURATION_SECONDS = (10, 600)
+
+T = TypeVar("T")
+
+
+class _Raw:
+    """Typed access to the raw config strings, each failure a ``SettingsError`` for that key."""
+
+    def __init__(self, raw: Mapping[str, Optional[str]]):
+        self._raw = raw
+
+    def optional(self, key: str) -> Optional[str]:
+        value = self._raw.get(key)
+        return None if value is None or value == "" else value
+
+    def string(self, key: str, allowed: str = "a non-empty string") -> str:
+        value = self.optional(key)
+        if value is None:
+            raise SettingsError(key, self._raw.get(key), f"required: {allowed}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.string(key, "one of " + ", ".join(choices))
+        if value not in choices:
+            raise SettingsError(key, value, "expected one of " + ", ".join(choices))
+        return value
+
+    def matching(self, key: str, pattern: re.Pattern, allowed: str) -> str:
+        value = self.string(key, allowed)
+        if not pattern.match(value):
+            raise SettingsError(key, value, f"expected {allowed}")
+        return value
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        value = self.string(key, f"an integer from {low} to {high}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(key, value, f"expected an integer from {low} to {high}") from None
+        if not low <= number <= high:
+            raise SettingsError(key, number, f"expected an integer from {low} to {high}")
+        return number
+
+    def boolean(self, key: str) -> bool:
+        value = self.string(key, "true or false")
+        if value.lower() not in ("true", "false"):
+            raise SettingsError(key, value, "expected true or false")
+        return value.lower() == "true"
+
+    def string_list(self, key: str, item: Callable[[str], T], allowed: str) -> tuple[T, ...]:
+        value = self.optional(key)
+        if value is None:
+            return ()
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            raise SettingsError(key, value, f"expected a list of {allowed}") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise SettingsError(key, value, f"expected a list of {allowed}")
+        parsed = []
+        for entry in items:
+            try:
+                parsed.append(item(entry))
+            except ValueError:
+                raise SettingsError(key, entry, f"each entry must be {allowed}") from None
+        if len(set(parsed)) != len(parsed):
+            raise SettingsError(key, items, f"expected a list of distinct {allowed}")
+        return tuple(parsed)
+
+
+def _cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if "/" not in text:
+        raise ValueError(text)
+    network = ipaddress.ip_network(text, strict=True)
+    if network.prefixlen == 0:
+        # An allow-list entry that admits the whole internet is never what a registry wants.
+        raise ValueError(text)
+    return network
+
+
+def _dns_label(text: str) -> str:
+    if not _DNS_LABEL.match(text):
+        raise ValueError(text)
+    return text
+
+
+def quantity_bytes(text: str) -> int:
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(text)
+    return int(match["number"]) * _UNITS[match["unit"]]
+
+
+def _memory_bytes(text: str) -> int:
+    number, unit = text[:-2], text[-2:]
+    return int(number) * _UNITS[unit]
+
+
+def _cpu_millis(text: str) -> int:
+    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+
+
+def parse_settings(
+    raw: Mapping[str, Optional[str]],
+    environment: str,
+    present_keys: Optional[set[str]] = None,
+) -> Settings:
+    """Validate raw config strings (keys without the ``registry:`` prefix) into ``Settings``."""
+    for key in sorted((present_keys or set()) - set(KNOWN_KEYS)):
+        raise SettingsError(key, raw.get(key, "(set)"), "unknown setting; known settings are listed in Pulumi.yaml")
+    read = _Raw(raw)
+
+    namespace = read.matching("namespace", _DNS_LABEL, "a Kubernetes namespace name (DNS label)")
+    image = _parse_image(read)
+    replicas = read.integer("replicas", 1, MAX_REPLICAS)
+    storage = _parse_storage(read, replicas)
+    update_partition = read.integer("updatePartition", 0, replicas)
+    if replicas > 1 and update_partition == replicas:
+        # A partition equal to the replica count updates no pod at all: a rollout that never starts.
+        raise SettingsError("updatePartition", update_partition, f"expected 0 to {replicas - 1} with {replicas} replicas")
+
+    return Settings(
+        environment=_dns_label_or_error("(stack name)", environment),
+        namespace=namespace,
+        image=image,
+        replicas=replicas,
+        update_partition=update_partition,
+        storage=storage,
+        resources=_parse_resources(read),
+        run_as_user=read.integer("runAsUser", 1, 2_147_483_647),
+        fs_group=read.integer("fsGroup", 1, 2_147_483_647),
+        termination_grace_period_seconds=read.integer("terminationGracePeriodSeconds", *_DURATION_SECONDS),
+        log_level=read.choice("logLevel", LOG_LEVELS),
+        ci_runner_namespaces=read.string_list("ciRunnerNamespaces", _dns_label, "Kubernetes namespace names"),
+        node_cidrs=read.string_list("nodeCidrs", _cidr, "CIDR blocks such as 10.20.0.0/16 (not /0)"),
+        developer_cidrs=read.string_list("developerCidrs", _cidr, "CIDR blocks such as 10.20.0.0/16 (not /0)"),
+        monitoring_namespace=read.matching("monitoringNamespace", _DNS_LABEL, "a Kubernetes namespace name"),
+        consul_http_addr=read.matching("consulHttpAddr", _ENDPOINT, "an https:// or http:// host[:port] URL"),
+        vault_addr=read.matching("vaultAddr", _ENDPOINT, "an https:// or http:// host[:port] URL"),
+        vault_kv_mount=read.matching("vaultKvMount", re.compile(r"^[a-z0-9][a-z0-9_-]*$"), "a Vault mount path such as secret"),
+    )
+
+
+def _dns_label_or_error(key: str, value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise SettingsError(key, value, "the stack name becomes the environment and must be a DNS label")
+    return value
+
+
+def _parse_image(read: _Raw) -> str:
+    image = read.matching(
+        "image", _IMAGE, "an image reference such as registry.example.com/team/name:tag@sha256:<64 hex digits>"
+    )
+    parts = _IMAGE.match(image)
+    if parts["tag"] == "latest":
+        raise SettingsError("image", image, "the tag 'latest' is never allowed; pin a version tag and a digest")
+    if read.boolean("requireImageDigest") and not parts["digest"]:
+        raise SettingsError("image", image, "this stack requires an image pinned by digest (name[:tag]@sha256:<64 hex>)")
+    return image
+
+
+def _parse_storage(read: _Raw, replicas: int) -> Storage:
+    mode = read.choice("storageMode", STORAGE_MODES)
+    if mode == "filesystem":
+        if replicas > 1:
+            # Each StatefulSet pod gets its own ReadWriteOnce volume: several replicas would be several
+            # registries behind one Service, each holding a different part of the images.
+            raise SettingsError("replicas", replicas, "filesystem storage allows exactly 1 replica; use s3 or minio for more")
+        size = read.string("storageSize", "a volume size such as 200Gi")
+        try:
+            size_bytes = quantity_bytes(size)
+        except ValueError:
+            raise SettingsError("storageSize", size, "expected a size such as 200Gi (units Mi, Gi, Ti)") from None
+        if not MIN_VOLUME_BYTES <= size_bytes <= MAX_VOLUME_BYTES:
+            raise SettingsError("storageSize", size, "expected a size from 1Gi to 64Ti")
+        storage_class = read.matching("storageClass", re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), "a StorageClass name")
+        return FilesystemStorage(storage_class=storage_class, size=size)
+
+    bucket = read.matching("s3Bucket", _BUCKET, "an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)")
+    root_directory = read.matching("s3RootDirectory", re.compile(r"^/[A-Za-z0-9._/-]*$"), "an absolute path such as /registry")
+    if mode == "s3":
+        region = read.matching("s3Region", _REGION, "an AWS region such as eu-west-1")
+        return S3Storage(
+            bucket=bucket,
+            region=region,
+            root_directory=root_directory,
+            noncurrent_version_days=read.integer("s3NoncurrentVersionDays", 1, 3650),
+            abort_multipart_days=read.integer("s3AbortMultipartDays", 1, 365),
+            oidc_provider_arn=read.matching(
+                "s3OidcProviderArn", _OIDC_ARN,
+                "the EKS cluster's IAM OIDC provider ARN (arn:aws:iam::<account>:oidc-provider/<issuer host/path>)",
+            ),
+        )
+    return MinioStorage(
+        endpoint=read.matching("minioEndpoint", _ENDPOINT, "the MinIO URL such as https://minio.storage.svc:9000"),
+        bucket=bucket,
+        region=read.optional("s3Region") or "us-east-1",
+        root_directory=root_directory,
+    )
+
+
+def _parse_resources(read: _Raw) -> Resources:
+    cpu_request = read.matching("cpuRequest", _CPU, "a CPU quantity such as 250m or 1")
+    cpu_limit = read.matching("cpuLimit", _CPU, "a CPU quantity such as 2")
+    memory_request = read.matching("memoryRequest", _MEMORY, "a memory quantity such as 256Mi")
+    memory_limit = read.matching("memoryLimit", _MEMORY, "a memory quantity such as 1Gi")
+    if _cpu_millis(cpu_request) <= 0:
+        raise SettingsError("cpuRequest", cpu_request, "expected more than 0")
+    if _cpu_millis(cpu_limit) < _cpu_millis(cpu_request):
+        raise SettingsError("cpuLimit", cpu_limit, f"expected at least cpuRequest ({cpu_request})")
+    if _memory_bytes(memory_request) < 64 << 20:
+        raise SettingsError("memoryRequest", memory_request, "expected at least 64Mi")
+    if _memory_bytes(memory_limit) < _memory_bytes(memory_request):
+        raise SettingsError("memoryLimit", memory_limit, f"expected at least memoryRequest ({memory_request})")
+    return Resources(cpu_request, cpu_limit, memory_request, memory_limit)

@@ -1,0 +1,274 @@
+"""Run the real Pulumi program under the SDK's mock runtime and record every resource registration.
+
+This is what ``pulumi preview`` would send to the engine, captured without the Pulumi CLI, provider
+plugins or cloud credentials. Configuration is assembled the way the CLI does it: the ``config:``
+defaults of ``Pulumi.yaml`` overlaid by the stack's ``Pulumi.<stack>.yaml``. ``secure:`` values are
+secrets whose plaintext is unknown here; they are handed to the program as opaque placeholders and
+marked secret, so they are masked wherever the plan is shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.sync_await import _sync_await
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+FAKE_ACCOUNT = "123456789012"
+SECRET_MASK = "[secret]"
+SECURE_PLACEHOLDER = "<secure value: plaintext unknown offline>"
+
+
+class ConfigFileError(Exception):
+    """A stack or project file that cannot be read as Pulumi configuration."""
+
+
+@dataclass
+class Registration:
+    """One resource as the program registered it: what the engine would be asked to create."""
+
+    urn: str
+    type: str
+    name: str
+    inputs: dict  # secrets still wrapped (see is_secret / reveal / masked)
+    parent: str
+    protect: bool
+    retain_on_delete: bool
+    dependencies: tuple[str, ...]
+    custom: bool
+    provider: str
+
+    @property
+    def plain_inputs(self) -> dict:
+        return reveal(self.inputs)
+
+    @property
+    def masked_inputs(self) -> dict:
+        return masked(self.inputs)
+
+
+@dataclass
+class Plan:
+    stack: str
+    project: str
+    registrations: list[Registration] = field(default_factory=list)
+    outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)  # name -> (value, is_secret)
+    error: Optional[str] = None
+    secret_config_keys: tuple[str, ...] = ()
+
+    @property
+    def resources(self) -> list[Registration]:
+        """Every registration except the stack itself."""
+        return [r for r in self.registrations if r.type != "pulumi:pulumi:Stack"]
+
+    def of_type(self, type_token: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_token]
+
+    def one(self, type_token: str, name: Optional[str] = None) -> Registration:
+        found = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        if len(found) != 1:
+            raise LookupError(f"expected one {type_token} {name or ''} in the {self.stack} plan, found {len(found)}")
+        return found[0]
+
+    def children_of(self, parent: Registration) -> list[Registration]:
+        return [r for r in self.registrations if r.parent == parent.urn]
+
+
+# --- secret handling --------------------------------------------------------------------------
+
+
+def is_secret(value: Any) -> bool:
+    return rpc.is_rpc_secret(value)
+
+
+def reveal(value: Any) -> Any:
+    if is_secret(value):
+        return reveal(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
+
+
+def masked(value: Any) -> Any:
+    if is_secret(value):
+        return SECRET_MASK
+    if isinstance(value, dict):
+        return {k: masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value
+
+
+# --- configuration, as the CLI assembles it ---------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with path.open() as handle:
+            return yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path.name} not found in {path.parent}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{path.name} is not valid YAML: {exc}") from None
+
+
+def _config_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def stack_config(
+    stack: str, project_dir: Path = PROJECT_DIR, overrides: Optional[Mapping[str, Optional[str]]] = None
+) -> tuple[str, dict[str, str], list[str]]:
+    """(project name, config as the CLI passes it to the program, secret keys)."""
+    project = _read_yaml(project_dir / "Pulumi.yaml")
+    name = project["name"]
+    config: dict[str, str] = {}
+    for key, declaration in (project.get("config") or {}).items():
+        full_key = key if ":" in key else f"{name}:{key}"
+        if isinstance(declaration, dict) and "default" in declaration:
+            config[full_key] = _config_string(declaration["default"])
+    secret_keys = []
+    stack_values = _read_yaml(project_dir / f"Pulumi.{stack}.yaml").get("config") or {}
+    for key, value in stack_values.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[key] = SECURE_PLACEHOLDER
+            secret_keys.append(key)
+        else:
+            config[key] = _config_string(value)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    return name, config, secret_keys
+
+
+# --- the mock runtime -------------------------------------------------------------------------
+
+
+def _fake_id(urn: str) -> str:
+    return hashlib.sha256(urn.encode()).hexdigest()[:20]
+
+
+class PlanMocks(pulumi.runtime.Mocks):
+    """Plausible provider answers, so values computed from outputs (ARNs, IDs) are realistic."""
+
+    def __init__(self) -> None:
+        self.provider_regions: dict[str, str] = {}
+
+    def _region(self, args: pulumi_mocks.MockResourceArgs) -> str:
+        # A provider reference is "<urn>::<id>" and the URN ends in "::<name>".
+        provider_name = (args.provider or "::").split("::")[-2]
+        return self.provider_regions.get(provider_name, "us-east-1")
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs):
+        inputs = reveal(args.inputs)
+        state = dict(inputs)
+        resource_id = f"{args.name}-{_fake_id(args.name + args.typ)[:8]}"
+        if args.typ == "pulumi:providers:aws":
+            self.provider_regions[args.name] = inputs.get("region", "us-east-1")
+        elif args.typ == "aws:s3/bucket:Bucket":
+            resource_id = inputs["bucket"]
+            state["arn"] = f"arn:aws:s3:::{resource_id}"
+        elif args.typ == "aws:kms/key:Key":
+            key_id = _fake_id(args.name)
+            resource_id = f"{key_id[:8]}-{key_id[8:12]}-{key_id[12:16]}-{key_id[16:20]}-{_fake_id(key_id)[:12]}"
+            state["keyId"] = resource_id
+            state["arn"] = f"arn:aws:kms:{self._region(args)}:{FAKE_ACCOUNT}:key/{resource_id}"
+        elif args.typ == "aws:iam/role:Role":
+            resource_id = inputs.get("name") or resource_id
+            state["name"] = resource_id
+            state["arn"] = f"arn:aws:iam::{FAKE_ACCOUNT}:role/{resource_id}"
+        return resource_id, state
+
+    def call(self, args: pulumi_mocks.MockCallArgs):
+        return {}
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, plus a record of each request's options (parent, protect, ...)."""
+
+    def __init__(self, mocks: PlanMocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request):
+        pulumi_mocks._ensure_event_loop()
+        inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        registration = Registration(
+            urn=self.make_urn(request.parent, request.type, request.name),
+            type=request.type,
+            name=request.name,
+            inputs=inputs,
+            parent=request.parent,
+            protect=bool(request.protect),
+            retain_on_delete=bool(request.retainOnDelete),
+            dependencies=tuple(request.dependencies),
+            custom=bool(request.custom),
+            provider=request.provider,
+        )
+        with self._lock:
+            self.registrations.append(registration)
+        return super().RegisterResource(request)
+
+
+def record_plan(
+    stack: str,
+    project_dir: Path = PROJECT_DIR,
+    overrides: Optional[Mapping[str, Optional[str]]] = None,
+) -> Plan:
+    """Run ``__main__.py`` of ``project_dir`` for ``stack`` and return what it registered.
+
+    ``overrides`` sets (or, with None, removes) config keys as ``pulumi config set/rm`` would. A
+    ``pulumi.RunError`` from the program (bad settings) is returned as ``Plan.error``, not raised.
+    """
+    project, config, secret_keys = stack_config(stack, project_dir, overrides)
+    runtime_settings.reset_options(project=project, stack=stack)
+    set_all_config(config, secret_keys)
+    mocks = PlanMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    plan = Plan(stack=stack, project=project, secret_config_keys=tuple(secret_keys))
+
+    def program():
+        sys.path.insert(0, str(project_dir))
+        try:
+            runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+        finally:
+            sys.path.remove(str(project_dir))
+        return _collect_outputs(plan)
+
+    try:
+        _sync_await(pulumi_mocks.run_pulumi_func(program))
+    except pulumi.RunError as exc:
+        plan.error = str(exc)
+    plan.registrations = list(monitor.registrations)
+    return plan
+
+
+async def _collect_outputs(plan: Plan) -> None:
+    root = runtime_settings.get_root_resource()
+    for name, value in dict(getattr(root, "outputs", {}) or {}).items():
+        output = pulumi.Output.from_input(value)
+        plan.outputs[name] = (await output.future(with_unknowns=True), await output.is_secret())
