@@ -12,10 +12,11 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 from urllib.parse import urljoin
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -49,9 +50,9 @@ def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
 class RegistryError(Exception):
     """An unexpected HTTP status from the registry, carrying the status and the registry's error body."""
 
-    def __init__(self, method: str, url: str, status: int, body: str, headers: dict[str, str] | None = None):
+    def __init__(self, method: str, url: str, status: int, body: str, headers: Mapping[str, str] | None = None):
         self.method, self.url, self.status, self.body = method, url, status, body
-        self.headers = headers or {}
+        self.headers = CaseInsensitiveDict(headers or {})
         super().__init__(f"{method} {url} -> HTTP {status}: {body[:2000]}")
 
     @property
@@ -135,7 +136,7 @@ class OciClient:
         resp = self.session.request(method, url, **kwargs)
         if resp.status_code not in tuple(expect):
             body = "" if kwargs.get("stream") and method == "HEAD" else resp.text
-            raise RegistryError(method, url, resp.status_code, body, dict(resp.headers))
+            raise RegistryError(method, url, resp.status_code, body, resp.headers)
         return resp
 
     def ping(self) -> requests.Response:
@@ -145,7 +146,7 @@ class OciClient:
     # -- blobs ---------------------------------------------------------------------------------------------
     def head_blob(self, repo: str, digest: str) -> requests.Response | None:
         """HEAD a blob: the response (Content-Length, Docker-Content-Digest) if present, None on 404."""
-        resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", expect=(200, 404))
+        resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", expect=(200, 404), allow_redirects=True)
         return resp if resp.status_code == 200 else None
 
     def blob_exists(self, repo: str, digest: str) -> bool:

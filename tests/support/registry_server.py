@@ -87,3 +87,13 @@ def start_registry(binary: str | Path, env: Mapping[str, str], workdir: str | Pa
         raise
     return RunningRegistry(process=proc, base_url=base_url, debug_url=f"http://{LOOPBACK}:{debug_port}",
                            config_path=config_path, env=registry_env)
+
+
+def write_htpasswd(path: str | Path, users: Mapping[str, str], rounds: int = 10) -> Path:
+    """Write an htpasswd file with bcrypt hashes (the only scheme the registry's htpasswd auth accepts)."""
+    import bcrypt
+
+    path = Path(path)
+    lines = [f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds)).decode()}" for user, pw in users.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
