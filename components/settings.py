@@ -174,8 +174,9 @@ class Settings:
 def load_settings() -> Settings:
     """Read this stack's ``registry:*`` configuration and validate it."""
     config = pulumi.Config(PROJECT)
-    raw = {key: config.get(key) for key in KNOWN_KEYS}
-    return parse_settings(raw, environment=pulumi.get_stack(), present_keys=_configured_keys())
+    present = _configured_keys()
+    raw = {key: config.get(key) for key in (*KNOWN_KEYS, *sorted(present))}
+    return parse_settings(raw, environment=pulumi.get_stack(), present_keys=present)
 
 
 def _configured_keys() -> set[str]:
@@ -267,9 +268,9 @@ class _Raw:
         try:
             items = json.loads(value)
         except json.JSONDecodeError:
-            raise SettingsError(key, value, f"expected a list of {allowed}") from None
+            raise SettingsError(key, value, f"expected a list, each entry {allowed}") from None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise SettingsError(key, value, f"expected a list of {allowed}")
+            raise SettingsError(key, value, f"expected a list, each entry {allowed}")
         parsed = []
         for entry in items:
             try:
@@ -277,7 +278,7 @@ class _Raw:
             except ValueError:
                 raise SettingsError(key, entry, f"each entry must be {allowed}") from None
         if len(set(parsed)) != len(parsed):
-            raise SettingsError(key, items, f"expected a list of distinct {allowed}")
+            raise SettingsError(key, items, f"expected distinct entries, each {allowed}")
         return tuple(parsed)
 
 
@@ -320,7 +321,7 @@ def parse_settings(
 ) -> Settings:
     """Validate raw config strings (keys without the ``registry:`` prefix) into ``Settings``."""
     for key in sorted((present_keys or set()) - set(KNOWN_KEYS)):
-        raise SettingsError(key, raw.get(key, "(set)"), "unknown setting; known settings are listed in Pulumi.yaml")
+        raise SettingsError(key, raw.get(key), "unknown setting; known settings are listed in Pulumi.yaml")
     read = _Raw(raw)
 
     namespace = read.matching("namespace", _DNS_LABEL, "a Kubernetes namespace name (DNS label)")
@@ -332,9 +333,9 @@ def parse_settings(
         # A partition equal to the replica count updates no pod at all: a rollout that never starts.
         raise SettingsError("updatePartition", update_partition, f"expected 0 to {replicas - 1} with {replicas} replicas")
 
-    developer_cidrs = read.string_list("developerCidrs", _cidr, "CIDR blocks such as 10.20.0.0/16 (not /0)")
+    developer_cidrs = read.string_list("developerCidrs", _cidr, "a CIDR block such as 10.20.0.0/16 (not /0)")
     storage_endpoint_cidrs = read.string_list(
-        "storageEndpointCidrs", _cidr, "CIDR blocks such as 10.60.240.0/24 (not /0)"
+        "storageEndpointCidrs", _cidr, "a CIDR block such as 10.60.240.0/24 (not /0)"
     )
     if isinstance(storage, S3Storage) and not storage_endpoint_cidrs:
         raise SettingsError(
@@ -367,8 +368,8 @@ def parse_settings(
         fs_group=read.integer("fsGroup", 1, 2_147_483_647),
         termination_grace_period_seconds=read.integer("terminationGracePeriodSeconds", *_DURATION_SECONDS),
         log_level=read.choice("logLevel", LOG_LEVELS),
-        ci_runner_namespaces=read.string_list("ciRunnerNamespaces", _dns_label, "Kubernetes namespace names"),
-        node_cidrs=read.string_list("nodeCidrs", _cidr, "CIDR blocks such as 10.20.0.0/16 (not /0)"),
+        ci_runner_namespaces=read.string_list("ciRunnerNamespaces", _dns_label, "a Kubernetes namespace name"),
+        node_cidrs=read.string_list("nodeCidrs", _cidr, "a CIDR block such as 10.20.0.0/16 (not /0)"),
         developer_cidrs=developer_cidrs,
         storage_endpoint_cidrs=storage_endpoint_cidrs,
         ingress_host=ingress_host,

@@ -6,6 +6,7 @@ Exits 0 when every stack planned, 2 on bad configuration (one line per stack nam
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,4 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # After a program error the SDK leaves an event loop whose finaliser prints a spurious traceback
+    # at interpreter exit; the plan is written and the streams flushed, so leave without finalisers.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
