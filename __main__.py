@@ -5,6 +5,7 @@ import pulumi
 from components.settings import S3Storage, load_settings
 from components.storage import S3BucketStorage, S3BucketStorageArgs
 from components.workload import RegistryWorkload, RegistryWorkloadArgs
+from components.monitoring import RegistryMonitoring, RegistryMonitoringArgs
 
 settings = load_settings()
 
@@ -20,6 +21,7 @@ if isinstance(settings.storage, S3Storage):
     pulumi.export("role_arn", bucket.role_arn)
 
 registry = RegistryWorkload("registry", RegistryWorkloadArgs(settings=settings, role_arn=role_arn))
+RegistryMonitoring("registry-monitoring", RegistryMonitoringArgs(settings=settings))
 
 pulumi.export("namespace", settings.namespace)
 pulumi.export("service_dns_name", registry.service_dns_name)

@@ -30,6 +30,7 @@ LOG_LEVELS = ("error", "warn", "info", "debug")
 MAX_REPLICAS = 10
 MIN_VOLUME_BYTES = 1 << 30  # 1Gi
 MAX_VOLUME_BYTES = 64 << 40  # 64Ti
+MAX_BUCKET_BUDGET_BYTES = 1 << 50  # 1024Ti
 
 # Every key this program reads, so that a misspelt key in a stack file is an error, not a silently
 # ignored line. Pulumi.yaml declares the same keys (a test keeps the two in step).
@@ -64,6 +65,8 @@ KNOWN_KEYS = (
     "consulHttpAddr",
     "vaultAddr",
     "vaultKvMount",
+    "s3StorageBudget",
+    "runbookBaseUrl",
 )
 
 
@@ -147,6 +150,10 @@ class Settings:
     consul_http_addr: str
     vault_addr: str
     vault_kv_mount: str
+    # Bucket bytes the storage alert measures against (s3 and minio modes; None with filesystem storage,
+    # whose alert measures the volume's own capacity).
+    s3_storage_budget_bytes: Optional[int]
+    runbook_base_url: str
 
     @property
     def consul_kv_prefix(self) -> str:
@@ -192,6 +199,7 @@ _MEMORY = re.compile(r"^\d+(Ki|Mi|Gi)$")
 _SIZE = re.compile(r"^(?P<number>\d+)(?P<unit>Mi|Gi|Ti)$")
 _UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
 _ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+_DOCUMENT_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
 _DURATION_SECONDS = (10, 600)
 
 T = TypeVar("T")
@@ -332,7 +340,25 @@ def parse_settings(
         consul_http_addr=read.matching("consulHttpAddr", _ENDPOINT, "an https:// or http:// host[:port] URL"),
         vault_addr=read.matching("vaultAddr", _ENDPOINT, "an https:// or http:// host[:port] URL"),
         vault_kv_mount=read.matching("vaultKvMount", re.compile(r"^[a-z0-9][a-z0-9_-]*$"), "a Vault mount path such as secret"),
+        s3_storage_budget_bytes=_parse_storage_budget(read, storage),
+        runbook_base_url=read.matching(
+            "runbookBaseUrl", _DOCUMENT_URL, "an https:// URL of the document holding the runbooks, without a #fragment"
+        ),
     )
+
+
+def _parse_storage_budget(read: _Raw, storage: Storage) -> Optional[int]:
+    if isinstance(storage, FilesystemStorage):
+        return None
+    # A bucket has no capacity of its own: without a budget "storage above 80%" has nothing to measure.
+    budget = read.string("s3StorageBudget", "the bucket size the storage alert measures against, such as 20Ti")
+    try:
+        budget_bytes = quantity_bytes(budget)
+    except ValueError:
+        raise SettingsError("s3StorageBudget", budget, "expected a size such as 20Ti (units Mi, Gi, Ti)") from None
+    if not MIN_VOLUME_BYTES <= budget_bytes <= MAX_BUCKET_BUDGET_BYTES:
+        raise SettingsError("s3StorageBudget", budget, "expected a size from 1Gi to 1024Ti")
+    return budget_bytes
 
 
 def _dns_label_or_error(key: str, value: str) -> str:
