@@ -351,14 +351,19 @@ def _parse_storage_budget(read: _Raw, storage: Storage) -> Optional[int]:
     if isinstance(storage, FilesystemStorage):
         return None
     # A bucket has no capacity of its own: without a budget "storage above 80%" has nothing to measure.
-    budget = read.string("s3StorageBudget", "the bucket size the storage alert measures against, such as 20Ti")
+    return _size_bytes(read, "s3StorageBudget", "20Ti", MIN_VOLUME_BYTES, MAX_BUCKET_BUDGET_BYTES)[1]
+
+
+def _size_bytes(read: _Raw, key: str, example: str, low: int, high: int) -> tuple[str, int]:
+    """(the size as written, its bytes) for a required size such as 200Gi between low and high bytes."""
+    size = read.string(key, f"a size such as {example}")
     try:
-        budget_bytes = quantity_bytes(budget)
+        size_bytes = quantity_bytes(size)
     except ValueError:
-        raise SettingsError("s3StorageBudget", budget, "expected a size such as 20Ti (units Mi, Gi, Ti)") from None
-    if not MIN_VOLUME_BYTES <= budget_bytes <= MAX_BUCKET_BUDGET_BYTES:
-        raise SettingsError("s3StorageBudget", budget, "expected a size from 1Gi to 1024Ti")
-    return budget_bytes
+        raise SettingsError(key, size, f"expected a size such as {example} (units Mi, Gi, Ti)") from None
+    if not low <= size_bytes <= high:
+        raise SettingsError(key, size, f"expected a size from {low >> 30}Gi to {high >> 40}Ti")
+    return size, size_bytes
 
 
 def _dns_label_or_error(key: str, value: str) -> str:
@@ -386,13 +391,7 @@ def _parse_storage(read: _Raw, replicas: int) -> Storage:
             # Each StatefulSet pod gets its own ReadWriteOnce volume: several replicas would be several
             # registries behind one Service, each holding a different part of the images.
             raise SettingsError("replicas", replicas, "filesystem storage allows exactly 1 replica; use s3 or minio for more")
-        size = read.string("storageSize", "a volume size such as 200Gi")
-        try:
-            size_bytes = quantity_bytes(size)
-        except ValueError:
-            raise SettingsError("storageSize", size, "expected a size such as 200Gi (units Mi, Gi, Ti)") from None
-        if not MIN_VOLUME_BYTES <= size_bytes <= MAX_VOLUME_BYTES:
-            raise SettingsError("storageSize", size, "expected a size from 1Gi to 64Ti")
+        size, _ = _size_bytes(read, "storageSize", "200Gi", MIN_VOLUME_BYTES, MAX_VOLUME_BYTES)
         storage_class = read.matching("storageClass", re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), "a StorageClass name")
         return FilesystemStorage(storage_class=storage_class, size=size)
 
