@@ -2,6 +2,7 @@
 
 import pulumi
 
+from components.network import RegistryNetwork, RegistryNetworkArgs
 from components.settings import S3Storage, load_settings
 from components.storage import S3BucketStorage, S3BucketStorageArgs
 from components.workload import RegistryWorkload, RegistryWorkloadArgs
@@ -21,6 +22,7 @@ if isinstance(settings.storage, S3Storage):
     pulumi.export("role_arn", bucket.role_arn)
 
 registry = RegistryWorkload("registry", RegistryWorkloadArgs(settings=settings, role_arn=role_arn))
+RegistryNetwork("registry-network", RegistryNetworkArgs(settings=settings))
 RegistryMonitoring("registry-monitoring", RegistryMonitoringArgs(settings=settings))
 
 pulumi.export("namespace", settings.namespace)

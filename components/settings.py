@@ -61,6 +61,11 @@ KNOWN_KEYS = (
     "ciRunnerNamespaces",
     "nodeCidrs",
     "developerCidrs",
+    "storageEndpointCidrs",
+    "ingressHost",
+    "ingressClassName",
+    "ingressTlsSecretName",
+    "ingressControllerNamespace",
     "monitoringNamespace",
     "consulHttpAddr",
     "vaultAddr",
@@ -146,6 +151,11 @@ class Settings:
     ci_runner_namespaces: tuple[str, ...]
     node_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     developer_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    storage_endpoint_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    ingress_host: Optional[str]
+    ingress_class_name: str
+    ingress_tls_secret_name: Optional[str]
+    ingress_controller_namespace: str
     monitoring_namespace: str
     consul_http_addr: str
     vault_addr: str
@@ -201,6 +211,15 @@ _UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
 _ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
 _DOCUMENT_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
 _DURATION_SECONDS = (10, 600)
+_HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# The egress NetworkPolicy admits Consul and Vault by namespace, so they must be in-cluster services.
+_SERVICE_URL = re.compile(r"^https?://[a-z0-9-]+\.[a-z0-9-]+\.svc(\.[a-z0-9.-]+)?(:\d{1,5})?/?$")
+_SERVICE_URL_ALLOWED = "an in-cluster service URL such as https://<service>.<namespace>.svc:<port>"
+
+
+def _in_cluster(url: str) -> bool:
+    return bool(_SERVICE_URL.match(url))
 
 T = TypeVar("T")
 
@@ -321,6 +340,29 @@ def parse_settings(
         # A partition equal to the replica count updates no pod at all: a rollout that never starts.
         raise SettingsError("updatePartition", update_partition, f"expected 0 to {replicas - 1} with {replicas} replicas")
 
+    developer_cidrs = read.string_list("developerCidrs", _cidr, "CIDR blocks such as 10.20.0.0/16 (not /0)")
+    storage_endpoint_cidrs = read.string_list(
+        "storageEndpointCidrs", _cidr, "CIDR blocks such as 10.60.240.0/24 (not /0)"
+    )
+    if isinstance(storage, S3Storage) and not storage_endpoint_cidrs:
+        raise SettingsError(
+            "storageEndpointCidrs", None,
+            "s3 storage needs the CIDRs of the VPC interface endpoints for S3 and STS (egress is deny-by-default)",
+        )
+    if isinstance(storage, MinioStorage) and not _in_cluster(storage.endpoint) and not storage_endpoint_cidrs:
+        raise SettingsError(
+            "storageEndpointCidrs", None, "a MinIO endpoint outside the cluster needs its CIDRs (egress is deny-by-default)"
+        )
+    ingress_host = read.optional("ingressHost")
+    ingress_tls_secret_name = None
+    if ingress_host is not None:
+        read.matching("ingressHost", _HOSTNAME, "a DNS host name such as registry.example.com")
+        if not developer_cidrs:
+            raise SettingsError("developerCidrs", [], "the developer Ingress needs at least one developer CIDR (an empty allow-list would admit everybody)")
+        ingress_tls_secret_name = read.matching(
+            "ingressTlsSecretName", _DNS_SUBDOMAIN, "the name of the TLS Secret for the Ingress host"
+        )
+
     return Settings(
         environment=_dns_label_or_error("(stack name)", environment),
         namespace=namespace,
@@ -335,10 +377,17 @@ def parse_settings(
         log_level=read.choice("logLevel", LOG_LEVELS),
         ci_runner_namespaces=read.string_list("ciRunnerNamespaces", _dns_label, "Kubernetes namespace names"),
         node_cidrs=read.string_list("nodeCidrs", _cidr, "CIDR blocks such as 10.20.0.0/16 (not /0)"),
-        developer_cidrs=read.string_list("developerCidrs", _cidr, "CIDR blocks such as 10.20.0.0/16 (not /0)"),
+        developer_cidrs=developer_cidrs,
+        storage_endpoint_cidrs=storage_endpoint_cidrs,
+        ingress_host=ingress_host,
+        ingress_class_name=read.matching("ingressClassName", _DNS_SUBDOMAIN, "an IngressClass name such as nginx"),
+        ingress_tls_secret_name=ingress_tls_secret_name,
+        ingress_controller_namespace=read.matching(
+            "ingressControllerNamespace", _DNS_LABEL, "the namespace of the ingress controller"
+        ),
         monitoring_namespace=read.matching("monitoringNamespace", _DNS_LABEL, "a Kubernetes namespace name"),
-        consul_http_addr=read.matching("consulHttpAddr", _ENDPOINT, "an https:// or http:// host[:port] URL"),
-        vault_addr=read.matching("vaultAddr", _ENDPOINT, "an https:// or http:// host[:port] URL"),
+        consul_http_addr=read.matching("consulHttpAddr", _SERVICE_URL, _SERVICE_URL_ALLOWED),
+        vault_addr=read.matching("vaultAddr", _SERVICE_URL, _SERVICE_URL_ALLOWED),
         vault_kv_mount=read.matching("vaultKvMount", re.compile(r"^[a-z0-9][a-z0-9_-]*$"), "a Vault mount path such as secret"),
         s3_storage_budget_bytes=_parse_storage_budget(read, storage),
         runbook_base_url=read.matching(
