@@ -6,6 +6,7 @@ from components.network import RegistryNetwork, RegistryNetworkArgs
 from components.settings import S3Storage, load_settings
 from components.storage import S3BucketStorage, S3BucketStorageArgs
 from components.workload import RegistryWorkload, RegistryWorkloadArgs
+from components.monitoring import RegistryMonitoring, RegistryMonitoringArgs
 
 settings = load_settings()
 
@@ -22,6 +23,7 @@ if isinstance(settings.storage, S3Storage):
 
 registry = RegistryWorkload("registry", RegistryWorkloadArgs(settings=settings, role_arn=role_arn))
 RegistryNetwork("registry-network", RegistryNetworkArgs(settings=settings))
+RegistryMonitoring("registry-monitoring", RegistryMonitoringArgs(settings=settings))
 
 pulumi.export("namespace", settings.namespace)
 pulumi.export("service_dns_name", registry.service_dns_name)

@@ -30,6 +30,7 @@ LOG_LEVELS = ("error", "warn", "info", "debug")
 MAX_REPLICAS = 10
 MIN_VOLUME_BYTES = 1 << 30  # 1Gi
 MAX_VOLUME_BYTES = 64 << 40  # 64Ti
+MAX_BUCKET_BUDGET_BYTES = 1 << 50  # 1024Ti
 
 # Every key this program reads, so that a misspelt key in a stack file is an error, not a silently
 # ignored line. Pulumi.yaml declares the same keys (a test keeps the two in step).
@@ -69,6 +70,8 @@ KNOWN_KEYS = (
     "consulHttpAddr",
     "vaultAddr",
     "vaultKvMount",
+    "s3StorageBudget",
+    "runbookBaseUrl",
 )
 
 
@@ -157,6 +160,10 @@ class Settings:
     consul_http_addr: str
     vault_addr: str
     vault_kv_mount: str
+    # Bucket bytes the storage alert measures against (s3 and minio modes; None with filesystem storage,
+    # whose alert measures the volume's own capacity).
+    s3_storage_budget_bytes: Optional[int]
+    runbook_base_url: str
 
     @property
     def consul_kv_prefix(self) -> str:
@@ -203,6 +210,7 @@ _MEMORY = re.compile(r"^\d+(Ki|Mi|Gi)$")
 _SIZE = re.compile(r"^(?P<number>\d+)(?P<unit>Mi|Gi|Ti)$")
 _UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
 _ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+_DOCUMENT_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
 _DURATION_SECONDS = (10, 600)
 _HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -382,7 +390,30 @@ def parse_settings(
         consul_http_addr=read.matching("consulHttpAddr", _SERVICE_URL, _SERVICE_URL_ALLOWED),
         vault_addr=read.matching("vaultAddr", _SERVICE_URL, _SERVICE_URL_ALLOWED),
         vault_kv_mount=read.matching("vaultKvMount", re.compile(r"^[a-z0-9][a-z0-9_-]*$"), "a Vault mount path such as secret"),
+        s3_storage_budget_bytes=_parse_storage_budget(read, storage),
+        runbook_base_url=read.matching(
+            "runbookBaseUrl", _DOCUMENT_URL, "an https:// URL of the document holding the runbooks, without a #fragment"
+        ),
     )
+
+
+def _parse_storage_budget(read: _Raw, storage: Storage) -> Optional[int]:
+    if isinstance(storage, FilesystemStorage):
+        return None
+    # A bucket has no capacity of its own: without a budget "storage above 80%" has nothing to measure.
+    return _size_bytes(read, "s3StorageBudget", "20Ti", MIN_VOLUME_BYTES, MAX_BUCKET_BUDGET_BYTES)[1]
+
+
+def _size_bytes(read: _Raw, key: str, example: str, low: int, high: int) -> tuple[str, int]:
+    """(the size as written, its bytes) for a required size such as 200Gi between low and high bytes."""
+    size = read.string(key, f"a size such as {example}")
+    try:
+        size_bytes = quantity_bytes(size)
+    except ValueError:
+        raise SettingsError(key, size, f"expected a size such as {example} (units Mi, Gi, Ti)") from None
+    if not low <= size_bytes <= high:
+        raise SettingsError(key, size, f"expected a size from {low >> 30}Gi to {high >> 40}Ti")
+    return size, size_bytes
 
 
 def _dns_label_or_error(key: str, value: str) -> str:
@@ -410,13 +441,7 @@ def _parse_storage(read: _Raw, replicas: int) -> Storage:
             # Each StatefulSet pod gets its own ReadWriteOnce volume: several replicas would be several
             # registries behind one Service, each holding a different part of the images.
             raise SettingsError("replicas", replicas, "filesystem storage allows exactly 1 replica; use s3 or minio for more")
-        size = read.string("storageSize", "a volume size such as 200Gi")
-        try:
-            size_bytes = quantity_bytes(size)
-        except ValueError:
-            raise SettingsError("storageSize", size, "expected a size such as 200Gi (units Mi, Gi, Ti)") from None
-        if not MIN_VOLUME_BYTES <= size_bytes <= MAX_VOLUME_BYTES:
-            raise SettingsError("storageSize", size, "expected a size from 1Gi to 64Ti")
+        size, _ = _size_bytes(read, "storageSize", "200Gi", MIN_VOLUME_BYTES, MAX_VOLUME_BYTES)
         storage_class = read.matching("storageClass", re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), "a StorageClass name")
         return FilesystemStorage(storage_class=storage_class, size=size)
 
