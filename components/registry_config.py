@@ -19,12 +19,24 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from .settings import DEBUG_PORT, HTTP_PORT, FilesystemStorage, MinioStorage, S3Storage, Settings
+from .settings import (DEBUG_PORT, HTTP_PORT, FilesystemStorage, HtpasswdAuth, MinioStorage, S3Storage, Settings,
+                       TokenAuth)
 
 DATA_DIRECTORY = "/var/lib/registry"
+# config-cli writes the files of ``config_files()`` here (a memory-backed volume) before the registry starts.
 SECRETS_DIRECTORY = "/run/registry"
-HTPASSWD_PATH = f"{SECRETS_DIRECTORY}/htpasswd"
+HTPASSWD_FILE = "htpasswd"
+TOKEN_ROOT_CERTS_FILE = "token-root-certs.pem"
+HTPASSWD_PATH = f"{SECRETS_DIRECTORY}/{HTPASSWD_FILE}"
+TOKEN_ROOT_CERTS_PATH = f"{SECRETS_DIRECTORY}/{TOKEN_ROOT_CERTS_FILE}"
 HTPASSWD_REALM = "Registry"
+
+# Fields of the registry's Vault secret (``registry/<env>`` in the KV v2 mount).
+FIELD_HTTP_SECRET = "http_secret"
+FIELD_HTPASSWD = "htpasswd"
+FIELD_S3_ACCESS_KEY = "s3_access_key"
+FIELD_S3_SECRET_KEY = "s3_secret_key"
+VAULT_REFERENCE_PREFIX = "vault:"
 # Shorter than the pod's grace period, so in-flight pushes finish before the kubelet kills the pod.
 DRAIN_TIMEOUT_SECONDS = 25
 UPLOAD_PURGE_AGE = "168h"
@@ -33,7 +45,7 @@ UPLOAD_PURGE_INTERVAL = "24h"
 
 def vault_reference(settings: Settings, field: str) -> str:
     """How a KV value points at a field of the registry's Vault secret (resolved by config-cli)."""
-    return f"vault:{settings.vault_kv_mount}/{settings.vault_secret_path}#{field}"
+    return f"{VAULT_REFERENCE_PREFIX}{settings.vault_kv_mount}/{settings.vault_secret_path}#{field}"
 
 
 def _compact_json(value: dict) -> str:
@@ -52,7 +64,7 @@ def registry_environment(settings: Settings, kms_key_arn: Optional[str] = None) 
         "REGISTRY_LOG_ACCESSLOG_DISABLED": "false",
         "REGISTRY_LOG_FIELDS_ENVIRONMENT": settings.environment,
         "REGISTRY_HTTP_ADDR": f":{HTTP_PORT}",
-        "REGISTRY_HTTP_SECRET": vault_reference(settings, "http_secret"),
+        "REGISTRY_HTTP_SECRET": vault_reference(settings, FIELD_HTTP_SECRET),
         "REGISTRY_HTTP_DRAINTIMEOUT": f"{DRAIN_TIMEOUT_SECONDS}s",
         "REGISTRY_HTTP_DEBUG_ADDR": f":{DEBUG_PORT}",
         "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
@@ -66,13 +78,42 @@ def registry_environment(settings: Settings, kms_key_arn: Optional[str] = None) 
             {"enabled": True, "age": UPLOAD_PURGE_AGE, "interval": UPLOAD_PURGE_INTERVAL, "dryrun": False}
         ),
         "REGISTRY_STORAGE_MAINTENANCE_READONLY": _compact_json({"enabled": False}),
+        "OTEL_TRACES_EXPORTER": "none",
+    }
+    env.update(_auth_environment(settings))
+    env.update(_storage_environment(settings, kms_key_arn))
+    return env
+
+
+def _auth_environment(settings: Settings) -> dict[str, str]:
+    """Exactly one ``REGISTRY_AUTH_<MODE>_*`` family: Distribution refuses a second auth section."""
+    auth = settings.auth
+    if isinstance(auth, TokenAuth):
+        return {
+            "REGISTRY_AUTH": "token",
+            "REGISTRY_AUTH_TOKEN_REALM": auth.realm,
+            "REGISTRY_AUTH_TOKEN_SERVICE": auth.service,
+            "REGISTRY_AUTH_TOKEN_ISSUER": auth.issuer,
+            "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": TOKEN_ROOT_CERTS_PATH,
+        }
+    assert isinstance(auth, HtpasswdAuth)
+    return {
         "REGISTRY_AUTH": "htpasswd",
         "REGISTRY_AUTH_HTPASSWD_REALM": HTPASSWD_REALM,
         "REGISTRY_AUTH_HTPASSWD_PATH": HTPASSWD_PATH,
-        "OTEL_TRACES_EXPORTER": "none",
     }
-    env.update(_storage_environment(settings, kms_key_arn))
-    return env
+
+
+def config_files(settings: Settings) -> dict[str, str]:
+    """Files config-cli writes into ``SECRETS_DIRECTORY`` before the registry starts, by file name.
+
+    A value is either the file's content (public data such as the token server's certificates) or a
+    Vault reference whose field holds the content (the bcrypt htpasswd file).
+    """
+    auth = settings.auth
+    if isinstance(auth, TokenAuth):
+        return {TOKEN_ROOT_CERTS_FILE: auth.root_cert_bundle}
+    return {HTPASSWD_FILE: vault_reference(settings, FIELD_HTPASSWD)}
 
 
 def _storage_environment(settings: Settings, kms_key_arn: Optional[str]) -> dict[str, str]:
@@ -108,6 +149,6 @@ def _storage_environment(settings: Settings, kms_key_arn: Optional[str]) -> dict
         "REGISTRY_STORAGE_S3_REGIONENDPOINT": storage.endpoint,
         "REGISTRY_STORAGE_S3_FORCEPATHSTYLE": "true",
         "REGISTRY_STORAGE_S3_SECURE": "true" if storage.endpoint.startswith("https://") else "false",
-        "REGISTRY_STORAGE_S3_ACCESSKEY": vault_reference(settings, "s3_access_key"),
-        "REGISTRY_STORAGE_S3_SECRETKEY": vault_reference(settings, "s3_secret_key"),
+        "REGISTRY_STORAGE_S3_ACCESSKEY": vault_reference(settings, FIELD_S3_ACCESS_KEY),
+        "REGISTRY_STORAGE_S3_SECRETKEY": vault_reference(settings, FIELD_S3_SECRET_KEY),
     }

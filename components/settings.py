@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import pulumi
 
@@ -72,7 +72,26 @@ KNOWN_KEYS = (
     "vaultKvMount",
     "s3StorageBudget",
     "runbookBaseUrl",
+    "consulIntentionSources",
+    "authMode",
+    "htpasswdUsers",
+    "tokenRealm",
+    "tokenService",
+    "tokenIssuer",
+    "tokenRootCertBundle",
+    "credentialsGeneration",
+    "vaultKubernetesAuthPath",
+    "vaultAuthAudience",
+    "minioAccessKey",
+    "minioSecretKey",
 )
+
+# Settings whose values are secrets: read with ``get_secret`` so they stay wrapped, never as plain strings.
+SECRET_KEYS = ("minioAccessKey", "minioSecretKey")
+
+AUTH_MODES = ("htpasswd", "token")
+USER_ACCESS = ("push", "pull")
+MAX_CREDENTIALS_GENERATION = 1_000_000
 
 
 class SettingsError(pulumi.RunError):
@@ -128,6 +147,43 @@ Storage = Union[FilesystemStorage, S3Storage, MinioStorage]
 
 
 @dataclass(frozen=True)
+class HtpasswdAuth:
+    """Distribution checks Basic credentials against a bcrypt htpasswd file (every user gets push)."""
+
+    mode: str = "htpasswd"
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    """Distribution accepts bearer tokens signed by an external token server whose certificate it trusts."""
+
+    realm: str
+    service: str
+    issuer: str
+    root_cert_bundle: str  # PEM, public: the token server's signing certificate(s)
+    mode: str = "token"
+
+
+Auth = Union[HtpasswdAuth, TokenAuth]
+
+
+@dataclass(frozen=True)
+class RegistryUser:
+    """A robot account whose password Pulumi generates; ``access`` is push or pull."""
+
+    name: str
+    access: str
+
+
+@dataclass(frozen=True)
+class MinioCredentials:
+    """The MinIO access key pair, kept as Pulumi secrets (``pulumi.Output``) or plain strings in tests."""
+
+    access_key: Any
+    secret_key: Any
+
+
+@dataclass(frozen=True)
 class Resources:
     cpu_request: str
     cpu_limit: str
@@ -164,6 +220,13 @@ class Settings:
     # whose alert measures the volume's own capacity).
     s3_storage_budget_bytes: Optional[int]
     runbook_base_url: str
+    consul_intention_sources: tuple[str, ...]
+    auth: Auth
+    users: tuple[RegistryUser, ...]
+    credentials_generation: int
+    vault_kubernetes_auth_path: str
+    vault_auth_audience: str
+    minio_credentials: Optional[MinioCredentials]
 
     @property
     def consul_kv_prefix(self) -> str:
@@ -182,8 +245,9 @@ def load_settings() -> Settings:
     """Read this stack's ``registry:*`` configuration and validate it."""
     config = pulumi.Config(PROJECT)
     present = _configured_keys()
-    raw = {key: config.get(key) for key in (*KNOWN_KEYS, *sorted(present))}
-    return parse_settings(raw, environment=pulumi.get_stack(), present_keys=present)
+    raw = {key: config.get(key) for key in (*KNOWN_KEYS, *sorted(present)) if key not in SECRET_KEYS}
+    secrets = {key: config.require_secret(key) for key in SECRET_KEYS if key in present}
+    return parse_settings(raw, environment=pulumi.get_stack(), present_keys=present, secrets=secrets)
 
 
 def _configured_keys() -> set[str]:
@@ -326,8 +390,13 @@ def parse_settings(
     raw: Mapping[str, Optional[str]],
     environment: str,
     present_keys: Optional[set[str]] = None,
+    secrets: Optional[Mapping[str, Any]] = None,
 ) -> Settings:
-    """Validate raw config strings (keys without the ``registry:`` prefix) into ``Settings``."""
+    """Validate raw config strings (keys without the ``registry:`` prefix) into ``Settings``.
+
+    ``secrets`` holds the values of ``SECRET_KEYS`` as Pulumi secrets; their plaintext is never read
+    here, only their presence. Tests may pass them as plain strings in ``raw`` instead.
+    """
     for key in sorted((present_keys or set()) - set(KNOWN_KEYS)):
         raise SettingsError(key, raw.get(key), "unknown setting; known settings are listed in Pulumi.yaml")
     read = _Raw(raw)
@@ -363,6 +432,8 @@ def parse_settings(
         ingress_tls_secret_name = read.matching(
             "ingressTlsSecretName", _DNS_SUBDOMAIN, "the name of the TLS Secret for the Ingress host"
         )
+    auth = _parse_auth(read)
+    users = _parse_users(read, auth)
 
     return Settings(
         environment=_dns_label_or_error("(stack name)", environment),
@@ -394,6 +465,15 @@ def parse_settings(
         runbook_base_url=read.matching(
             "runbookBaseUrl", _DOCUMENT_URL, "an https:// URL of the document holding the runbooks, without a #fragment"
         ),
+        consul_intention_sources=_parse_intention_sources(read),
+        auth=auth,
+        users=users,
+        credentials_generation=read.integer("credentialsGeneration", 1, MAX_CREDENTIALS_GENERATION),
+        vault_kubernetes_auth_path=read.matching(
+            "vaultKubernetesAuthPath", _VAULT_PATH, "a Vault auth mount path such as kubernetes or k8s/prod"
+        ),
+        vault_auth_audience=read.matching("vaultAuthAudience", _AUDIENCE, "a token audience such as vault"),
+        minio_credentials=_parse_minio_credentials(raw, storage, secrets or {}),
     )
 
 
@@ -482,3 +562,100 @@ def _parse_resources(read: _Raw) -> Resources:
     if _memory_bytes(memory_limit) < _memory_bytes(memory_request):
         raise SettingsError("memoryLimit", memory_limit, f"expected at least memoryRequest ({memory_request})")
     return Resources(cpu_request, cpu_limit, memory_request, memory_limit)
+
+
+# --- consul, auth and credentials -------------------------------------------------------------
+
+_VAULT_PATH = re.compile(r"^[a-z0-9]([a-z0-9_/-]*[a-z0-9])?$")
+_AUDIENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$")
+_USER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
+# Where clients send their passwords to get a token: TLS, except on loopback (a token server on the
+# same host, as in the real-registry tests).
+_REALM = re.compile(r"^(https://[A-Za-z0-9.-]+|http://(127\.0\.0\.1|localhost))(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+_TOKEN_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
+_ISSUER = re.compile(r"^\S{1,255}$")
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+\n-----END CERTIFICATE-----")
+TOKEN_KEYS = ("tokenRealm", "tokenService", "tokenIssuer", "tokenRootCertBundle")
+
+
+def _consul_service_name(text: str) -> str:
+    if text == "*" or not _DNS_LABEL.match(text):
+        raise ValueError(text)
+    return text
+
+
+def _parse_intention_sources(read: _Raw) -> tuple[str, ...]:
+    sources = read.string_list(
+        "consulIntentionSources", _consul_service_name, "Consul service names such as ci-runner (no wildcard)"
+    )
+    if not sources:
+        # Intentions deny every source not listed: an empty list is a registry nobody can reach.
+        raise SettingsError("consulIntentionSources", read.optional("consulIntentionSources"),
+                            "required: at least one Consul service allowed to call the registry, such as ci-runner")
+    if WORKLOAD_NAME in sources:
+        raise SettingsError("consulIntentionSources", WORKLOAD_NAME, "the registry itself is not a source")
+    return sources
+
+
+def _parse_auth(read: _Raw) -> Auth:
+    mode = read.choice("authMode", AUTH_MODES)
+    if mode == "htpasswd":
+        for key in TOKEN_KEYS:
+            if read.optional(key) is not None:
+                raise SettingsError(key, read.optional(key), "only used with authMode token (authMode is htpasswd)")
+        return HtpasswdAuth()
+    bundle = read.string("tokenRootCertBundle", "the token server's signing certificate(s), PEM")
+    bundle = bundle.replace("\r\n", "\n").strip() + "\n"
+    certificates = _PEM_CERTIFICATE.findall(bundle)
+    if not certificates or "".join(certificates).count("BEGIN") != bundle.count("-----BEGIN"):
+        raise SettingsError("tokenRootCertBundle", bundle[:40] + "...",
+                            "expected one or more PEM certificates (-----BEGIN CERTIFICATE----- blocks) and nothing else")
+    return TokenAuth(
+        realm=read.matching("tokenRealm", _REALM, "the token server's URL, https://host[:port]/path"),
+        service=read.matching("tokenService", _TOKEN_SERVICE, "the service name tokens are issued for (their audience)"),
+        issuer=read.matching("tokenIssuer", _ISSUER, "the issuer (iss claim) of the token server's tokens"),
+        root_cert_bundle=bundle,
+    )
+
+
+def _registry_user(text: str) -> RegistryUser:
+    name, separator, access = text.partition(":")
+    if not separator or not _USER.match(name) or access not in USER_ACCESS:
+        raise ValueError(text)
+    return RegistryUser(name=name, access=access)
+
+
+def _parse_users(read: _Raw, auth: Auth) -> tuple[RegistryUser, ...]:
+    allowed = "name:push or name:pull (name: lowercase letters, digits, . _ -)"
+    users = read.string_list("htpasswdUsers", _registry_user, allowed)
+    names = [user.name for user in users]
+    if len(set(names)) != len(names):
+        raise SettingsError("htpasswdUsers", names, "expected each user name once")
+    if not any(user.access == "push" for user in users):
+        raise SettingsError("htpasswdUsers", read.optional("htpasswdUsers"),
+                            "required: at least one pushing user (name:push), such as the CI runner's")
+    pull_users = [user.name for user in users if user.access == "pull"]
+    if isinstance(auth, HtpasswdAuth) and pull_users:
+        # Distribution's htpasswd auth grants every authenticated user every action: a "pull" user
+        # would silently be able to push. Only token auth carries per-repository actions.
+        raise SettingsError("htpasswdUsers", pull_users,
+                            "htpasswd auth gives every user push access; pull-only users need authMode token")
+    if isinstance(auth, TokenAuth) and not pull_users:
+        raise SettingsError("htpasswdUsers", read.optional("htpasswdUsers"),
+                            "with authMode token, expected at least one pull-only user (name:pull) besides the pushers")
+    return users
+
+
+def _parse_minio_credentials(
+    raw: Mapping[str, Optional[str]], storage: Storage, secrets: Mapping[str, Any]
+) -> Optional[MinioCredentials]:
+    values = {key: secrets.get(key, raw.get(key) or None) for key in SECRET_KEYS}
+    if not isinstance(storage, MinioStorage):
+        for key, value in values.items():
+            if value is not None:
+                raise SettingsError(key, "[secret]", f"only used with storageMode minio (storageMode is {storage.mode})")
+        return None
+    for key, value in values.items():
+        if value is None:
+            raise SettingsError(key, None, f"required with storageMode minio: `pulumi config set --secret {PROJECT}:{key} ...`")
+    return MinioCredentials(access_key=values["minioAccessKey"], secret_key=values["minioSecretKey"])

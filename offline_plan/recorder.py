@@ -9,9 +9,13 @@ marked secret, so they are masked wherever the plan is shown.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import runpy
+import secrets
+import string
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -31,6 +35,10 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 FAKE_ACCOUNT = "123456789012"
 SECRET_MASK = "[secret]"
 SECURE_PLACEHOLDER = "<secure value: plaintext unknown offline>"
+# Generated values (random passwords and bytes) are new in every process, so a test that scans the
+# plan's output for them cannot pass by luck, and stable within it for the same resource and
+# keepers, as the provider keeps a generated value until its keepers change.
+_RUN_SEED = secrets.token_bytes(32)
 
 
 class ConfigFileError(Exception):
@@ -170,6 +178,24 @@ def _fake_id(urn: str) -> str:
     return hashlib.sha256(urn.encode()).hexdigest()[:20]
 
 
+def _generated_bytes(name: str, inputs: Mapping[str, Any], length: int) -> bytes:
+    material = json.dumps({"name": name, "keepers": inputs.get("keepers") or {}}, sort_keys=True).encode()
+    stream = b""
+    counter = 0
+    while len(stream) < length:
+        stream += hmac.new(_RUN_SEED, material + counter.to_bytes(4, "big"), hashlib.sha256).digest()
+        counter += 1
+    return stream[:length]
+
+
+def _generated_password(name: str, inputs: Mapping[str, Any]) -> str:
+    alphabet = string.ascii_letters + string.digits
+    if inputs.get("special", True):
+        alphabet += inputs.get("overrideSpecial") or "!@#$%&*()-_=+[]{}<>:?"
+    length = int(inputs.get("length", 16))
+    return "".join(alphabet[b % len(alphabet)] for b in _generated_bytes(name, inputs, length))
+
+
 class PlanMocks(pulumi.runtime.Mocks):
     """Plausible provider answers, so values computed from outputs (ARNs, IDs) are realistic."""
 
@@ -199,6 +225,14 @@ class PlanMocks(pulumi.runtime.Mocks):
             resource_id = inputs.get("name") or resource_id
             state["name"] = resource_id
             state["arn"] = f"arn:aws:iam::{FAKE_ACCOUNT}:role/{resource_id}"
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = _generated_password(args.name, inputs)
+            resource_id = "none"
+        elif args.typ == "random:index/randomBytes:RandomBytes":
+            data = _generated_bytes(args.name, inputs, int(inputs.get("length", 32)))
+            state["hex"] = data.hex()
+            state["base64"] = base64.b64encode(data).decode()
+            resource_id = "none"
         return resource_id, state
 
     def call(self, args: pulumi_mocks.MockCallArgs):
@@ -229,6 +263,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             provider=request.provider,
         )
         with self._lock:
+            # The engine refuses a second resource with the same URN; the SDK's mock monitor does not.
+            if any(r.urn == registration.urn for r in self.registrations):
+                raise pulumi.RunError(f"duplicate resource URN {registration.urn}")
             self.registrations.append(registration)
         return super().RegisterResource(request)
 

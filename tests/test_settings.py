@@ -86,7 +86,8 @@ def test_minio_without_endpoint_names_the_missing_key():
 
 def test_minio_in_cluster_endpoint_needs_no_cidrs_and_defaults_the_region():
     settings = settings_for(
-        "staging", storageMode="minio", s3Bucket="registry-staging", minioEndpoint="https://minio.storage.svc:9000"
+        "staging", storageMode="minio", s3Bucket="registry-staging", minioEndpoint="https://minio.storage.svc:9000",
+        s3StorageBudget="2Ti", minioAccessKey="test-access-key", minioSecretKey="test-secret-key",
     )
     assert settings.storage.mode == "minio"
     assert settings.storage.region == "us-east-1"

@@ -1,0 +1,160 @@
+"""What the registry finds in Consul: its KV settings, its mesh rules, its ACL policy and its health check.
+
+Pure functions compute each piece as plain data; ``RegistryConsulConfig`` registers them. The key layout
+under ``registry/<env>/`` is the contract with config-cli (docs/config-flow.md):
+
+- ``env/<NAME>``: one key per environment variable of ``registry_environment()``; the value is the
+  variable's value verbatim, or a Vault reference ``vault:<mount>/<path>#<field>``;
+- ``files/<name>``: a file config-cli writes to ``SECRETS_DIRECTORY/<name>`` (content or Vault reference);
+- ``credentials-generation``: the rotation counter, so a rotation is a visible KV change;
+- ``service/check``: the Consul check definition config-cli registers with the service (JSON).
+
+No value is a secret: secrets stay in Vault and only their references are written here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_consul as consul
+
+from .registry_config import VAULT_REFERENCE_PREFIX, config_files, registry_environment
+from .settings import DEBUG_PORT, Settings
+from .workload import CONSUL_SERVICE_NAME
+
+ENV_FOLDER = "env/"
+FILES_FOLDER = "files/"
+GENERATION_KEY = "credentials-generation"
+CHECK_KEY = "service/check"
+SIDECAR_SERVICE_NAME = f"{CONSUL_SERVICE_NAME}-sidecar-proxy"
+# config-cli replaces this with its own POD_IP before registering the check.
+POD_IP_PLACEHOLDER = "${POD_IP}"
+HEALTH_PATH = "/debug/health"
+
+
+def health_check(settings: Settings) -> dict:
+    """The check config-cli registers for the registry's service instance.
+
+    ``/v2/`` answers 401 to a caller without credentials, which Consul counts as critical, and putting
+    a password in a check definition would publish it to everyone who can read the catalog.
+    ``/debug/health`` on the debug port needs no credentials and reports the registry's own health
+    checks: 200 while the storage driver answers, 503 (with the failing check in the body) once it
+    does not, the same signal that turns ``/`` on the registry port to 503. The debug port is also
+    outside the mesh's inbound redirect, so a plain HTTP check reaches it; the registry port accepts
+    only mTLS from the sidecar.
+    """
+    return {
+        "Name": f"{CONSUL_SERVICE_NAME} storage health",
+        "Notes": "Distribution's /debug/health: 503 when the storage driver check fails",
+        "HTTP": f"http://{POD_IP_PLACEHOLDER}:{DEBUG_PORT}{HEALTH_PATH}",
+        "Method": "GET",
+        "Interval": "10s",
+        "Timeout": "5s",
+        # As the readiness probe: a blip does not take the instance out, three failures in a row do.
+        "FailuresBeforeCritical": 3,
+        # A pod killed without deregistering (OOM, node loss) leaves the catalog on its own.
+        "DeregisterCriticalServiceAfter": "10m",
+    }
+
+
+def kv_subkeys(settings: Settings, kms_key_arn: Optional[str] = None) -> dict[str, str]:
+    """Every Consul key under ``settings.consul_kv_prefix`` (relative to it) and its value."""
+    entries = {f"{ENV_FOLDER}{name}": value for name, value in registry_environment(settings, kms_key_arn).items()}
+    entries.update({f"{FILES_FOLDER}{name}": content for name, content in config_files(settings).items()})
+    entries[GENERATION_KEY] = str(settings.credentials_generation)
+    entries[CHECK_KEY] = json.dumps(health_check(settings), sort_keys=True)
+    return dict(sorted(entries.items()))
+
+
+def vault_references(entries: dict[str, str]) -> dict[str, str]:
+    """The KV entries whose value config-cli resolves from Vault, by key."""
+    return {key: value for key, value in entries.items() if value.startswith(VAULT_REFERENCE_PREFIX)}
+
+
+def service_defaults() -> dict:
+    """``service-defaults``: HTTP, so intentions and metrics see requests, not just TCP streams."""
+    return {"Protocol": "http"}
+
+
+def service_intentions(settings: Settings) -> dict:
+    """``service-intentions``: the listed sources may call the registry, every other service may not.
+
+    The explicit ``*`` deny keeps the registry closed even where the cluster's default intention is
+    allow (ACL default policy allow, or no ACLs at all).
+    """
+    allowed = [
+        {"Name": source, "Action": "allow", "Description": "named in consulIntentionSources"}
+        for source in settings.consul_intention_sources
+    ]
+    return {"Sources": allowed + [{"Name": "*", "Action": "deny", "Description": "everything not listed"}]}
+
+
+def acl_policy_rules(settings: Settings) -> str:
+    """HCL for the registry's Consul token: read its own KV prefix, register its own service and sidecar.
+
+    ``key_prefix`` matches by string prefix, so the trailing slash keeps ``registry/staging-old/``
+    out of ``registry/staging/``.
+    """
+    return (
+        f'key_prefix "{settings.consul_kv_prefix}" {{\n  policy = "read"\n}}\n'
+        f'service "{CONSUL_SERVICE_NAME}" {{\n  policy = "write"\n}}\n'
+        f'service "{SIDECAR_SERVICE_NAME}" {{\n  policy = "write"\n}}\n'
+    )
+
+
+def acl_policy_name(settings: Settings) -> str:
+    return f"{CONSUL_SERVICE_NAME}-{settings.environment}"
+
+
+def _config_json(value: dict) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+@dataclass
+class RegistryConsulConfigArgs:
+    settings: Settings
+    # The S3 bucket's KMS key (s3 mode): an Output, known only once the key exists.
+    kms_key_arn: Optional[pulumi.Input[str]] = None
+
+
+class RegistryConsulConfig(pulumi.ComponentResource):
+    """The registry's KV settings, its service-defaults and service-intentions, and its ACL policy."""
+
+    kv_prefix: pulumi.Output[str]
+    acl_policy_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: RegistryConsulConfigArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("registry:consul:RegistryConsulConfig", name, None, opts)
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+
+        # KeyPrefix owns the whole prefix: a key dropped here (a setting removed, the other auth mode's
+        # keys after a switch) is deleted from Consul, so config-cli never exports a stale variable.
+        consul.KeyPrefix(
+            f"{name}-kv",
+            path_prefix=settings.consul_kv_prefix,
+            subkeys=pulumi.Output.from_input(args.kms_key_arn).apply(lambda arn: kv_subkeys(settings, arn)),
+            opts=child,
+        )
+        consul.ConfigEntry(
+            f"{name}-service-defaults", kind="service-defaults", name=CONSUL_SERVICE_NAME,
+            config_json=_config_json(service_defaults()), opts=child,
+        )
+        consul.ConfigEntry(
+            f"{name}-service-intentions", kind="service-intentions", name=CONSUL_SERVICE_NAME,
+            config_json=_config_json(service_intentions(settings)), opts=child,
+        )
+        policy = consul.AclPolicy(
+            f"{name}-acl-policy",
+            name=acl_policy_name(settings),
+            description=f"Docker registry ({settings.environment}): read {settings.consul_kv_prefix}, register its service",
+            rules=acl_policy_rules(settings),
+            opts=child,
+        )
+
+        self.kv_prefix = pulumi.Output.from_input(settings.consul_kv_prefix)
+        self.acl_policy_name = policy.name
+        self.register_outputs({"kv_prefix": self.kv_prefix, "acl_policy_name": self.acl_policy_name})

@@ -1,0 +1,141 @@
+"""The plan's Vault objects applied to a real OpenBao server: accepted as recorded, and least privilege in effect."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+
+import hvac
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from offline_plan import Plan, Registration
+from offline_plan.render import plain_numbers
+
+pytest_plugins = ["tests.support.fixtures"]
+
+MOUNT_TYPE = "vault:index/mount:Mount"
+POLICY_TYPE = "vault:index/policy:Policy"
+SECRET_TYPE = "vault:kv/secretV2:SecretV2"
+ROLE_TYPE = "vault:kubernetes/authBackendRole:AuthBackendRole"
+APPLIED_TYPES = (MOUNT_TYPE, POLICY_TYPE, SECRET_TYPE, ROLE_TYPE)
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def throwaway_ca_certificate() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-kubernetes-ca")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now)
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def ensure_kubernetes_auth(client: hvac.Client, path: str) -> None:
+    """The cluster's shared Kubernetes auth method, which the plan expects to exist (dummy API server)."""
+    if f"{path}/" not in client.sys.list_auth_methods()["data"]:
+        client.sys.enable_auth_method("kubernetes", path=path)
+    # Outside a pod the server cannot read the in-cluster CA file: hand it a throwaway one.
+    client.write(f"auth/{path}/config", kubernetes_host="https://127.0.0.1:6443", disable_local_ca_jwt=True,
+                 kubernetes_ca_cert=throwaway_ca_certificate())
+
+
+def apply_vault_objects(client: hvac.Client, plan: Plan) -> dict[str, list[Registration]]:
+    """Send each recorded Vault object to the server through its API, with the inputs as recorded."""
+    applied: dict[str, list[Registration]] = {t: plan.of_type(t) for t in APPLIED_TYPES}
+    for mount in applied[MOUNT_TYPE]:
+        inputs = mount.plain_inputs
+        client.sys.enable_secrets_engine(inputs["type"], path=inputs["path"], options=inputs.get("options"))
+    for policy in applied[POLICY_TYPE]:
+        client.sys.create_or_update_policy(policy.plain_inputs["name"], policy.plain_inputs["policy"])
+    for secret in applied[SECRET_TYPE]:
+        inputs = secret.plain_inputs
+        client.secrets.kv.v2.create_or_update_secret(
+            path=inputs["name"], secret=json.loads(inputs["dataJson"]), mount_point=inputs["mount"]
+        )
+    for role in applied[ROLE_TYPE]:
+        inputs = plain_numbers(role.plain_inputs)  # the wire carries 300.0; the provider sends 300
+        backend, name = inputs.pop("backend"), inputs.pop("roleName")
+        ensure_kubernetes_auth(client, backend)
+        client.write(f"auth/{backend}/role/{name}", **{snake_case(key): value for key, value in inputs.items()})
+    return applied
+
+
+@pytest.fixture
+def applied(openbao, stack_plan):
+    root = openbao.client()
+    unhandled = {r.type for r in stack_plan.resources if r.type.startswith("vault:")} - set(APPLIED_TYPES)
+    assert not unhandled, f"the test does not know how to apply {unhandled}"
+    return root, apply_vault_objects(root, stack_plan)
+
+
+def test_server_accepts_the_policy_secret_and_auth_role_as_recorded(applied, stack_plan):
+    root, objects = applied
+    assert objects[MOUNT_TYPE] == []  # the shared KV v2 mount is the platform's, not created by this stack
+    policy = objects[POLICY_TYPE][0].plain_inputs
+    assert root.sys.read_policy(policy["name"])["data"]["rules"] == policy["policy"]
+
+    role = objects[ROLE_TYPE][0].plain_inputs
+    stored = root.read(f"auth/{role['backend']}/role/{role['roleName']}")["data"]
+    assert stored["bound_service_account_names"] == ["registry"]
+    assert stored["bound_service_account_namespaces"] == ["cicd"]
+    assert stored["audience"] == "vault"
+    assert (stored["token_ttl"], stored["token_max_ttl"]) == (300, 900)
+    assert stored["token_policies"] == [policy["name"]] and stored["token_no_default_policy"] is True
+
+    for secret in objects[SECRET_TYPE]:
+        inputs = secret.plain_inputs
+        read = root.secrets.kv.v2.read_secret_version(path=inputs["name"], mount_point=inputs["mount"],
+                                                      raise_on_deleted_version=True)
+        assert read["data"]["data"] == json.loads(inputs["dataJson"])
+
+
+def test_a_token_with_only_the_registry_policy_reads_its_secret_and_nothing_else(applied, stack_plan, openbao):
+    root, objects = applied
+    policy_name = objects[POLICY_TYPE][0].plain_inputs["name"]
+    secret = stack_plan.one(SECRET_TYPE, "registry-secrets-secret").plain_inputs
+    mount, path = secret["mount"], secret["name"]
+    sibling = f"registry/other-{stack_plan.stack}"
+    root.secrets.kv.v2.create_or_update_secret(path=sibling, secret={"http_secret": "sibling"}, mount_point=mount)
+
+    token = root.auth.token.create(policies=[policy_name], no_default_policy=True, ttl="5m")["auth"]["client_token"]
+    assert root.auth.token.lookup(token)["data"]["policies"] == [policy_name]
+    registry = openbao.client(token)
+    kv = registry.secrets.kv.v2
+
+    read = kv.read_secret_version(path=path, mount_point=mount, raise_on_deleted_version=True)
+    assert read["data"]["data"] == json.loads(secret["dataJson"])
+
+    denied = {
+        "sibling environment": lambda: kv.read_secret_version(path=sibling, mount_point=mount,
+                                                              raise_on_deleted_version=True),
+        "client passwords": lambda: kv.read_secret_version(path=f"{path}/clients/ci-runner", mount_point=mount,
+                                                           raise_on_deleted_version=True),
+        "write": lambda: kv.create_or_update_secret(path=path, secret={"http_secret": "x"}, mount_point=mount),
+        "patch": lambda: kv.patch(path=path, secret={"http_secret": "x"}, mount_point=mount),
+        "delete": lambda: kv.delete_latest_version_of_secret(path=path, mount_point=mount),
+        "metadata": lambda: kv.read_secret_metadata(path=path, mount_point=mount),
+        "list": lambda: kv.list_secrets(path="registry", mount_point=mount),
+        "policy change": lambda: registry.sys.create_or_update_policy(policy_name, 'path "*" { capabilities = ["sudo"] }'),
+    }
+    outcomes = {}
+    for action, attempt in denied.items():
+        try:
+            attempt()
+            outcomes[action] = "allowed"
+        except hvac.exceptions.Forbidden:
+            outcomes[action] = "denied"
+    assert outcomes == {action: "denied" for action in denied}
+    # The policy is unchanged and the secret still holds the plan's data.
+    assert root.secrets.kv.v2.read_secret_version(path=path, mount_point=mount, raise_on_deleted_version=True)[
+        "data"]["data"] == json.loads(secret["dataJson"])
