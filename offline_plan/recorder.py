@@ -51,6 +51,7 @@ class Registration:
     dependencies: tuple[str, ...]
     custom: bool
     provider: str
+    outputs: dict = field(default_factory=dict)  # what the (mock) provider returned; stack policies read these
 
     @property
     def plain_inputs(self) -> dict:
@@ -230,7 +231,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         )
         with self._lock:
             self.registrations.append(registration)
-        return super().RegisterResource(request)
+        response = super().RegisterResource(request)
+        registration.outputs = rpc.deserialize_properties(response.object, keep_unknowns=True)
+        return response
 
 
 def record_plan(

@@ -71,7 +71,7 @@ def check_required_alerts(resources: list[Resource], config: Mapping[str, Any]) 
             yield Unverifiable(resource.name, "spec.groups")
             continue
         names += [rule["alert"] for rule in rules if isinstance(rule["alert"], str)]
-    missing = [concern for concern, pattern in config["requiredAlerts"].items()
+    missing = [concern for concern, pattern in sorted(config["requiredAlerts"].items())
                if not any(re.search(pattern, name, re.I) for name in names)]
     if missing:
         where = f"alerts {sorted(names)}" if names else "no PrometheusRule alerts"
