@@ -268,6 +268,7 @@ def resource_policy(
     policy = ResourceValidationPolicy(name=name, description=description, validate=validate,
                                       config_schema=config_schema)
     policy.check = check  # type: ignore[attr-defined]  # the pure function, for tests
+    policy.types = wanted  # type: ignore[attr-defined]
     return policy
 
 
