@@ -20,7 +20,8 @@ from components.settings import S3Storage
 from components.workload import selector_labels
 from offline_plan import Plan, Registration
 from offline_plan.recorder import reveal
-from policies.rules.support import UNKNOWN, Resource, plain
+from policies.rules.support import UNKNOWN, Resource, Unverifiable, config_defaults, plain
+from pulumi_policy import StackValidationPolicy
 from tests.conftest import settings_for
 
 UNKNOWN_WIRE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how the engine sends an unknown value
@@ -166,7 +167,6 @@ def _set(*path_and_value: Any) -> Callable[[dict], None]:
 
 STS = "kubernetes:apps/v1:StatefulSet"
 SERVICE = "kubernetes:core/v1:Service"
-S3 = "aws:s3/"
 BUCKET_VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
 PUBLIC_ACCESS = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
@@ -270,9 +270,6 @@ def as_resource(registration: Registration, outputs: bool = False) -> Resource:
 
 def violations_by_policy(plan: Plan, policies: list) -> dict[str, list[str]]:
     """Run every policy's pure check on the plan (resource checks on inputs, stack checks on outputs)."""
-    from policies.rules.support import Unverifiable, config_defaults
-    from pulumi_policy import StackValidationPolicy
-
     found: dict[str, list[str]] = {}
     resources = [r for r in plan.registrations if r.type != "pulumi:pulumi:Stack"]
     for policy in policies:
