@@ -129,6 +129,12 @@ def remove(plan: Plan, type_token: str, name: Optional[str] = None) -> Plan:
     return plan
 
 
+def remove_all(plan: Plan, type_token: str) -> Plan:
+    _find(plan, type_token)
+    plan.registrations = [r for r in plan.registrations if r.type != type_token]
+    return plan
+
+
 def _container(inputs: dict) -> dict:
     return inputs["spec"]["template"]["spec"]["containers"][0]
 
@@ -207,7 +213,7 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
                          "workload-pod-security-restricted"),
     "a latest image": ("prod", lambda p: edit(p, STS, lambda i: _container(i).update(
         image="registry.internal.example.com/platform/docker-registry:latest")), "workload-image-pinned"),
-    "a missing NetworkPolicy": ("staging", lambda p: remove(p, NETWORK_POLICY), "network-default-deny-selects-registry"),
+    "a missing NetworkPolicy": ("staging", lambda p: remove_all(p, NETWORK_POLICY), "network-default-deny-selects-registry"),
     "a password in Consul KV": ("staging", lambda p: edit(p, CONSUL_KEYS, _kv_add("REGISTRY_REDIS_OPTIONS_PASSWORD",
                                                                                  "correct-horse-battery")),
                                 "consul-kv-no-plaintext-secrets"),
@@ -247,7 +253,7 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
         {"path": "global/REGISTRY_LOG_LEVEL", "value": "info"})), "consul-kv-registry-prefix"),
     "an auth role bound to two service accounts": ("prod", lambda p: edit(p, VAULT_ROLE, _set(
         "boundServiceAccountNames", ["registry", "default"])), "vault-kubernetes-role-single-binding"),
-    "no PrometheusRule": ("prod", lambda p: remove(p, PROMETHEUS_RULE), "prometheus-rule-required-alerts"),
+    "no PrometheusRule": ("prod", lambda p: remove_all(p, PROMETHEUS_RULE), "prometheus-rule-required-alerts"),
     "an alert without runbook_url": ("staging", lambda p: edit(p, PROMETHEUS_RULE, lambda i: i["spec"]["groups"][0][
         "rules"][0]["annotations"].pop("runbook_url")), "prometheus-rule-alert-metadata"),
 }
