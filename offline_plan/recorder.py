@@ -59,6 +59,7 @@ class Registration:
     dependencies: tuple[str, ...]
     custom: bool
     provider: str
+    outputs: dict = field(default_factory=dict)  # what the (mock) provider returned; stack policies read these
 
     @property
     def plain_inputs(self) -> dict:
@@ -267,7 +268,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             if any(r.urn == registration.urn for r in self.registrations):
                 raise pulumi.RunError(f"duplicate resource URN {registration.urn}")
             self.registrations.append(registration)
-        return super().RegisterResource(request)
+        response = super().RegisterResource(request)
+        registration.outputs = rpc.deserialize_properties(response.object, keep_unknowns=True)
+        return response
 
 
 def record_plan(

@@ -41,3 +41,12 @@ def prod_plan(plans) -> Plan:
 @pytest.fixture(params=STACKS)
 def stack_plan(request, plans) -> Plan:
     return plans[request.param]
+
+
+@pytest.fixture(scope="session")
+def policy_analyzer():
+    """The policy pack running as its own process, as the Pulumi engine starts it (stopped by pid)."""
+    from offline_plan.policy_runner import PolicyAnalyzer
+
+    with PolicyAnalyzer() as analyzer:
+        yield analyzer

@@ -1,0 +1,103 @@
+"""Alerting rules: when a stack runs the registry, its PrometheusRules hold the alerts the system
+card asks for, and every alert carries what an on-call engineer needs.
+
+Required alerts are matched by concern, not by exact name: each concern is a regular expression over
+alert names (case-insensitive), tunable per stack. An unknown rule group during preview is
+reported as "cannot verify during preview".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+
+from .support import (
+    REGISTRY_LABELS_PROPERTY,
+    UNKNOWN,
+    Finding,
+    Resource,
+    Unverifiable,
+    Violation,
+    as_list,
+    dig,
+    is_registry_workload,
+    resource_policy,
+    schema,
+    stack_policy,
+)
+
+PROMETHEUS_RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
+REQUIRED_ANNOTATIONS = ("summary", "description", "runbook_url")
+
+DEFAULT_REQUIRED_ALERTS = {
+    "registry down": r"down|unavailable|absent",
+    "high 5xx error rate": r"5xx|error",
+    "storage above 80%": r"storage|capacity|disk|volume|bucket",
+    "auth failure spike": r"auth",
+    "garbage collection failure": r"garbage|gc",
+}
+REQUIRED_ALERTS_CONFIG = schema({
+    **REGISTRY_LABELS_PROPERTY,
+    "requiredAlerts": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "Concern -> regular expression (case-insensitive) that some alert name must match.",
+        "default": DEFAULT_REQUIRED_ALERTS,
+    },
+})
+
+
+def alert_rules(resource: Resource) -> Any:
+    """Every alerting rule (dict) of a PrometheusRule, or UNKNOWN."""
+    groups = dig(resource.props, "spec", "groups", default=[])
+    if groups is UNKNOWN:
+        return UNKNOWN
+    rules = []
+    for group in as_list(groups):
+        group_rules = dig(group, "rules", default=[])
+        if group_rules is UNKNOWN:
+            return UNKNOWN
+        rules += [rule for rule in as_list(group_rules) if isinstance(rule, dict) and "alert" in rule]
+    return rules
+
+
+def check_required_alerts(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    if not any(is_registry_workload(r, config["registryLabels"]) for r in resources):
+        return
+    names: list[str] = []
+    for resource in (r for r in resources if r.type == PROMETHEUS_RULE):
+        rules = alert_rules(resource)
+        if rules is UNKNOWN:
+            yield Unverifiable(resource.name, "spec.groups")
+            continue
+        names += [rule["alert"] for rule in rules if isinstance(rule["alert"], str)]
+    missing = [concern for concern, pattern in sorted(config["requiredAlerts"].items())
+               if not any(re.search(pattern, name, re.I) for name in names)]
+    if missing:
+        where = f"alerts {sorted(names)}" if names else "no PrometheusRule alerts"
+        yield Violation(f"the stack runs the registry but has {where}; missing: {', '.join(missing)}")
+
+
+def check_alert_metadata(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    rules = alert_rules(resource)
+    if rules is UNKNOWN:
+        yield Unverifiable(resource.name, "spec.groups")
+        return
+    for rule in rules:
+        name = rule.get("alert")
+        if not dig(rule, "labels", "severity"):
+            yield Violation(f"alert {name} has no severity label")
+        missing = [a for a in REQUIRED_ANNOTATIONS if not dig(rule, "annotations", a)]
+        if missing:
+            yield Violation(f"alert {name} lacks annotations {missing}")
+
+
+POLICIES = [
+    stack_policy("prometheus-rule-required-alerts",
+                 "A stack that runs the registry has alerts for: registry down, high 5xx rate, storage above 80%, "
+                 "auth failure spike, garbage collection failure.",
+                 check_required_alerts, REQUIRED_ALERTS_CONFIG),
+    resource_policy("prometheus-rule-alert-metadata",
+                    "Every alert has a severity label and summary, description and runbook_url annotations.",
+                    (PROMETHEUS_RULE,), check_alert_metadata),
+]

@@ -1,0 +1,115 @@
+"""The whole policy pack, driven the way the Pulumi engine drives it: its own process, the port it
+prints, and the SDK's analyzer gRPC stubs (GetAnalyzerInfo, Configure, Analyze per resource,
+AnalyzeStack), fed with each stack's recorded plan."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+import pytest
+from pulumi.runtime.proto import analyzer_pb2
+
+from offline_plan.__main__ import run_policies
+from offline_plan.policy_runner import PolicyAnalyzer
+from policies.rules import POLICIES
+from tests.plan_mutations import (
+    MUTATIONS,
+    UNKNOWN_WIRE,
+    complete_plan,
+    edit,
+    missing_kinds,
+    mutated,
+)
+
+# Stack rules that fail only because a resource type another branch adds is not in the plan yet.
+PENDING = {
+    "network-default-deny-selects-registry": "NetworkPolicy",
+    "prometheus-rule-required-alerts": "PrometheusRule",
+    "registry-shared-http-secret": "Consul KV",
+}
+
+
+def test_pack_announces_every_rule_as_mandatory(policy_analyzer):
+    info = policy_analyzer.info
+    assert info.name == "registry-policies"
+    assert [p.name for p in info.policies] == [p.name for p in POLICIES]
+    assert {p.enforcementLevel for p in info.policies} == {analyzer_pb2.MANDATORY}
+    image_policy = next(p for p in info.policies if p.name == "workload-image-pinned")
+    assert "allowedRegistries" in image_policy.configSchema.properties
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_recorded_plan_has_no_mandatory_violations(policy_analyzer, plans, stack):
+    report = policy_analyzer.analyze(plans[stack])
+    missing = set(missing_kinds(plans[stack]))
+    unexplained = [d for d in report.mandatory if PENDING.get(d.policy) not in missing]
+    assert unexplained == [], "\n".join(map(str, unexplained))
+    if report.mandatory:
+        pytest.xfail(f"{stack} plan lacks {', '.join(sorted(missing))} (added by other branches): "
+                     + "; ".join(sorted(d.policy for d in report.mandatory)))
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_completed_plan_has_no_violations_at_all(policy_analyzer, plans, stack):
+    report = policy_analyzer.analyze(complete_plan(plans[stack]))
+    assert report.diagnostics == []
+
+
+@pytest.mark.parametrize("case", list(MUTATIONS))
+def test_mutated_plan_violates_exactly_the_expected_rule(policy_analyzer, plans, case):
+    _, _, expected = MUTATIONS[case]
+    report = policy_analyzer.analyze(mutated(plans, case))
+    assert report.policies_violated() == {expected}, "\n".join(map(str, report.diagnostics))
+    assert report.advisory == []
+
+
+def test_an_unknown_value_during_preview_is_an_advisory_not_a_pass(policy_analyzer, plans):
+    plan = complete_plan(plans["prod"])
+    edit(plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+         lambda props: props.update(blockPublicPolicy=UNKNOWN_WIRE))
+    report = policy_analyzer.analyze(plan)
+    assert report.mandatory == []
+    assert [d.policy for d in report.advisory] == ["s3-public-access-blocked"]
+    assert "cannot verify during preview" in report.advisory[0].message
+    assert "blockPublicPolicy" in report.advisory[0].message
+
+
+def test_an_unknown_value_does_not_hide_a_known_violation(policy_analyzer, plans):
+    plan = complete_plan(plans["prod"])
+    edit(plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+         lambda props: props.update(blockPublicPolicy=UNKNOWN_WIRE, ignorePublicAcls=False))
+    report = policy_analyzer.analyze(plan)
+    assert [d.policy for d in report.mandatory] == ["s3-public-access-blocked"]
+    assert "ignorePublicAcls" in report.mandatory[0].message
+    assert [d.policy for d in report.advisory] == ["s3-public-access-blocked"]
+
+
+def test_stack_policy_config_tunes_rules_and_their_enforcement(plans):
+    config = {
+        "workload-image-pinned": {"allowedRegistries": ["ghcr.io"]},
+        "registry-filesystem-single-replica": {"enforcementLevel": "advisory"},
+    }
+    with PolicyAnalyzer(config=config) as analyzer:
+        report = analyzer.analyze(mutated(plans, "filesystem with two replicas"))
+    assert report.policies_violated() == {"workload-image-pinned"}
+    assert "not one of the allowed registries ['ghcr.io']" in report.mandatory[0].message
+    assert [d.policy for d in report.advisory] == ["registry-filesystem-single-replica"]
+
+
+def test_offline_plan_step_prints_each_violation_and_fails(plans):
+    output = io.StringIO()
+    with redirect_stdout(output):
+        status = run_policies([mutated(plans, "a latest image")], None)
+    printed = output.getvalue()
+    assert status == 1
+    assert "prod: [mandatory] workload-image-pinned: registry-statefulset: containers[registry] image" in printed
+    assert "prod: policies: 2 mandatory violations, 0 advisory" in printed
+
+
+def test_offline_plan_step_passes_a_clean_plan(plans):
+    output = io.StringIO()
+    with redirect_stdout(output):
+        status = run_policies([complete_plan(plans["staging"])], None)
+    assert status == 0
+    assert "staging: policies: 0 mandatory violations, 0 advisory" in output.getvalue()

@@ -1,0 +1,134 @@
+"""Each rule of the policy pack, called directly: it passes the completed plans and fails the plan
+broken for it, and it handles values that are unknown during preview as its module documents."""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.rules import POLICIES
+from policies.rules.config_secrets import check_consul_kv_no_secrets, key_looks_secret, secret_value_kind
+from policies.rules.iam import check_no_wildcards
+from policies.rules.network import check_default_deny
+from policies.rules.s3 import check_bucket_versioning
+from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
+from policies.rules.workload import check_pod_security
+from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, as_resource, complete_plan, mutated, violations_by_policy
+
+POLICY_NAMES = [policy.name for policy in POLICIES]
+
+
+@pytest.fixture(scope="session")
+def completed(plans):
+    return {stack: complete_plan(plan) for stack, plan in plans.items()}
+
+
+def test_every_rule_has_a_failing_case():
+    assert sorted({expected for _, _, expected in MUTATIONS.values()}) == sorted(POLICY_NAMES)
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_completed_plan_passes_every_rule(completed, stack):
+    assert violations_by_policy(completed[stack], POLICIES) == {}
+
+
+@pytest.mark.parametrize("case", list(MUTATIONS))
+def test_broken_plan_fails_exactly_its_rule(plans, case):
+    _, _, expected = MUTATIONS[case]
+    found = violations_by_policy(mutated(plans, case), POLICIES)
+    assert set(found) == {expected}, found
+
+
+# --- unknown values during preview ---------------------------------------------------------------
+
+
+def _resource(type_token: str, props: dict, name: str = "r") -> Resource:
+    return Resource(type=type_token, name=name, urn=f"urn:pulumi:s::p::{type_token}::{name}", props=plain(props))
+
+
+def test_wire_unknowns_become_the_unknown_marker():
+    assert plain({"a": [UNKNOWN_WIRE, {"b": UNKNOWN_WIRE}], "c": 1}) == {"a": [UNKNOWN, {"b": UNKNOWN}], "c": 1}
+
+
+def test_unknown_versioning_status_cannot_be_verified_but_is_not_a_pass_or_a_violation(completed):
+    plan = complete_plan(completed["prod"])
+    resources = [as_resource(r, outputs=True) for r in plan.registrations]
+    versioning = next(r for r in resources if r.type == "aws:s3/bucketVersioning:BucketVersioning")
+    versioning.props["versioningConfiguration"]["status"] = UNKNOWN
+    findings = list(check_bucket_versioning(resources, {}))
+    assert findings == [Unverifiable(versioning.name, "versioningConfiguration.status")]
+
+
+def test_an_unknown_image_does_not_hide_a_root_container(completed):
+    statefulset = as_resource(next(r for r in completed["staging"].registrations
+                                   if r.type == "kubernetes:apps/v1:StatefulSet"))
+    container = statefulset.props["spec"]["template"]["spec"]["containers"][0]
+    container["securityContext"]["runAsUser"] = 0
+    container["securityContext"]["allowPrivilegeEscalation"] = UNKNOWN
+    findings = list(check_pod_security(statefulset, {}))
+    assert any(isinstance(f, Violation) and "runAsUser 0" in f.message for f in findings)
+    assert any(isinstance(f, Unverifiable) and "allowPrivilegeEscalation" in f.path for f in findings)
+
+
+def test_a_computed_value_under_a_secret_key_is_a_violation_not_an_advisory():
+    kv = _resource("consul:index/keys:Keys", {"keys": [
+        {"path": "registry/prod/REGISTRY_HTTP_SECRET", "value": UNKNOWN_WIRE},
+        {"path": "registry/prod/REGISTRY_STORAGE_S3_KEYID", "value": UNKNOWN_WIRE},
+    ]})
+    findings = list(check_consul_kv_no_secrets(kv, {}))
+    assert [type(f) for f in findings] == [Violation, Unverifiable]
+    assert "REGISTRY_HTTP_SECRET" in findings[0].message
+
+
+def test_an_unreadable_network_policy_selector_does_not_count_as_isolation(completed):
+    resources = [as_resource(r, outputs=True) for r in completed["staging"].registrations]
+    deny = next(r for r in resources if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    deny.props["spec"]["podSelector"] = UNKNOWN
+    config = config_defaults(next(p for p in POLICIES if p.name == "network-default-deny-selects-registry"))
+    findings = list(check_default_deny(resources, config))
+    assert len(findings) == 1 and isinstance(findings[0], Violation)
+    assert "cannot be read during preview" in findings[0].message
+
+
+def test_an_unknown_iam_document_cannot_be_verified():
+    role_policy = _resource("aws:iam/rolePolicy:RolePolicy", {"role": "r", "policy": UNKNOWN_WIRE})
+    assert list(check_no_wildcards(role_policy, {})) == [Unverifiable("r", "policy")]
+
+
+def test_stack_rules_skip_a_stack_without_a_registry_workload(completed):
+    only_storage = [as_resource(r, outputs=True) for r in completed["prod"].registrations
+                    if not r.type.startswith("kubernetes:")]
+    for policy in POLICIES:
+        if policy.name in ("network-default-deny-selects-registry", "prometheus-rule-required-alerts",
+                           "registry-shared-http-secret"):
+            assert list(policy.check(only_storage, config_defaults(policy))) == [], policy.name
+
+
+# --- what counts as a secret -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, secret", [
+    ("registry/prod/REGISTRY_HTTP_SECRET", True),
+    ("registry/prod/REGISTRY_STORAGE_S3_SECRETKEY", True),
+    ("registry/prod/REGISTRY_STORAGE_S3_ACCESSKEY", True),
+    ("registry/prod/REGISTRY_REDIS_OPTIONS_PASSWORD", True),
+    ("registry/prod/REGISTRY_AUTH_TOKEN_REALM", False),
+    ("registry/prod/REGISTRY_AUTH_HTPASSWD_PATH", False),
+    ("registry/prod/REGISTRY_STORAGE_S3_KEYID", False),
+])
+def test_secret_key_names(path, secret):
+    assert key_looks_secret(path) is secret
+
+
+@pytest.mark.parametrize("value, kind", [
+    ("vault:secret/registry/prod#http_secret", None),
+    ("info", None),
+    ('{"age":"168h","dryrun":false,"enabled":true,"interval":"24h"}', None),
+    ("arn:aws:kms:eu-west-1:123456789012:key/c585f988-b920-7aec-c85d-f7049df8370f", None),
+    ("AKIAIOSFODNN7EXAMPLE", "an AWS access key ID"),
+    ("ci:$2y$12$" + "a" * 53, "a bcrypt hash (htpasswd entry)"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIE", "a PEM private key"),
+    ("redis://user:hunter22@redis:6379", "credentials in a URL"),
+    ('{"password":"hunter22"}', "a password/secret/token assignment"),
+])
+def test_secret_looking_values(value, kind):
+    assert secret_value_kind(value) == kind
