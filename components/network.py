@@ -99,9 +99,13 @@ def network_policies(settings: Settings, ingress_controller_namespace: Optional[
             "policyTypes": ["Ingress"],
             "ingress": [{"from": peers, "ports": _tcp(HTTP_PORT, MESH_INBOUND_PORT)}],
         }))
+    # The debug port serves metrics to Prometheus and /debug/health to the Consul health check, which
+    # the Consul agent on each node runs (so the node CIDRs), and nothing else.
+    debug_peers = [_namespaces([settings.monitoring_namespace])]
+    debug_peers.extend({"ipBlock": {"cidr": str(cidr)}} for cidr in settings.node_cidrs)
     policies.append(_policy(settings, f"{WORKLOAD_NAME}-allow-metrics", {
         "policyTypes": ["Ingress"],
-        "ingress": [{"from": [_namespaces([settings.monitoring_namespace])], "ports": _tcp(DEBUG_PORT)}],
+        "ingress": [{"from": debug_peers, "ports": _tcp(DEBUG_PORT)}],
     }))
 
     egress: list[dict[str, Any]] = [

@@ -233,6 +233,11 @@ class Settings:
         return f"registry/{self.environment}/"
 
     @property
+    def vault_role_name(self) -> str:
+        """The Vault Kubernetes auth role config-cli logs in with."""
+        return f"{SERVICE_ACCOUNT_NAME}-{self.environment}"
+
+    @property
     def vault_secret_path(self) -> str:
         """Path of the registry's secret inside the KV v2 mount."""
         return f"registry/{self.environment}"

@@ -129,7 +129,7 @@ def kubernetes_auth_role(settings: Settings) -> dict[str, Any]:
     """Arguments of the Kubernetes auth role (snake_case, as ``AuthBackendRole`` takes them)."""
     return {
         "backend": settings.vault_kubernetes_auth_path,
-        "role_name": f"{SERVICE_ACCOUNT_NAME}-{settings.environment}",
+        "role_name": settings.vault_role_name,
         "bound_service_account_names": [SERVICE_ACCOUNT_NAME],
         "bound_service_account_namespaces": [settings.namespace],
         # The pod presents a projected token minted for this audience, not its API-server token.

@@ -23,6 +23,10 @@ HEADLESS_SERVICE_NAME = f"{WORKLOAD_NAME}-headless"
 CLIENT_SERVICE_NAME = WORKLOAD_NAME
 CONSUL_SERVICE_NAME = WORKLOAD_NAME
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+VAULT_TOKEN_DIRECTORY = "/var/run/secrets/vault"
+# Vault's Kubernetes auth role accepts only tokens minted for its audience, and a short life keeps a
+# leaked token useless; the kubelet refreshes it long before it expires.
+VAULT_TOKEN_SECONDS = 600
 
 # Checkov's CKV_K8S_38 wants no service account token in the pod; config-cli needs one, projected
 # and short-lived, to log in to Vault and Consul with Kubernetes auth.
@@ -77,6 +81,9 @@ def config_cli_environment(settings: Settings) -> list[dict]:
         {"name": "CONFIG_CLI_SERVICE_NAME", "value": CONSUL_SERVICE_NAME},
         {"name": "CONSUL_HTTP_ADDR", "value": settings.consul_http_addr},
         {"name": "VAULT_ADDR", "value": settings.vault_addr},
+        {"name": "CONFIG_CLI_VAULT_AUTH_PATH", "value": settings.vault_kubernetes_auth_path},
+        {"name": "CONFIG_CLI_VAULT_ROLE", "value": settings.vault_role_name},
+        {"name": "CONFIG_CLI_VAULT_TOKEN_PATH", "value": f"{VAULT_TOKEN_DIRECTORY}/token"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
@@ -110,6 +117,7 @@ def registry_container(settings: Settings) -> dict:
     mounts = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "secrets", "mountPath": SECRETS_DIRECTORY},
+        {"name": "vault-token", "mountPath": VAULT_TOKEN_DIRECTORY, "readOnly": True},
     ]
     if isinstance(settings.storage, FilesystemStorage):
         mounts.append(DATA_MOUNT)
@@ -169,6 +177,11 @@ def pod_spec(settings: Settings) -> dict:
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
             # config-cli writes the htpasswd file here from Vault; memory-backed, never on disk.
             {"name": "secrets", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+            {"name": "vault-token", "projected": {"sources": [{"serviceAccountToken": {
+                "audience": settings.vault_auth_audience,
+                "expirationSeconds": VAULT_TOKEN_SECONDS,
+                "path": "token",
+            }}]}},
         ],
     }
     if settings.replicas > 1:
