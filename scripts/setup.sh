@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Set up this checkout. Idempotent: each step is skipped when its result is already in place.
+#
+#   scripts/setup.sh plan   the program's virtualenv (venv/, as Pulumi.yaml names it) with what the
+#                           offline plan and the policy pack need
+#   scripts/setup.sh test   the above plus test dependencies and the real tools the tests run:
+#                           promtool (Debian), checkov (own virtualenv), Distribution v3 and
+#                           actionlint (built with `go install`)
+#
+# Builds and downloads are cached under ${XDG_CACHE_HOME:-$HOME/.cache} (pip's cache, registry-iac/).
+set -euo pipefail
+
+mode="${1:-test}"
+case "${mode}" in plan|test) ;; *) echo "usage: $0 plan|test" >&2; exit 64 ;; esac
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/registry-iac"
+python="${PYTHON:-python3}"
+mkdir -p "${cache}"
+
+step() { printf '==> %s\n' "$*" >&2; }
+
+# Install a requirements file into a virtualenv unless the same requirements were installed there before.
+install_requirements() {
+    local venv="$1" requirements="$2" stamp
+    stamp="${venv}/.installed-$(basename "${requirements}" .txt)-$(cat requirements*.txt policies/requirements.txt | sha256sum | cut -c1-16)"
+    [[ -f "${stamp}" ]] && return
+    [[ -x "${venv}/bin/python" ]] || "${python}" -m venv "${venv}"
+    step "pip install -r $(basename "${requirements}") into ${venv}"
+    "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check -r "${requirements}"
+    touch "${stamp}"
+}
+
+cd "${root}"
+if [[ "${mode}" == plan ]]; then
+    install_requirements "${root}/venv" "${root}/requirements-plan.txt"
+    exit 0
+fi
+
+install_requirements "${root}/venv" "${root}/requirements-dev.txt"
+
+if ! command -v promtool >/dev/null 2>&1; then
+    step "apt-get install prometheus (for promtool)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+checkov_venv="${cache}/checkov-$(sha256sum requirements-checkov.txt | cut -c1-12)"
+if [[ ! -x "${checkov_venv}/bin/checkov" ]]; then
+    step "checkov into ${checkov_venv} (its own virtualenv: it pins an old boto3)"
+    rm -rf "${checkov_venv}"
+    "${python}" -m venv "${checkov_venv}"
+    "${checkov_venv}/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+fi
+ln -sfn "${checkov_venv}" "${cache}/checkov"
+
+scripts/install-registry.sh >/dev/null
+scripts/install-actionlint.sh >/dev/null
