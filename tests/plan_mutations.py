@@ -29,7 +29,8 @@ UNKNOWN_WIRE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how the engine sends an
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 PROMETHEUS_RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
 CONSUL_KEYS = "consul:index/keys:Keys"
-CONSUL_KV_TYPES = (CONSUL_KEYS, "consul:index/keyPrefix:KeyPrefix")
+CONSUL_KEY_PREFIX = "consul:index/keyPrefix:KeyPrefix"
+CONSUL_KV_TYPES = (CONSUL_KEYS, CONSUL_KEY_PREFIX)
 VAULT_POLICY = "vault:index/policy:Policy"
 VAULT_ROLE = "vault:kubernetes/authBackendRole:AuthBackendRole"
 PENDING_TYPES = {
@@ -147,16 +148,19 @@ def _json_edit(key: str, change: Callable[[dict], Any]) -> Callable[[dict], None
     return apply
 
 
-def _kv_add(path_suffix: str, value: str) -> Callable[[dict], None]:
+def _kv_add(subkey: str, value: str) -> Callable[[dict], None]:
+    """Add a key to a ``KeyPrefix`` (relative to its ``pathPrefix``); refuse to overwrite one."""
     def apply(props: dict) -> None:
-        prefix = props["keys"][0]["path"].rsplit("/", 1)[0]
-        props["keys"].append({"path": f"{prefix}/{path_suffix}", "value": value})
+        if subkey in props["subkeys"]:
+            raise LookupError(f"{props['pathPrefix']}{subkey} is already in the plan")
+        props["subkeys"][subkey] = value
     return apply
 
 
-def _kv_drop(key_name: str) -> Callable[[dict], None]:
+def _kv_drop(subkey: str) -> Callable[[dict], None]:
+    """Drop a key from a ``KeyPrefix``; a key the plan does not hold is an error, not a no-op."""
     def apply(props: dict) -> None:
-        props["keys"] = [k for k in props["keys"] if not k["path"].endswith("/" + key_name)]
+        del props["subkeys"][subkey]
     return apply
 
 
@@ -214,8 +218,8 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
     "a latest image": ("prod", lambda p: edit(p, STS, lambda i: _container(i).update(
         image="registry.internal.example.com/platform/docker-registry:latest")), "workload-image-pinned"),
     "a missing NetworkPolicy": ("staging", lambda p: remove_all(p, NETWORK_POLICY), "network-default-deny-selects-registry"),
-    "a password in Consul KV": ("staging", lambda p: edit(p, CONSUL_KEYS, _kv_add("REGISTRY_REDIS_OPTIONS_PASSWORD",
-                                                                                 "correct-horse-battery")),
+    "a password in Consul KV": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, _kv_add(
+        "env/REGISTRY_REDIS_OPTIONS_PASSWORD", "correct-horse-battery")),
                                 "consul-kv-no-plaintext-secrets"),
     "filesystem with two replicas": ("staging", lambda p: edit(p, STS, _set("spec", "replicas", 2)),
                                      "registry-filesystem-single-replica"),
@@ -246,11 +250,12 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
                           "workload-probes-set"),
     "service links on": ("staging", lambda p: edit(p, STS, _set("spec", "template", "spec", "enableServiceLinks", True)),
                          "workload-service-links-disabled"),
-    "replicas without a shared HTTP secret": ("prod", lambda p: edit(p, CONSUL_KEYS, _kv_drop("REGISTRY_HTTP_SECRET")),
+    "replicas without a shared HTTP secret": ("prod", lambda p: edit(p, CONSUL_KEY_PREFIX,
+                                                                      _kv_drop("env/REGISTRY_HTTP_SECRET")),
                                               "registry-shared-http-secret"),
     "a NetworkPolicy admitting 0.0.0.0/0": ("staging", _add_open_network_policy, "network-no-open-cidr"),
-    "a Consul key outside the registry prefix": ("staging", lambda p: edit(p, CONSUL_KEYS, lambda i: i["keys"].append(
-        {"path": "global/REGISTRY_LOG_LEVEL", "value": "info"})), "consul-kv-registry-prefix"),
+    "a Consul key outside the registry prefix": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, _set(
+        "pathPrefix", "config/registry/staging/")), "consul-kv-registry-prefix"),
     "an auth role bound to two service accounts": ("prod", lambda p: edit(p, VAULT_ROLE, _set(
         "boundServiceAccountNames", ["registry", "default"])), "vault-kubernetes-role-single-binding"),
     "no PrometheusRule": ("prod", lambda p: remove_all(p, PROMETHEUS_RULE), "prometheus-rule-required-alerts"),
