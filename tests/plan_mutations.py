@@ -256,6 +256,8 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
     "a NetworkPolicy admitting 0.0.0.0/0": ("staging", _add_open_network_policy, "network-no-open-cidr"),
     "a Consul key outside the registry prefix": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, _set(
         "pathPrefix", "config/registry/staging/")), "consul-kv-registry-prefix"),
+    "a KeyPrefix owning every environment's keys": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, _set(
+        "pathPrefix", "registry/")), "consul-kv-registry-prefix"),
     "an auth role bound to two service accounts": ("prod", lambda p: edit(p, VAULT_ROLE, _set(
         "boundServiceAccountNames", ["registry", "default"])), "vault-kubernetes-role-single-binding"),
     "no PrometheusRule": ("prod", lambda p: remove_all(p, PROMETHEUS_RULE), "prometheus-rule-required-alerts"),

@@ -6,12 +6,17 @@ from __future__ import annotations
 import pytest
 
 from policies.rules import POLICIES
-from policies.rules.config_secrets import check_consul_kv_no_secrets, key_looks_secret, secret_value_kind
+from policies.rules.config_secrets import (
+    check_consul_kv_no_secrets,
+    check_consul_kv_prefix,
+    key_looks_secret,
+    secret_value_kind,
+)
 from policies.rules.iam import check_no_wildcards
 from policies.rules.network import check_default_deny
 from policies.rules.s3 import check_bucket_versioning
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
-from policies.rules.workload import check_pod_security
+from policies.rules.workload import check_pod_security, check_shared_http_secret
 from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, as_resource, complete_plan, mutated, violations_by_policy
 
 POLICY_NAMES = [policy.name for policy in POLICIES]
@@ -77,6 +82,40 @@ def test_a_computed_value_under_a_secret_key_is_a_violation_not_an_advisory():
     findings = list(check_consul_kv_no_secrets(kv, {}))
     assert [type(f) for f in findings] == [Violation, Unverifiable]
     assert "REGISTRY_HTTP_SECRET" in findings[0].message
+
+
+def _policy_config(name: str) -> dict:
+    return config_defaults(next(p for p in POLICIES if p.name == name))
+
+
+def _key_prefix(path_prefix, subkeys) -> Resource:
+    return _resource("consul:index/keyPrefix:KeyPrefix", {"pathPrefix": path_prefix, "subkeys": subkeys},
+                     name="registry-consul-kv")
+
+
+def test_a_key_prefix_owning_every_environment_is_a_violation_even_while_its_keys_are_unknown():
+    config = _policy_config("consul-kv-registry-prefix")
+    findings = list(check_consul_kv_prefix(_key_prefix("registry/", UNKNOWN_WIRE), config))
+    assert [type(f) for f in findings] == [Violation, Unverifiable]
+    assert "'registry/'" in findings[0].message and "deletes every key" in findings[0].message
+
+
+def test_a_key_prefix_with_an_unknown_path_prefix_cannot_be_verified():
+    config = _policy_config("consul-kv-registry-prefix")
+    findings = list(check_consul_kv_prefix(_key_prefix(UNKNOWN_WIRE, {"env/REGISTRY_LOG_LEVEL": "info"}), config))
+    assert findings == [Unverifiable("registry-consul-kv", "pathPrefix")]
+
+
+def test_unknown_consul_keys_leave_the_shared_secret_unverified_not_violated(plans):
+    """The program computes the KeyPrefix's whole subkeys map from the KMS key ARN: unknown in preview."""
+    resources = [as_resource(r, outputs=True) for r in plans["prod"].registrations]
+    kv = next(r for r in resources if r.type == "consul:index/keyPrefix:KeyPrefix")
+    config = _policy_config("registry-shared-http-secret")
+    assert list(check_shared_http_secret(resources, config)) == []
+    kv.props["subkeys"] = UNKNOWN
+    assert list(check_shared_http_secret(resources, config)) == [Unverifiable(kv.name, "the key list")]
+    kv.props["subkeys"] = {}
+    assert [type(f) for f in check_shared_http_secret(resources, config)] == [Violation]
 
 
 def test_an_unreadable_network_policy_selector_does_not_count_as_isolation(completed):

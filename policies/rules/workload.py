@@ -251,11 +251,19 @@ def _env_names(spec: Any) -> set[str]:
 
 
 def check_shared_http_secret(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
-    """Replicas > 1 need one ``http.secret`` for all pods, from the pod env or from Consul KV."""
+    """Replicas > 1 need one ``http.secret`` for all pods, from the pod env or from Consul KV.
+
+    The program computes a ``KeyPrefix``'s whole ``subkeys`` map from the KMS key ARN, so during a
+    preview that creates the key the KV keys are unknown: the secret may well be among them, which
+    is "cannot verify", not a violation.
+    """
     kv_keys = set()
+    unreadable_kv = []
     for kv in (r for r in resources if r.type in CONSUL_KV_TYPES):
         for path, value in consul_kv_entries(kv):
-            if isinstance(path, str) and value not in (None, ""):
+            if path is UNKNOWN:
+                unreadable_kv.append(kv.name)
+            elif isinstance(path, str) and value not in (None, ""):
                 kv_keys.add(path.rsplit("/", 1)[-1])
     for workload in (r for r in resources if is_registry_workload(r, config["registryLabels"])):
         replicas = dig(workload.props, "spec", "replicas", default=1)
@@ -265,6 +273,9 @@ def check_shared_http_secret(resources: list[Resource], config: Mapping[str, Any
         if replicas <= 1:
             continue
         if HTTP_SECRET_VARIABLE in _env_names(_pod_spec(workload)) or HTTP_SECRET_VARIABLE in kv_keys:
+            continue
+        if unreadable_kv:
+            yield from (Unverifiable(name, "the key list") for name in sorted(set(unreadable_kv)))
             continue
         yield Violation(f"{display(workload)} runs {replicas:g} replicas but no {HTTP_SECRET_VARIABLE} is set in the pod "
                         "env or in Consul KV: each pod would generate its own secret and uploads would fail across "
