@@ -13,21 +13,7 @@ from pulumi.runtime.proto import analyzer_pb2
 from offline_plan.__main__ import run_policies
 from offline_plan.policy_runner import PolicyAnalyzer
 from policies.rules import POLICIES
-from tests.plan_mutations import (
-    MUTATIONS,
-    UNKNOWN_WIRE,
-    complete_plan,
-    edit,
-    missing_kinds,
-    mutated,
-)
-
-# Stack rules that fail only because a resource type another branch adds is not in the plan yet.
-PENDING = {
-    "network-default-deny-selects-registry": "NetworkPolicy",
-    "prometheus-rule-required-alerts": "PrometheusRule",
-    "registry-shared-http-secret": "Consul KV",
-}
+from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, complete_plan, edit, mutated
 
 
 def test_pack_announces_every_rule_as_mandatory(policy_analyzer):
@@ -42,12 +28,7 @@ def test_pack_announces_every_rule_as_mandatory(policy_analyzer):
 @pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_recorded_plan_has_no_mandatory_violations(policy_analyzer, plans, stack):
     report = policy_analyzer.analyze(plans[stack])
-    missing = set(missing_kinds(plans[stack]))
-    unexplained = [d for d in report.mandatory if PENDING.get(d.policy) not in missing]
-    assert unexplained == [], "\n".join(map(str, unexplained))
-    if report.mandatory:
-        pytest.xfail(f"{stack} plan lacks {', '.join(sorted(missing))} (added by other branches): "
-                     + "; ".join(sorted(d.policy for d in report.mandatory)))
+    assert report.mandatory == [], "\n".join(map(str, report.mandatory))
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
