@@ -174,6 +174,12 @@ def _unprotect(plan: Plan) -> Plan:
     return plan
 
 
+def _route_first_path_to(port: dict) -> Callable[[dict], None]:
+    def apply(props: dict) -> None:
+        props["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = port
+    return apply
+
+
 def _admit_the_internet(props: dict) -> None:
     props["spec"]["ingress"][0]["from"].append({"ipBlock": {"cidr": "0.0.0.0/0"}})
 
@@ -203,6 +209,9 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
     "the debug port on the client Service": ("prod", lambda p: edit(p, SERVICE, lambda i: i["spec"]["ports"].append(
         {"name": "debug", "port": 5001, "targetPort": "debug", "protocol": "TCP"}), name="registry-service"),
         "registry-debug-port-not-on-client-service"),
+    "the debug port behind the Ingress": ("prod", lambda p: edit(p, INGRESS, _route_first_path_to({"number": 5001}),
+                                                                 name="registry-network-ingress"),
+                                          "registry-debug-port-not-on-client-service"),
     # one for every other rule
     "a bucket without a lifecycle": ("prod", lambda p: remove(p, LIFECYCLE), "s3-bucket-hardening-complete"),
     "AES256 instead of SSE-KMS": ("prod", lambda p: edit(p, ENCRYPTION, lambda i: i["rules"][0][

@@ -18,7 +18,7 @@ from policies.rules.iam import check_no_wildcards
 from policies.rules.network import check_default_deny
 from policies.rules.s3 import check_bucket_versioning
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
-from policies.rules.workload import check_pod_security, check_shared_http_secret
+from policies.rules.workload import check_debug_port_not_on_client_service, check_pod_security, check_shared_http_secret
 from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, as_resource, complete_plan, mutated, violations_by_policy
 
 POLICY_NAMES = [policy.name for policy in POLICIES]
@@ -139,6 +139,33 @@ def test_unknown_consul_keys_leave_the_shared_secret_unverified_not_violated(pla
     assert list(check_shared_http_secret(resources, config)) == [Unverifiable(kv.name, "the key list")]
     kv.props["subkeys"] = {}
     assert [type(f) for f in check_shared_http_secret(resources, config)] == [Violation]
+
+
+def _ingress_to(service: str, port) -> Resource:
+    return _resource("kubernetes:networking.k8s.io/v1:Ingress", {
+        "metadata": {"name": "registry", "namespace": "cicd"},
+        "spec": {"rules": [{"host": "registry.example", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": service, "port": port}}}]}}]},
+    }, name="registry-ingress")
+
+
+@pytest.mark.parametrize("service, port, violates", [
+    ("registry", {"number": 5000}, False),
+    ("registry", {"name": "http"}, False),
+    ("registry-metrics", {"number": 5001}, True),
+    ("registry-metrics", {"name": "debug"}, True),
+    ("registry", {"name": "metrics"}, True),
+])
+def test_an_ingress_backend_never_reaches_the_debug_port(service, port, violates):
+    config = _policy_config("registry-debug-port-not-on-client-service")
+    findings = list(check_debug_port_not_on_client_service(_ingress_to(service, port), config))
+    assert [type(f) for f in findings] == ([Violation] if violates else [])
+
+
+def test_an_unknown_ingress_backend_port_cannot_be_verified():
+    config = _policy_config("registry-debug-port-not-on-client-service")
+    findings = list(check_debug_port_not_on_client_service(_ingress_to("registry", UNKNOWN_WIRE), config))
+    assert findings == [Unverifiable("registry-ingress", "spec.rules[0].http.paths[0].backend.service.port")]
 
 
 def test_an_unreadable_network_policy_selector_does_not_count_as_isolation(completed):

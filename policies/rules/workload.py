@@ -34,6 +34,7 @@ from .support import (
 )
 
 SERVICE = "kubernetes:core/v1:Service"
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
 STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
 SECCOMP_PROFILES = ("RuntimeDefault", "Localhost")
 ALLOWED_ADDED_CAPABILITIES = ("NET_BIND_SERVICE",)
@@ -294,7 +295,12 @@ def _port_is_debug(port: Any, config: Mapping[str, Any]) -> bool:
 
 
 def check_debug_port_not_on_client_service(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
-    """A Service that carries the registry port is a client path; the debug port must not be on it."""
+    """A Service that carries the registry port is a client path, and so is every Ingress backend; the
+    debug port (``/debug/health``, ``/debug/pprof``, ``/metrics``, all without authentication) must not
+    be reachable through either."""
+    if resource.type == INGRESS:
+        yield from _debug_port_behind_ingress(resource, config)
+        return
     selector = dig(resource.props, "spec", "selector")
     ports = dig(resource.props, "spec", "ports", default=[])
     if selector is UNKNOWN or ports is UNKNOWN:
@@ -312,6 +318,41 @@ def check_debug_port_not_on_client_service(resource: Resource, config: Mapping[s
             yield Violation(f"{display(resource)} serves clients on {config['registryPort']} and also exposes the "
                             f"debug/metrics port ({port.get('name')}: {port.get('port')}); keep /debug and /metrics "
                             "on a separate Service")
+
+
+def _ingress_backends(spec: Any) -> list[tuple[str, Any]]:
+    """(where, backend) of the default backend and of every path; an unreadable list is one UNKNOWN."""
+    backends = []
+    default = dig(spec, "defaultBackend")
+    if default is not None:
+        backends.append(("spec.defaultBackend", default))
+    rules = dig(spec, "rules", default=[])
+    if rules is UNKNOWN:
+        return backends + [("spec.rules", UNKNOWN)]
+    for rule_index, rule in enumerate(as_list(rules)):
+        paths = dig(rule, "http", "paths", default=[])
+        where = f"spec.rules[{rule_index}].http.paths"
+        if paths is UNKNOWN:
+            backends.append((where, UNKNOWN))
+            continue
+        backends += [(f"{where}[{index}].backend", dig(path, "backend")) for index, path in enumerate(as_list(paths))]
+    return backends
+
+
+def _debug_port_behind_ingress(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    spec = dig(resource.props, "spec")
+    if spec is UNKNOWN:
+        yield Unverifiable(resource.name, "spec")
+        return
+    for where, backend in _ingress_backends(spec):
+        port = dig(backend, "service", "port")
+        number, name = dig(port, "number"), dig(port, "name")
+        if UNKNOWN in (backend, port, number, name):
+            yield Unverifiable(resource.name, f"{where}.service.port")
+        elif number == config["debugPort"] or name in config["debugPortNames"]:
+            service = dig(backend, "service", "name")
+            yield Violation(f"{display(resource)} routes {where} to the debug/metrics port of Service {service} "
+                            f"({name or number}); an Ingress serves the registry port {config['registryPort']} only")
 
 
 WORKLOAD_TYPE_TOKENS = tuple(WORKLOAD_TYPES)
@@ -340,6 +381,7 @@ POLICIES = [
                  "A registry with more than one replica gets one shared REGISTRY_HTTP_SECRET.",
                  check_shared_http_secret, REGISTRY_CONFIG),
     resource_policy("registry-debug-port-not-on-client-service",
-                    "Services that carry the registry port do not expose its debug/metrics port.",
-                    (SERVICE,), check_debug_port_not_on_client_service, REGISTRY_PORTS_CONFIG),
+                    "Services that carry the registry port, and Ingress backends, do not expose its debug/metrics "
+                    "port.",
+                    (SERVICE, INGRESS), check_debug_port_not_on_client_service, REGISTRY_PORTS_CONFIG),
 ]
