@@ -37,6 +37,25 @@ def test_completed_plan_has_no_violations_at_all(policy_analyzer, plans, stack):
     assert report.diagnostics == []
 
 
+# The ten mutated plans issue 5 names, and the rule each must trip.
+ISSUE_5_CASES = {
+    "versioning off": "s3-bucket-versioning-enabled",
+    "a public access flag off": "s3-public-access-blocked",
+    "a wildcard IAM action": "iam-no-wildcards",
+    "a root container": "workload-pod-security-restricted",
+    "a latest image": "workload-image-pinned",
+    "a missing NetworkPolicy": "network-default-deny-selects-registry",
+    "a password in Consul KV": "consul-kv-no-plaintext-secrets",
+    "filesystem with two replicas": "registry-filesystem-single-replica",
+    "a Vault policy with write": "vault-policy-read-only",
+    "the debug port on the client Service": "registry-debug-port-not-on-client-service",
+}
+
+
+def test_the_ten_mutations_issue_5_names_are_among_those_run():
+    assert {case: MUTATIONS[case][2] for case in ISSUE_5_CASES if case in MUTATIONS} == ISSUE_5_CASES
+
+
 @pytest.mark.parametrize("case", list(MUTATIONS))
 def test_mutated_plan_violates_exactly_the_expected_rule(policy_analyzer, plans, case):
     _, _, expected = MUTATIONS[case]

@@ -11,6 +11,7 @@ from policies.rules import POLICIES
 from policies.rules.config_secrets import (
     check_consul_kv_no_secrets,
     check_consul_kv_prefix,
+    check_vault_role_binding,
     key_looks_secret,
     secret_value_kind,
 )
@@ -190,6 +191,21 @@ def test_stack_rules_skip_a_stack_without_a_registry_workload(completed):
         if policy.name in ("network-default-deny-selects-registry", "prometheus-rule-required-alerts",
                            "registry-shared-http-secret"):
             assert list(policy.check(only_storage, config_defaults(policy))) == [], policy.name
+
+
+@pytest.mark.parametrize("field, values, violates", [
+    ("boundServiceAccountNames", ["registry"], False),
+    ("boundServiceAccountNames", ["registry", "default"], True),
+    ("boundServiceAccountNames", ["*"], True),
+    ("boundServiceAccountNames", [], True),
+    ("boundServiceAccountNamespaces", ["cicd", "default"], True),
+    ("boundServiceAccountNamespaces", ["ci-*"], True),
+])
+def test_the_vault_auth_role_binds_exactly_one_service_account_and_namespace(plans, field, values, violates):
+    role = as_resource(plans["staging"].one("vault:kubernetes/authBackendRole:AuthBackendRole"))
+    role.props[field] = values
+    findings = list(check_vault_role_binding(role, _policy_config("vault-kubernetes-role-single-binding")))
+    assert [type(f) for f in findings] == ([Violation] if violates else [])
 
 
 # --- what counts as a secret -------------------------------------------------------------------
