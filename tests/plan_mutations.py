@@ -1,10 +1,12 @@
 """Recorded plans, completed and broken on purpose, for testing the policy pack.
 
-``complete_plan`` adds stand-ins for the resources other branches are adding (Consul KV, Vault
-policy and auth role, the default-deny NetworkPolicy, the PrometheusRule) *only when the plan has
-none of that type*, built from the project's own pure functions where they exist, so every mutation
-below starts from a plan with zero mandatory violations. Once the real resources land, the stand-ins
-disappear and the mutations edit the real ones.
+Every mutation edits (or drops) a resource the real program registers: KeyPrefix subkeys, the
+Vault policy and auth role, the NetworkPolicies, the Services and Ingress, the PrometheusRule.
+
+``complete_plan`` adds a stand-in only for a type that another branch adds and that is not merged
+yet: the garbage-collection CronJob (issue 6), built from the plan's own registry pod template as
+that issue describes it, so the workload rules are shown to apply to a CronJob's pod template once
+one lands. When the plan already has a CronJob, nothing is added and the mutations edit the real one.
 
 ``MUTATIONS`` maps a case name to (stack, mutation, the one policy expected to fire).
 """
@@ -15,92 +17,65 @@ import copy
 import json
 from typing import Any, Callable, Optional
 
-from components.registry_config import registry_environment
-from components.settings import S3Storage
-from components.workload import selector_labels
 from offline_plan import Plan, Registration
 from offline_plan.recorder import reveal
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, config_defaults, plain
 from pulumi_policy import StackValidationPolicy
-from tests.conftest import settings_for
 
 UNKNOWN_WIRE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how the engine sends an unknown value
 
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 PROMETHEUS_RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
-CONSUL_KEYS = "consul:index/keys:Keys"
-CONSUL_KV_TYPES = (CONSUL_KEYS, "consul:index/keyPrefix:KeyPrefix")
+CONSUL_KEY_PREFIX = "consul:index/keyPrefix:KeyPrefix"
 VAULT_POLICY = "vault:index/policy:Policy"
 VAULT_ROLE = "vault:kubernetes/authBackendRole:AuthBackendRole"
-PENDING_TYPES = {
-    "NetworkPolicy": (NETWORK_POLICY,),
-    "PrometheusRule": (PROMETHEUS_RULE,),
-    "Consul KV": CONSUL_KV_TYPES,
-    "Vault policy": (VAULT_POLICY,),
-    "Vault Kubernetes auth role": (VAULT_ROLE,),
-}
+CRON_JOB = "kubernetes:batch/v1:CronJob"
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+# Types other branches add that are not merged yet, and the stand-in complete_plan adds for each.
+PENDING_TYPES = {"garbage-collection CronJob": CRON_JOB}
+GC_CRONJOB_NAME = "registry-gc"  # components/monitoring.py's GC_CRONJOB_NAME: its alerts watch this CronJob
 
 
 def missing_kinds(plan: Plan) -> list[str]:
     """Which of the resources other branches add this plan still lacks."""
     present = {r.type for r in plan.registrations}
-    return [kind for kind, types in PENDING_TYPES.items() if not present & set(types)]
+    return [kind for kind, type_token in PENDING_TYPES.items() if type_token not in present]
 
 
-def _stand_in(plan: Plan, type_token: str, name: str, inputs: dict) -> Registration:
-    stack_urn = plan.registrations[0].urn
+def _gc_cronjob_stand_in(plan: Plan) -> Registration:
+    """Issue 6's CronJob as the registry's own pod template runs it: same image, security context and
+    resources, ``registry garbage-collect`` instead of the server, no probes (a Job ends), its own
+    service account, ``concurrencyPolicy: Forbid``."""
+    statefulset = plan.one("kubernetes:apps/v1:StatefulSet")
+    template = copy.deepcopy(reveal(statefulset.inputs)["spec"]["template"])
+    server = template["spec"]["containers"][0]
+    collector = {key: server[key] for key in ("image", "securityContext", "resources", "env", "volumeMounts")
+                 if key in server}
+    collector.update(name="garbage-collect",
+                     args=["registry", "garbage-collect", "--delete-untagged", "/etc/distribution/config.yml"])
+    template["metadata"]["labels"]["app.kubernetes.io/component"] = "garbage-collection"
+    template["spec"].update(containers=[collector], restartPolicy="OnFailure", serviceAccountName=GC_CRONJOB_NAME)
+    namespace = statefulset.inputs["metadata"]["namespace"]
+    inputs = {
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": GC_CRONJOB_NAME, "namespace": namespace},
+        "spec": {"schedule": "17 3 * * 0", "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3,
+                 "failedJobsHistoryLimit": 3, "startingDeadlineSeconds": 3600,
+                 "jobTemplate": {"spec": {"backoffLimit": 0, "activeDeadlineSeconds": 7200, "template": template}}},
+    }
+    name = f"{GC_CRONJOB_NAME}-cronjob"
     return Registration(
-        urn=f"urn:pulumi:{plan.stack}::{plan.project}::{type_token}::{name}", type=type_token, name=name,
-        inputs=inputs, parent=stack_urn, protect=False, retain_on_delete=False, dependencies=(), custom=True,
-        provider="", outputs=copy.deepcopy(inputs),
+        urn=f"urn:pulumi:{plan.stack}::{plan.project}::{CRON_JOB}::{name}", type=CRON_JOB, name=name,
+        inputs=inputs, parent=plan.registrations[0].urn, protect=False, retain_on_delete=False, dependencies=(),
+        custom=True, provider="", outputs=copy.deepcopy(inputs),
     )
 
 
-def _alert(name: str) -> dict:
-    return {
-        "alert": name, "expr": "vector(0) > 0", "for": "10m", "labels": {"severity": "warning"},
-        "annotations": {"summary": name, "description": name, "runbook_url": f"https://example.invalid/#{name}"},
-    }
-
-
 def complete_plan(plan: Plan) -> Plan:
+    """A copy of ``plan`` with a stand-in for each type still pending on another branch."""
     completed = copy.deepcopy(plan)
-    settings = settings_for(plan.stack)
-    environment = settings.environment
-    missing = missing_kinds(plan)
-    added: list[Registration] = []
-    if "Consul KV" in missing:
-        kms_key_arn = None
-        if isinstance(settings.storage, S3Storage):
-            kms_key_arn = plan.one("aws:kms/key:Key").outputs["arn"]
-        keys = [{"path": f"{settings.consul_kv_prefix}{key}", "value": value}
-                for key, value in sorted(registry_environment(settings, kms_key_arn).items())]
-        added.append(_stand_in(plan, CONSUL_KEYS, "registry-config-kv", {"keys": keys}))
-    if "Vault policy" in missing:
-        text = f'path "{settings.vault_kv_mount}/data/{settings.vault_secret_path}" {{\n  capabilities = ["read"]\n}}\n'
-        added.append(_stand_in(plan, VAULT_POLICY, "registry-vault-policy",
-                               {"name": f"registry-{environment}", "policy": text}))
-    if "Vault Kubernetes auth role" in missing:
-        added.append(_stand_in(plan, VAULT_ROLE, "registry-vault-role", {
-            "backend": "kubernetes", "roleName": f"registry-{environment}", "boundServiceAccountNames": ["registry"],
-            "boundServiceAccountNamespaces": [settings.namespace], "tokenPolicies": [f"registry-{environment}"],
-            "audience": "vault", "tokenTtl": 900.0,
-        }))
-    if "NetworkPolicy" in missing:
-        added.append(_stand_in(plan, NETWORK_POLICY, "registry-default-deny", {
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "registry-default-deny", "namespace": settings.namespace},
-            "spec": {"podSelector": {"matchLabels": selector_labels(settings)}, "policyTypes": ["Ingress", "Egress"]},
-        }))
-    if "PrometheusRule" in missing:
-        alerts = ["RegistryDown", "RegistryHigh5xxRate", "RegistryStorageAbove80Percent", "RegistryAuthFailureSpike",
-                  "RegistryGarbageCollectionFailed"]
-        added.append(_stand_in(plan, PROMETHEUS_RULE, "registry-alerts", {
-            "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-            "metadata": {"name": "registry", "namespace": settings.namespace},
-            "spec": {"groups": [{"name": "registry", "rules": [_alert(a) for a in alerts]}]},
-        }))
-    completed.registrations += added
+    if "garbage-collection CronJob" in missing_kinds(plan):
+        completed.registrations.append(_gc_cronjob_stand_in(completed))
     return completed
 
 
@@ -108,9 +83,11 @@ def complete_plan(plan: Plan) -> Plan:
 
 
 def _find(plan: Plan, type_token: str, name: Optional[str] = None) -> Registration:
+    """The one resource of ``type_token`` (named ``name`` when the plan has several of that type)."""
     found = [r for r in plan.registrations if r.type == type_token and (name is None or r.name == name)]
-    if not found:
-        raise LookupError(f"no {type_token} {name or ''} in the {plan.stack} plan")
+    if len(found) != 1:
+        names = sorted(r.name for r in found)
+        raise LookupError(f"expected one {type_token} {name or ''} in the {plan.stack} plan, found {names}")
     return found[0]
 
 
@@ -130,13 +107,18 @@ def remove(plan: Plan, type_token: str, name: Optional[str] = None) -> Plan:
 
 
 def remove_all(plan: Plan, type_token: str) -> Plan:
-    _find(plan, type_token)
+    if not plan.of_type(type_token):
+        raise LookupError(f"no {type_token} in the {plan.stack} plan")
     plan.registrations = [r for r in plan.registrations if r.type != type_token]
     return plan
 
 
 def _container(inputs: dict) -> dict:
     return inputs["spec"]["template"]["spec"]["containers"][0]
+
+
+def _job_container(inputs: dict) -> dict:
+    return inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
 
 
 def _json_edit(key: str, change: Callable[[dict], Any]) -> Callable[[dict], None]:
@@ -147,16 +129,19 @@ def _json_edit(key: str, change: Callable[[dict], Any]) -> Callable[[dict], None
     return apply
 
 
-def _kv_add(path_suffix: str, value: str) -> Callable[[dict], None]:
+def _kv_add(subkey: str, value: str) -> Callable[[dict], None]:
+    """Add a key to a ``KeyPrefix`` (relative to its ``pathPrefix``); refuse to overwrite one."""
     def apply(props: dict) -> None:
-        prefix = props["keys"][0]["path"].rsplit("/", 1)[0]
-        props["keys"].append({"path": f"{prefix}/{path_suffix}", "value": value})
+        if subkey in props["subkeys"]:
+            raise LookupError(f"{props['pathPrefix']}{subkey} is already in the plan")
+        props["subkeys"][subkey] = value
     return apply
 
 
-def _kv_drop(key_name: str) -> Callable[[dict], None]:
+def _kv_drop(subkey: str) -> Callable[[dict], None]:
+    """Drop a key from a ``KeyPrefix``; a key the plan does not hold is an error, not a no-op."""
     def apply(props: dict) -> None:
-        props["keys"] = [k for k in props["keys"] if not k["path"].endswith("/" + key_name)]
+        del props["subkeys"][subkey]
     return apply
 
 
@@ -189,14 +174,14 @@ def _unprotect(plan: Plan) -> Plan:
     return plan
 
 
-def _add_open_network_policy(plan: Plan) -> Plan:
-    plan.registrations.append(_stand_in(plan, NETWORK_POLICY, "registry-allow-everyone", {
-        "metadata": {"name": "registry-allow-everyone", "namespace": "cicd"},
-        "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "docker-registry"}},
-                 "policyTypes": ["Ingress"],
-                 "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 5000}]}]},
-    }))
-    return plan
+def _route_first_path_to(port: dict) -> Callable[[dict], None]:
+    def apply(props: dict) -> None:
+        props["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = port
+    return apply
+
+
+def _admit_the_internet(props: dict) -> None:
+    props["spec"]["ingress"][0]["from"].append({"ipBlock": {"cidr": "0.0.0.0/0"}})
 
 
 Mutation = Callable[[Plan], Plan]
@@ -214,8 +199,8 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
     "a latest image": ("prod", lambda p: edit(p, STS, lambda i: _container(i).update(
         image="registry.internal.example.com/platform/docker-registry:latest")), "workload-image-pinned"),
     "a missing NetworkPolicy": ("staging", lambda p: remove_all(p, NETWORK_POLICY), "network-default-deny-selects-registry"),
-    "a password in Consul KV": ("staging", lambda p: edit(p, CONSUL_KEYS, _kv_add("REGISTRY_REDIS_OPTIONS_PASSWORD",
-                                                                                 "correct-horse-battery")),
+    "a password in Consul KV": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, _kv_add(
+        "env/REGISTRY_REDIS_OPTIONS_PASSWORD", "correct-horse-battery")),
                                 "consul-kv-no-plaintext-secrets"),
     "filesystem with two replicas": ("staging", lambda p: edit(p, STS, _set("spec", "replicas", 2)),
                                      "registry-filesystem-single-replica"),
@@ -224,6 +209,9 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
     "the debug port on the client Service": ("prod", lambda p: edit(p, SERVICE, lambda i: i["spec"]["ports"].append(
         {"name": "debug", "port": 5001, "targetPort": "debug", "protocol": "TCP"}), name="registry-service"),
         "registry-debug-port-not-on-client-service"),
+    "the debug port behind the Ingress": ("prod", lambda p: edit(p, INGRESS, _route_first_path_to({"number": 5001}),
+                                                                 name="registry-network-ingress"),
+                                          "registry-debug-port-not-on-client-service"),
     # one for every other rule
     "a bucket without a lifecycle": ("prod", lambda p: remove(p, LIFECYCLE), "s3-bucket-hardening-complete"),
     "AES256 instead of SSE-KMS": ("prod", lambda p: edit(p, ENCRYPTION, lambda i: i["rules"][0][
@@ -246,13 +234,27 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
                           "workload-probes-set"),
     "service links on": ("staging", lambda p: edit(p, STS, _set("spec", "template", "spec", "enableServiceLinks", True)),
                          "workload-service-links-disabled"),
-    "replicas without a shared HTTP secret": ("prod", lambda p: edit(p, CONSUL_KEYS, _kv_drop("REGISTRY_HTTP_SECRET")),
+    "replicas without a shared HTTP secret": ("prod", lambda p: edit(p, CONSUL_KEY_PREFIX,
+                                                                      _kv_drop("env/REGISTRY_HTTP_SECRET")),
                                               "registry-shared-http-secret"),
-    "a NetworkPolicy admitting 0.0.0.0/0": ("staging", _add_open_network_policy, "network-no-open-cidr"),
-    "a Consul key outside the registry prefix": ("staging", lambda p: edit(p, CONSUL_KEYS, lambda i: i["keys"].append(
-        {"path": "global/REGISTRY_LOG_LEVEL", "value": "info"})), "consul-kv-registry-prefix"),
+    "only allow rules, no default deny": ("prod", lambda p: remove(p, NETWORK_POLICY, "registry-network-default-deny"),
+                                          "network-default-deny-selects-registry"),
+    "a NetworkPolicy admitting 0.0.0.0/0": ("staging", lambda p: edit(p, NETWORK_POLICY, _admit_the_internet,
+                                                                    name="registry-network-allow-clients"),
+                                            "network-no-open-cidr"),
+    "a Consul key outside the registry prefix": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, _set(
+        "pathPrefix", "config/registry/staging/")), "consul-kv-registry-prefix"),
+    "a KeyPrefix owning every environment's keys": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, _set(
+        "pathPrefix", "registry/")), "consul-kv-registry-prefix"),
     "an auth role bound to two service accounts": ("prod", lambda p: edit(p, VAULT_ROLE, _set(
         "boundServiceAccountNames", ["registry", "default"])), "vault-kubernetes-role-single-binding"),
+    "an auth role bound to every namespace": ("staging", lambda p: edit(p, VAULT_ROLE, _set(
+        "boundServiceAccountNamespaces", ["*"])), "vault-kubernetes-role-single-binding"),
+    # the CronJob other branches add: the workload rules reach its pod template
+    "a root GC CronJob": ("prod", lambda p: edit(p, CRON_JOB, lambda i: _job_container(i)["securityContext"].update(
+        runAsUser=0)), "workload-pod-security-restricted"),
+    "a GC CronJob without a memory limit": ("staging", lambda p: edit(p, CRON_JOB, lambda i: _job_container(i)[
+        "resources"]["limits"].pop("memory")), "workload-resources-set"),
     "no PrometheusRule": ("prod", lambda p: remove_all(p, PROMETHEUS_RULE), "prometheus-rule-required-alerts"),
     "an alert without runbook_url": ("staging", lambda p: edit(p, PROMETHEUS_RULE, lambda i: i["spec"]["groups"][0][
         "rules"][0]["annotations"].pop("runbook_url")), "prometheus-rule-alert-metadata"),

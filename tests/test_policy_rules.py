@@ -3,15 +3,23 @@ broken for it, and it handles values that are unknown during preview as its modu
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from policies.rules import POLICIES
-from policies.rules.config_secrets import check_consul_kv_no_secrets, key_looks_secret, secret_value_kind
+from policies.rules.config_secrets import (
+    check_consul_kv_no_secrets,
+    check_consul_kv_prefix,
+    check_vault_role_binding,
+    key_looks_secret,
+    secret_value_kind,
+)
 from policies.rules.iam import check_no_wildcards
 from policies.rules.network import check_default_deny
 from policies.rules.s3 import check_bucket_versioning
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
-from policies.rules.workload import check_pod_security
+from policies.rules.workload import check_debug_port_not_on_client_service, check_pod_security, check_shared_http_secret
 from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, as_resource, complete_plan, mutated, violations_by_policy
 
 POLICY_NAMES = [policy.name for policy in POLICIES]
@@ -27,8 +35,29 @@ def test_every_rule_has_a_failing_case():
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_recorded_plan_passes_every_rule(plans, stack):
+    assert violations_by_policy(plans[stack], POLICIES) == {}
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_completed_plan_passes_every_rule(completed, stack):
+    """With the stand-in for the GC CronJob other branches add (see plan_mutations.complete_plan)."""
     assert violations_by_policy(completed[stack], POLICIES) == {}
+
+
+def test_every_resource_rule_checks_a_resource_the_program_registers(plans):
+    """A pass on the recorded plans means something only if each rule sees one of its types there."""
+    registered = {r.type for plan in plans.values() for r in plan.registrations}
+    unchecked = [p.name for p in POLICIES if getattr(p, "types", None) is not None and not p.types & registered]
+    assert unchecked == []
+
+
+def test_every_mutation_edits_the_recorded_plan_not_a_stand_in(plans):
+    """Only the GC CronJob cases may touch a stand-in: the other types are all in the real plans."""
+    for case, (stack, mutation, _) in MUTATIONS.items():
+        if "CronJob" in case:
+            continue
+        mutation(copy.deepcopy(plans[stack]))  # raises LookupError if its target is missing
 
 
 @pytest.mark.parametrize("case", list(MUTATIONS))
@@ -79,9 +108,70 @@ def test_a_computed_value_under_a_secret_key_is_a_violation_not_an_advisory():
     assert "REGISTRY_HTTP_SECRET" in findings[0].message
 
 
+def _policy_config(name: str) -> dict:
+    return config_defaults(next(p for p in POLICIES if p.name == name))
+
+
+def _key_prefix(path_prefix, subkeys) -> Resource:
+    return _resource("consul:index/keyPrefix:KeyPrefix", {"pathPrefix": path_prefix, "subkeys": subkeys},
+                     name="registry-consul-kv")
+
+
+def test_a_key_prefix_owning_every_environment_is_a_violation_even_while_its_keys_are_unknown():
+    config = _policy_config("consul-kv-registry-prefix")
+    findings = list(check_consul_kv_prefix(_key_prefix("registry/", UNKNOWN_WIRE), config))
+    assert [type(f) for f in findings] == [Violation, Unverifiable]
+    assert "'registry/'" in findings[0].message and "deletes every key" in findings[0].message
+
+
+def test_a_key_prefix_with_an_unknown_path_prefix_cannot_be_verified():
+    config = _policy_config("consul-kv-registry-prefix")
+    findings = list(check_consul_kv_prefix(_key_prefix(UNKNOWN_WIRE, {"env/REGISTRY_LOG_LEVEL": "info"}), config))
+    assert findings == [Unverifiable("registry-consul-kv", "pathPrefix")]
+
+
+def test_unknown_consul_keys_leave_the_shared_secret_unverified_not_violated(plans):
+    """The program computes the KeyPrefix's whole subkeys map from the KMS key ARN: unknown in preview."""
+    resources = [as_resource(r, outputs=True) for r in plans["prod"].registrations]
+    kv = next(r for r in resources if r.type == "consul:index/keyPrefix:KeyPrefix")
+    config = _policy_config("registry-shared-http-secret")
+    assert list(check_shared_http_secret(resources, config)) == []
+    kv.props["subkeys"] = UNKNOWN
+    assert list(check_shared_http_secret(resources, config)) == [Unverifiable(kv.name, "the key list")]
+    kv.props["subkeys"] = {}
+    assert [type(f) for f in check_shared_http_secret(resources, config)] == [Violation]
+
+
+def _ingress_to(service: str, port) -> Resource:
+    return _resource("kubernetes:networking.k8s.io/v1:Ingress", {
+        "metadata": {"name": "registry", "namespace": "cicd"},
+        "spec": {"rules": [{"host": "registry.example", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": service, "port": port}}}]}}]},
+    }, name="registry-ingress")
+
+
+@pytest.mark.parametrize("service, port, violates", [
+    ("registry", {"number": 5000}, False),
+    ("registry", {"name": "http"}, False),
+    ("registry-metrics", {"number": 5001}, True),
+    ("registry-metrics", {"name": "debug"}, True),
+    ("registry", {"name": "metrics"}, True),
+])
+def test_an_ingress_backend_never_reaches_the_debug_port(service, port, violates):
+    config = _policy_config("registry-debug-port-not-on-client-service")
+    findings = list(check_debug_port_not_on_client_service(_ingress_to(service, port), config))
+    assert [type(f) for f in findings] == ([Violation] if violates else [])
+
+
+def test_an_unknown_ingress_backend_port_cannot_be_verified():
+    config = _policy_config("registry-debug-port-not-on-client-service")
+    findings = list(check_debug_port_not_on_client_service(_ingress_to("registry", UNKNOWN_WIRE), config))
+    assert findings == [Unverifiable("registry-ingress", "spec.rules[0].http.paths[0].backend.service.port")]
+
+
 def test_an_unreadable_network_policy_selector_does_not_count_as_isolation(completed):
     resources = [as_resource(r, outputs=True) for r in completed["staging"].registrations]
-    deny = next(r for r in resources if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    deny = next(r for r in resources if r.name == "registry-network-default-deny")
     deny.props["spec"]["podSelector"] = UNKNOWN
     config = config_defaults(next(p for p in POLICIES if p.name == "network-default-deny-selects-registry"))
     findings = list(check_default_deny(resources, config))
@@ -101,6 +191,21 @@ def test_stack_rules_skip_a_stack_without_a_registry_workload(completed):
         if policy.name in ("network-default-deny-selects-registry", "prometheus-rule-required-alerts",
                            "registry-shared-http-secret"):
             assert list(policy.check(only_storage, config_defaults(policy))) == [], policy.name
+
+
+@pytest.mark.parametrize("field, values, violates", [
+    ("boundServiceAccountNames", ["registry"], False),
+    ("boundServiceAccountNames", ["registry", "default"], True),
+    ("boundServiceAccountNames", ["*"], True),
+    ("boundServiceAccountNames", [], True),
+    ("boundServiceAccountNamespaces", ["cicd", "default"], True),
+    ("boundServiceAccountNamespaces", ["ci-*"], True),
+])
+def test_the_vault_auth_role_binds_exactly_one_service_account_and_namespace(plans, field, values, violates):
+    role = as_resource(plans["staging"].one("vault:kubernetes/authBackendRole:AuthBackendRole"))
+    role.props[field] = values
+    findings = list(check_vault_role_binding(role, _policy_config("vault-kubernetes-role-single-binding")))
+    assert [type(f) for f in findings] == ([Violation] if violates else [])
 
 
 # --- what counts as a secret -------------------------------------------------------------------

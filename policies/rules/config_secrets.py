@@ -15,6 +15,7 @@ import re
 from typing import Any, Iterable, Mapping
 
 from .support import (
+    CONSUL_KEY_PREFIX,
     CONSUL_KV_TYPES,
     UNKNOWN,
     Finding,
@@ -57,6 +58,12 @@ CONSUL_PREFIX_CONFIG = schema({
         "type": "string",
         "description": "Regular expression every Consul KV key path the stack writes must match.",
         "default": r"^registry/[a-z0-9-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+    },
+    "keyPrefixPattern": {
+        "type": "string",
+        "description": "Regular expression the pathPrefix of a KeyPrefix must match: exactly one environment's "
+                       "folder, since a KeyPrefix deletes every key under it that it does not declare.",
+        "default": r"^registry/[a-z0-9-]+/$",
     },
 })
 VAULT_POLICY_CONFIG = schema({
@@ -118,6 +125,23 @@ def check_consul_kv_no_secrets(resource: Resource, config: Mapping[str, Any]) ->
 
 
 def check_consul_kv_prefix(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    """Every key under ``registry/<env>/``; a ``KeyPrefix`` owns exactly one environment's folder.
+
+    A ``KeyPrefix`` deletes every key under its ``pathPrefix`` that it does not declare, so a prefix of
+    ``registry/`` would wipe the other environments' settings, even though each key it writes still
+    looks like ``registry/<something>/<name>`` (``registry/env/REGISTRY_LOG_LEVEL``). Its prefix is
+    checked on its own, which also works while the subkeys are unknown during preview.
+    """
+    if resource.type == CONSUL_KEY_PREFIX:
+        prefix = dig(resource.props, "pathPrefix")
+        if prefix is UNKNOWN:
+            yield Unverifiable(resource.name, "pathPrefix")
+            return
+        owned = re.compile(config["keyPrefixPattern"])
+        if not isinstance(prefix, str) or not owned.match(prefix):
+            yield Violation(f"KeyPrefix pathPrefix {prefix!r} is not one environment's folder (expected to match "
+                            f"{owned.pattern}): a KeyPrefix deletes every key under its prefix that it does not "
+                            "declare")
     pattern = re.compile(config["keyPattern"])
     for path, _ in consul_kv_entries(resource):
         if path is UNKNOWN:
@@ -203,7 +227,7 @@ POLICIES = [
                     "references.",
                     CONSUL_KV_TYPES, check_consul_kv_no_secrets),
     resource_policy("consul-kv-registry-prefix",
-                    "Consul KV keys stay under registry/<env>/.",
+                    "Consul KV keys stay under registry/<env>/, and a KeyPrefix owns one environment's folder.",
                     CONSUL_KV_TYPES, check_consul_kv_prefix, CONSUL_PREFIX_CONFIG),
     resource_policy("vault-policy-read-only",
                     "The registry's Vault policy only reads its own secret path.",

@@ -34,6 +34,7 @@ from .support import (
 )
 
 SERVICE = "kubernetes:core/v1:Service"
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
 STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
 SECCOMP_PROFILES = ("RuntimeDefault", "Localhost")
 ALLOWED_ADDED_CAPABILITIES = ("NET_BIND_SERVICE",)
@@ -251,11 +252,19 @@ def _env_names(spec: Any) -> set[str]:
 
 
 def check_shared_http_secret(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
-    """Replicas > 1 need one ``http.secret`` for all pods, from the pod env or from Consul KV."""
+    """Replicas > 1 need one ``http.secret`` for all pods, from the pod env or from Consul KV.
+
+    The program computes a ``KeyPrefix``'s whole ``subkeys`` map from the KMS key ARN, so during a
+    preview that creates the key the KV keys are unknown: the secret may well be among them, which
+    is "cannot verify", not a violation.
+    """
     kv_keys = set()
+    unreadable_kv = []
     for kv in (r for r in resources if r.type in CONSUL_KV_TYPES):
         for path, value in consul_kv_entries(kv):
-            if isinstance(path, str) and value not in (None, ""):
+            if path is UNKNOWN:
+                unreadable_kv.append(kv.name)
+            elif isinstance(path, str) and value not in (None, ""):
                 kv_keys.add(path.rsplit("/", 1)[-1])
     for workload in (r for r in resources if is_registry_workload(r, config["registryLabels"])):
         replicas = dig(workload.props, "spec", "replicas", default=1)
@@ -265,6 +274,9 @@ def check_shared_http_secret(resources: list[Resource], config: Mapping[str, Any
         if replicas <= 1:
             continue
         if HTTP_SECRET_VARIABLE in _env_names(_pod_spec(workload)) or HTTP_SECRET_VARIABLE in kv_keys:
+            continue
+        if unreadable_kv:
+            yield from (Unverifiable(name, "the key list") for name in sorted(set(unreadable_kv)))
             continue
         yield Violation(f"{display(workload)} runs {replicas:g} replicas but no {HTTP_SECRET_VARIABLE} is set in the pod "
                         "env or in Consul KV: each pod would generate its own secret and uploads would fail across "
@@ -283,7 +295,12 @@ def _port_is_debug(port: Any, config: Mapping[str, Any]) -> bool:
 
 
 def check_debug_port_not_on_client_service(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
-    """A Service that carries the registry port is a client path; the debug port must not be on it."""
+    """A Service that carries the registry port is a client path, and so is every Ingress backend; the
+    debug port (``/debug/health``, ``/debug/pprof``, ``/metrics``, all without authentication) must not
+    be reachable through either."""
+    if resource.type == INGRESS:
+        yield from _debug_port_behind_ingress(resource, config)
+        return
     selector = dig(resource.props, "spec", "selector")
     ports = dig(resource.props, "spec", "ports", default=[])
     if selector is UNKNOWN or ports is UNKNOWN:
@@ -301,6 +318,41 @@ def check_debug_port_not_on_client_service(resource: Resource, config: Mapping[s
             yield Violation(f"{display(resource)} serves clients on {config['registryPort']} and also exposes the "
                             f"debug/metrics port ({port.get('name')}: {port.get('port')}); keep /debug and /metrics "
                             "on a separate Service")
+
+
+def _ingress_backends(spec: Any) -> list[tuple[str, Any]]:
+    """(where, backend) of the default backend and of every path; an unreadable list is one UNKNOWN."""
+    backends = []
+    default = dig(spec, "defaultBackend")
+    if default is not None:
+        backends.append(("spec.defaultBackend", default))
+    rules = dig(spec, "rules", default=[])
+    if rules is UNKNOWN:
+        return backends + [("spec.rules", UNKNOWN)]
+    for rule_index, rule in enumerate(as_list(rules)):
+        paths = dig(rule, "http", "paths", default=[])
+        where = f"spec.rules[{rule_index}].http.paths"
+        if paths is UNKNOWN:
+            backends.append((where, UNKNOWN))
+            continue
+        backends += [(f"{where}[{index}].backend", dig(path, "backend")) for index, path in enumerate(as_list(paths))]
+    return backends
+
+
+def _debug_port_behind_ingress(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    spec = dig(resource.props, "spec")
+    if spec is UNKNOWN:
+        yield Unverifiable(resource.name, "spec")
+        return
+    for where, backend in _ingress_backends(spec):
+        port = dig(backend, "service", "port")
+        number, name = dig(port, "number"), dig(port, "name")
+        if UNKNOWN in (backend, port, number, name):
+            yield Unverifiable(resource.name, f"{where}.service.port")
+        elif number == config["debugPort"] or name in config["debugPortNames"]:
+            service = dig(backend, "service", "name")
+            yield Violation(f"{display(resource)} routes {where} to the debug/metrics port of Service {service} "
+                            f"({name or number}); an Ingress serves the registry port {config['registryPort']} only")
 
 
 WORKLOAD_TYPE_TOKENS = tuple(WORKLOAD_TYPES)
@@ -329,6 +381,7 @@ POLICIES = [
                  "A registry with more than one replica gets one shared REGISTRY_HTTP_SECRET.",
                  check_shared_http_secret, REGISTRY_CONFIG),
     resource_policy("registry-debug-port-not-on-client-service",
-                    "Services that carry the registry port do not expose its debug/metrics port.",
-                    (SERVICE,), check_debug_port_not_on_client_service, REGISTRY_PORTS_CONFIG),
+                    "Services that carry the registry port, and Ingress backends, do not expose its debug/metrics "
+                    "port.",
+                    (SERVICE, INGRESS), check_debug_port_not_on_client_service, REGISTRY_PORTS_CONFIG),
 ]
