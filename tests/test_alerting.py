@@ -25,7 +25,7 @@ pytest_plugins = ["tests.support.fixtures"]
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 ALERT_TESTS = Path(__file__).parent / "alerting"
-RUNBOOKS = Path(__file__).parent.parent / "docs" / "alert-runbooks.md"
+RUNBOOKS = Path(__file__).parent.parent / "README.md"
 SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
 PROMETHEUS_RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
 SERVICE = "kubernetes:core/v1:Service"

@@ -81,3 +81,11 @@ def test_a_duplicate_resource_is_an_error_as_in_the_engine(tmp_path):
 def test_display_type_shortens_like_the_cli():
     assert display_type("aws:s3/bucketPolicy:BucketPolicy") == "aws:s3:BucketPolicy"
     assert display_type("kubernetes:apps/v1:StatefulSet") == "kubernetes:apps/v1:StatefulSet"
+
+
+def test_readme_settings_table_is_the_one_generated_from_pulumi_yaml():
+    from offline_plan.settings_table import settings_table
+
+    assert settings_table() in (PROJECT_DIR / "README.md").read_text(), (
+        "README's settings table is stale: paste the output of `python -m offline_plan.settings_table`"
+    )
