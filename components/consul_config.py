@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_consul as consul
@@ -60,7 +60,7 @@ def health_check(settings: Settings) -> dict:
     }
 
 
-def kv_subkeys(settings: Settings, kms_key_arn: Optional[str] = None) -> dict[str, str]:
+def kv_subkeys(settings: Settings, kms_key_arn: Optional[pulumi.Input[str]] = None) -> dict[str, Any]:
     """Every Consul key under ``settings.consul_kv_prefix`` (relative to it) and its value."""
     entries = {f"{ENV_FOLDER}{name}": value for name, value in registry_environment(settings, kms_key_arn).items()}
     entries.update({f"{FILES_FOLDER}{name}": content for name, content in config_files(settings).items()})
@@ -136,7 +136,9 @@ class RegistryConsulConfig(pulumi.ComponentResource):
         consul.KeyPrefix(
             f"{name}-kv",
             path_prefix=settings.consul_kv_prefix,
-            subkeys=pulumi.Output.from_input(args.kms_key_arn).apply(lambda arn: kv_subkeys(settings, arn)),
+            # Only the KMS key ARN waits for AWS; every other value stays known during preview, so the
+            # policy pack can check them before the key exists.
+            subkeys=kv_subkeys(settings, args.kms_key_arn),
             opts=child,
         )
         consul.ConfigEntry(

@@ -17,7 +17,10 @@ Traps this function avoids (each seen panicking or misbehaving in Distribution v
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    import pulumi
 
 from .settings import (DEBUG_PORT, HTTP_PORT, FilesystemStorage, HtpasswdAuth, MinioStorage, S3Storage, Settings,
                        TokenAuth)
@@ -52,11 +55,12 @@ def _compact_json(value: dict) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def registry_environment(settings: Settings, kms_key_arn: Optional[str] = None) -> dict[str, str]:
+def registry_environment(settings: Settings, kms_key_arn: Optional["pulumi.Input[str]"] = None) -> dict[str, Any]:
     """Every ``REGISTRY_*`` (and tracing) variable Distribution v3 needs for this stack.
 
     ``kms_key_arn`` is the customer-managed key of the S3 bucket (s3 mode only): it exists only once
-    the key is created, so the caller passes it in.
+    the key is created, so the caller passes it in, as a string or as the key's output, which is
+    placed as it is (every other value is a plain string).
     """
     env = {
         "REGISTRY_LOG_LEVEL": settings.log_level,
@@ -116,7 +120,7 @@ def config_files(settings: Settings) -> dict[str, str]:
     return {HTPASSWD_FILE: vault_reference(settings, FIELD_HTPASSWD)}
 
 
-def _storage_environment(settings: Settings, kms_key_arn: Optional[str]) -> dict[str, str]:
+def _storage_environment(settings: Settings, kms_key_arn: Optional["pulumi.Input[str]"]) -> dict[str, Any]:
     storage = settings.storage
     if isinstance(storage, FilesystemStorage):
         return {
