@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", type=_override, default=[], metavar="KEY=VALUE",
                         help="override a config value, as `pulumi config set` would (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary line per stack")
+    parser.add_argument("--preview", action="store_true",
+                        help="record a first `pulumi preview`: values providers compute (IDs, ARNs, passwords) unknown")
     parser.add_argument("--no-policy", action="store_true", help="do not run the policy pack on the plans")
     parser.add_argument("--policy-config", type=Path, metavar="FILE",
                         help="policy pack config, JSON as for `pulumi preview --policy-pack-config`")
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for stack in args.stacks:
         started = time.perf_counter()
         try:
-            plan = record_plan(stack, overrides=dict(args.config))
+            plan = record_plan(stack, overrides=dict(args.config), preview=args.preview)
         except ConfigFileError as exc:
             print(f"error: stack {stack}: {exc}", file=sys.stderr)
             failed = True

@@ -25,7 +25,7 @@ import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from .recorder import PROJECT_DIR, Plan, Registration
+from .recorder import PROJECT_DIR, Plan, Registration, on_the_wire
 
 PACK_DIR = PROJECT_DIR / "policies"
 STACK_TYPE = "pulumi:pulumi:Stack"
@@ -87,7 +87,7 @@ class PolicyReport:
 
 def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
-    json_format.ParseDict(json.loads(json.dumps(value, default=str)), struct)
+    json_format.ParseDict(on_the_wire(value), struct)
     return struct
 
 

@@ -26,6 +26,7 @@ import yaml
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.output import Unknown
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.config import set_all_config
@@ -104,7 +105,17 @@ def is_secret(value: Any) -> bool:
     return rpc.is_rpc_secret(value)
 
 
+UNKNOWN_MASK = "[unknown until created]"
+
+
+def _is_unknown(value: Any) -> bool:
+    return isinstance(value, Unknown) or value == rpc.UNKNOWN
+
+
 def reveal(value: Any) -> Any:
+    """Plain values, secrets unwrapped; unknown values become the engine's UNKNOWN sentinel."""
+    if isinstance(value, Unknown):
+        return rpc.UNKNOWN
     if is_secret(value):
         return reveal(rpc.unwrap_rpc_secret(value))
     if isinstance(value, dict):
@@ -114,7 +125,21 @@ def reveal(value: Any) -> Any:
     return value
 
 
+def on_the_wire(value: Any) -> Any:
+    """Inputs as the engine sends them to an analyzer: secrets wrapped, unknowns as the sentinel."""
+    if isinstance(value, Unknown):
+        return rpc.UNKNOWN
+    if isinstance(value, dict):
+        return {k: on_the_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [on_the_wire(v) for v in value]
+    return value
+
+
 def masked(value: Any) -> Any:
+    """What may be shown: secrets and unknown values replaced by a marker."""
+    if _is_unknown(value):
+        return UNKNOWN_MASK
     if is_secret(value):
         return SECRET_MASK
     if isinstance(value, dict):
@@ -200,8 +225,11 @@ def _generated_password(name: str, inputs: Mapping[str, Any]) -> str:
 class PlanMocks(pulumi.runtime.Mocks):
     """Plausible provider answers, so values computed from outputs (ARNs, IDs) are realistic."""
 
-    def __init__(self) -> None:
+    def __init__(self, preview: bool = False) -> None:
         self.provider_regions: dict[str, str] = {}
+        # In a first `pulumi preview` nothing exists yet: provider-computed values (IDs, ARNs, generated
+        # passwords) are unknown, and so is everything computed from them.
+        self.preview = preview
 
     def _region(self, args: pulumi_mocks.MockResourceArgs) -> str:
         # A provider reference is "<urn>::<id>" and the URN ends in "::<name>".
@@ -214,7 +242,10 @@ class PlanMocks(pulumi.runtime.Mocks):
         resource_id = f"{args.name}-{_fake_id(args.name + args.typ)[:8]}"
         if args.typ == "pulumi:providers:aws":
             self.provider_regions[args.name] = inputs.get("region", "us-east-1")
-        elif args.typ == "aws:s3/bucket:Bucket":
+            return resource_id, state
+        if self.preview:
+            return "", state
+        if args.typ == "aws:s3/bucket:Bucket":
             resource_id = inputs["bucket"]
             state["arn"] = f"arn:aws:s3:::{resource_id}"
         elif args.typ == "aws:kms/key:Key":
@@ -277,18 +308,20 @@ def record_plan(
     stack: str,
     project_dir: Path = PROJECT_DIR,
     overrides: Optional[Mapping[str, Optional[str]]] = None,
+    preview: bool = False,
 ) -> Plan:
     """Run ``__main__.py`` of ``project_dir`` for ``stack`` and return what it registered.
 
-    ``overrides`` sets (or, with None, removes) config keys as ``pulumi config set/rm`` would. A
+    ``overrides`` sets (or, with None, removes) config keys as ``pulumi config set/rm`` would.
+    ``preview=True`` records a first ``pulumi preview``: values providers compute are unknown. A
     ``pulumi.RunError`` from the program (bad settings) is returned as ``Plan.error``, not raised.
     """
     project, config, secret_keys = stack_config(stack, project_dir, overrides)
     runtime_settings.reset_options(project=project, stack=stack)
     set_all_config(config, secret_keys)
-    mocks = PlanMocks()
+    mocks = PlanMocks(preview=preview)
     monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
     plan = Plan(stack=stack, project=project, secret_config_keys=tuple(secret_keys))
 
     def program():

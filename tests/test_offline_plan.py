@@ -89,3 +89,18 @@ def test_readme_settings_table_is_the_one_generated_from_pulumi_yaml():
     assert settings_table() in (PROJECT_DIR / "README.md").read_text(), (
         "README's settings table is stale: paste the output of `python -m offline_plan.settings_table`"
     )
+
+
+def test_a_first_preview_leaves_only_provider_computed_values_unknown_and_violates_no_policy(policy_analyzer):
+    from pulumi.runtime import rpc
+
+    plan = record_plan("prod", preview=True)
+    subkeys = plan.one("consul:index/keyPrefix:KeyPrefix").plain_inputs["subkeys"]
+    unknown = {key for key, value in subkeys.items() if value == rpc.UNKNOWN}
+    assert unknown == {"env/REGISTRY_STORAGE_S3_KEYID"}
+    assert plan.one("aws:iam/rolePolicy:RolePolicy").plain_inputs["policy"] == rpc.UNKNOWN
+
+    report = policy_analyzer.analyze(plan)
+    assert report.mandatory == []
+    assert report.advisory, "unknown values that matter must be reported, not passed silently"
+    assert all("during preview" in d.message for d in report.advisory)
