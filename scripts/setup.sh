@@ -33,7 +33,11 @@ install_requirements() {
 
 cd "${root}"
 if [[ "${mode}" == plan ]]; then
-    install_requirements "${root}/venv" "${root}/requirements-plan.txt"
+    # The test requirements include the plan's; an environment set up for tests is ready to plan.
+    if ! compgen -G "${root}/venv/.installed-requirements-dev-*" >/dev/null \
+        || [[ ! -f "${root}/venv/.installed-requirements-dev-$(cat requirements*.txt policies/requirements.txt | sha256sum | cut -c1-16)" ]]; then
+        install_requirements "${root}/venv" "${root}/requirements-plan.txt"
+    fi
     exit 0
 fi
 
