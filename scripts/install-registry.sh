@@ -1,45 +1,5 @@
 #!/usr/bin/env bash
-# Build CNCF Distribution (the `registry:3` binary) from the Go module proxy, once, into a per-user cache.
-# Prints the binary path on stdout; all progress and build output goes to stderr.
-# Idempotent: does nothing when the binary is already there.
-#
-# Environment:
-#   XDG_CACHE_HOME   cache root (default: $HOME/.cache)
-#   GOPROXY etc.     passed through to `go`. To build strictly offline from a warm module cache use
-#                    GOPROXY=file://$(go env GOMODCACHE)/cache/download (GOPROXY=off fails: `go install pkg@v`
-#                    still looks up module deprecation).
+# CNCF Distribution (the `registry:3` binary), built once into the cache; prints its path.
 set -euo pipefail
-
 DISTRIBUTION_VERSION="v3.1.1"
-
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/registry-iac"
-prefix="${cache_root}/distribution-${DISTRIBUTION_VERSION}"
-bin_dir="${prefix}/bin"
-binary="${bin_dir}/registry"
-
-if [[ -x "${binary}" ]]; then
-    echo "registry ${DISTRIBUTION_VERSION} already installed at ${binary}" >&2
-    echo "${binary}"
-    exit 0
-fi
-
-if ! command -v go >/dev/null 2>&1; then
-    echo "error: 'go' not found on PATH; install Go >= 1.23 to build Distribution ${DISTRIBUTION_VERSION}" >&2
-    exit 1
-fi
-
-mkdir -p "${prefix}"
-# Build into a temporary GOBIN and move into place, so an interrupted build never leaves a half-written binary
-# that the idempotency check above would then trust.
-tmp_bin="$(mktemp -d "${prefix}/build.XXXXXX")"
-trap 'rm -rf "${tmp_bin}"' EXIT
-
-echo "building registry ${DISTRIBUTION_VERSION} with $(go version) ..." >&2
-start=$(date +%s)
-GOBIN="${tmp_bin}" GOTOOLCHAIN="${GOTOOLCHAIN:-local}" \
-    go install "github.com/distribution/distribution/v3/cmd/registry@${DISTRIBUTION_VERSION}" 1>&2
-
-mkdir -p "${bin_dir}"
-mv -f "${tmp_bin}/registry" "${binary}"
-echo "built ${binary} in $(( $(date +%s) - start ))s" >&2
-echo "${binary}"
+exec "$(dirname "$0")/go-install.sh" distribution github.com/distribution/distribution/v3/cmd/registry "${DISTRIBUTION_VERSION}"
