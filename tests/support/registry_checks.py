@@ -13,6 +13,7 @@ from typing import Callable, Mapping, Optional
 
 import requests
 
+from .config_cli import ConfigCliError
 from .oci import OciClient, RegistryError, make_image, sha256_digest
 from .processes import ProcessStartError
 from .registry_server import RunningRegistry
@@ -58,8 +59,8 @@ def behaviour_failures(setup: StackSetup, factory, kv: Optional[Mapping[str, str
 
     try:
         registry = setup.boot(factory, kv, name=label, expected_exit=None, add_debug_addr=False, timeout=10)
-    except ProcessStartError as error:
-        return {"start": str(error)[-1500:]}
+    except (ProcessStartError, ConfigCliError) as error:  # the registry, or config-cli before it, refused
+        return {"start": f"{type(error).__name__}: {str(error)[-1500:]}"}
     peer: Optional[RunningRegistry] = None
     try:
         pusher = setup.users("push")[0]
@@ -129,7 +130,7 @@ def behaviour_failures(setup: StackSetup, factory, kv: Optional[Mapping[str, str
 
         def storage() -> None:
             layer = image.layers[0]
-            stored = setup.backend.stored_blob(registry.env, layer.digest)
+            stored = setup.backend.stored_blob(setup.kv, layer.digest)
             assert stored["size"] == len(layer.data), stored
             if isinstance(setup.backend, S3Backend):
                 assert stored["sse"] == "aws:kms" and stored["kms_key"] == setup.backend.kms_key_arn, stored

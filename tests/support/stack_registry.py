@@ -68,13 +68,13 @@ class FilesystemBackend:
         key = "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"
         return {key: str(self.root)} if key in environment else {}
 
-    def blob_location(self, environment: Mapping[str, str], digest: str) -> str:
+    def blob_location(self, kv: Mapping[str, str], digest: str) -> str:
         algorithm, _, hex_ = digest.partition(":")
         return str(self.root / "docker/registry/v2/blobs" / algorithm / hex_[:2] / hex_ / "data")
 
-    def stored_blob(self, environment: Mapping[str, str], digest: str) -> dict:
-        """What the backend holds for the blob (raises if it is not where the registry's root says)."""
-        path = Path(self.blob_location(environment, digest))
+    def stored_blob(self, kv: Mapping[str, str], digest: str) -> dict:
+        """What the backend holds for the blob where the stack's KV says it goes (raises if it is not there)."""
+        path = Path(self.blob_location(kv, digest))
         return {"size": path.stat().st_size}
 
 
@@ -105,13 +105,14 @@ class S3Backend:
     def client(self):
         return self.moto.client("s3", self.access_key, self.secret_key, region=self.region)
 
-    def blob_location(self, environment: Mapping[str, str], digest: str) -> str:
+    def blob_location(self, kv: Mapping[str, str], digest: str) -> str:
         algorithm, _, hex_ = digest.partition(":")
-        root = environment.get("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "").strip("/")
+        root = kv.get("env/REGISTRY_STORAGE_S3_ROOTDIRECTORY", "").strip("/")
         return "/".join(part for part in (root, "docker/registry/v2/blobs", algorithm, hex_[:2], hex_, "data") if part)
 
-    def stored_blob(self, environment: Mapping[str, str], digest: str) -> dict:
-        head = self.client().head_object(Bucket=self.bucket, Key=self.blob_location(environment, digest))
+    def stored_blob(self, kv: Mapping[str, str], digest: str) -> dict:
+        """Size and encryption of the blob's object where the stack's KV says it goes (raises if it is not there)."""
+        head = self.client().head_object(Bucket=self.bucket, Key=self.blob_location(kv, digest))
         return {"size": head["ContentLength"], "sse": head.get("ServerSideEncryption"),
                 "kms_key": head.get("SSEKMSKeyId")}
 
