@@ -74,6 +74,7 @@ def behaviour_failures(setup: StackSetup, factory, kv: Optional[Mapping[str, str
             assert response.status_code == 401, response.status_code
             challenge = response.headers.get("WWW-Authenticate", "")
             assert challenge == expected_challenge(setup, registry.env), challenge
+            expect_unauthorized(lambda: setup.client(registry).list_tags(repo))  # no credentials at all
 
         def wrong_password() -> None:
             expect_unauthorized(lambda: setup.client(registry, pusher, "wrong-" + setup.accounts[pusher].password)
