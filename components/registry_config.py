@@ -65,7 +65,9 @@ def registry_environment(settings: Settings, kms_key_arn: Optional["pulumi.Input
     env = {
         "REGISTRY_LOG_LEVEL": settings.log_level,
         "REGISTRY_LOG_FORMATTER": "json",
-        "REGISTRY_LOG_ACCESSLOG_DISABLED": "false",
+        # The access log is Apache combined format, not JSON, on the same stream; every request is also
+        # logged as JSON ("response completed", with method, URI, status, duration and user).
+        "REGISTRY_LOG_ACCESSLOG_DISABLED": "true",
         "REGISTRY_LOG_FIELDS_ENVIRONMENT": settings.environment,
         "REGISTRY_HTTP_ADDR": f":{HTTP_PORT}",
         "REGISTRY_HTTP_SECRET": vault_reference(settings, FIELD_HTTP_SECRET),

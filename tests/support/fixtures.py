@@ -63,10 +63,11 @@ class RegistryFactory:
         self.started: list[tuple[RunningRegistry, int | None]] = []
 
     def __call__(self, env: Mapping[str, str], *, name: str | None = None, expected_exit: int | None = 0,
-                 timeout: float = 30.0) -> RunningRegistry:
+                 timeout: float = 30.0, add_debug_addr: bool = True) -> RunningRegistry:
         """Start a registry; expected_exit=None disables the clean-exit check at teardown for this one."""
         name = name or f"registry{len(self.started) + 1}"
-        registry = start_registry(self.binary, env, self.workdir / name, name=name, timeout=timeout)
+        registry = start_registry(self.binary, env, self.workdir / name, name=name, timeout=timeout,
+                                  add_debug_addr=add_debug_addr)
         self.started.append((registry, expected_exit))
         return registry
 

@@ -53,10 +53,12 @@ class RunningRegistry:
 
 
 def start_registry(binary: str | Path, env: Mapping[str, str], workdir: str | Path, *,
-                   name: str = "registry", timeout: float = 30.0) -> RunningRegistry:
+                   name: str = "registry", timeout: float = 30.0, add_debug_addr: bool = True) -> RunningRegistry:
     """Start `registry serve <config>` with the given REGISTRY_* env and wait until it serves HTTP.
 
-    REGISTRY_HTTP_ADDR and REGISTRY_HTTP_DEBUG_ADDR are always replaced by free 127.0.0.1 ports. Readiness means
+    REGISTRY_HTTP_ADDR and REGISTRY_HTTP_DEBUG_ADDR are replaced by free 127.0.0.1 ports; with
+    add_debug_addr=False a debug address absent from `env` stays absent (no debug server), so a test can
+    show what its absence does. Readiness means
     the main port answers `GET /` with any HTTP status (200, 401 with auth, 503 if a health check already failed).
     """
     workdir = Path(workdir)
@@ -69,7 +71,8 @@ def start_registry(binary: str | Path, env: Mapping[str, str], workdir: str | Pa
         debug_port = free_port()
     registry_env = dict(env)
     registry_env["REGISTRY_HTTP_ADDR"] = f"{LOOPBACK}:{port}"
-    registry_env["REGISTRY_HTTP_DEBUG_ADDR"] = f"{LOOPBACK}:{debug_port}"
+    if add_debug_addr or "REGISTRY_HTTP_DEBUG_ADDR" in env:
+        registry_env["REGISTRY_HTTP_DEBUG_ADDR"] = f"{LOOPBACK}:{debug_port}"
 
     child_env = clean_env(registry_env, drop=DROPPED_VARIABLES)
     # Never inherit stray REGISTRY_* settings from the test runner's own environment.
