@@ -68,8 +68,9 @@ def s3_access_policy(bucket_arn: str, kms_key_arn: str) -> dict:
     }
 
 
-def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_host_path: str, namespace: str) -> dict:
-    """Only the registry's service account, in its namespace, on this cluster may assume the role."""
+def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_host_path: str, namespace: str,
+                      service_account: str = SERVICE_ACCOUNT_NAME) -> dict:
+    """Only the one service account (the registry's by default), in its namespace, on this cluster may assume the role."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -79,7 +80,7 @@ def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_host_path: str, name
                 "Action": "sts:AssumeRoleWithWebIdentity",
                 "Condition": {
                     "StringEquals": {
-                        f"{oidc_provider_host_path}:sub": f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT_NAME}",
+                        f"{oidc_provider_host_path}:sub": f"system:serviceaccount:{namespace}:{service_account}",
                         f"{oidc_provider_host_path}:aud": "sts.amazonaws.com",
                     }
                 },

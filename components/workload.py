@@ -171,6 +171,17 @@ def pod_spec(settings: Settings) -> dict:
             {"name": "secrets", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         ],
     }
+    if isinstance(settings.storage, FilesystemStorage):
+        # While the garbage-collection Job restarts this pod it holds the ReadWriteOnce volume on this
+        # node; a replacement scheduled on another node could not attach it until the Job ends.
+        spec["affinity"] = {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100,
+            "podAffinityTerm": {
+                "labelSelector": {"matchLabels": {**selector_labels(settings),
+                                                  "app.kubernetes.io/component": "garbage-collector"}},
+                "topologyKey": "kubernetes.io/hostname",
+            },
+        }]}}
     if settings.replicas > 1:
         spec["topologySpreadConstraints"] = [
             {

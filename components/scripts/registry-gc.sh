@@ -36,6 +36,11 @@ PROBE_REPOSITORY=${GC_PROBE_REPOSITORY:-registry-gc/probe}
 # Time for endpoint changes (Service, mesh) to reach every client after a readiness change.
 SETTLE_SECONDS=${GC_SETTLE_SECONDS:-15}
 POLL_SECONDS=${GC_POLL_SECONDS:-2}
+# Consul ACL login with the pod's service account token (the token may write only the read-only key).
+CONSUL_LOGIN_METHOD=${GC_CONSUL_LOGIN_METHOD:-}
+SERVICE_ACCOUNT_TOKEN=${GC_SERVICE_ACCOUNT_TOKEN:-/var/run/secrets/kubernetes.io/serviceaccount/token}
+# Consul's dataplane sidecar never exits by itself; a Job pod asks it to once the work is done.
+SIDECAR_SHUTDOWN_URL=${GC_SIDECAR_SHUTDOWN_URL:-}
 POD_TIMEOUT_SECONDS=${GC_POD_TIMEOUT_SECONDS:-600}
 
 window_open=0
@@ -176,6 +181,9 @@ finish() {
         fi
     fi
     stop_replica
+    if [ -n "$SIDECAR_SHUTDOWN_URL" ]; then
+        curl -s -o /dev/null -X POST --max-time 10 "$SIDECAR_SHUTDOWN_URL" || true
+    fi
     log "finished with exit status $status"
     exit "$status"
 }
@@ -183,6 +191,13 @@ finish() {
 trap finish EXIT
 trap 'log "interrupted"; exit 143' TERM
 trap 'log "interrupted"; exit 130' INT
+
+if [ -n "$CONSUL_LOGIN_METHOD" ]; then
+    CONSUL_HTTP_TOKEN_FILE=$(mktemp)
+    export CONSUL_HTTP_TOKEN_FILE
+    consul login -method="$CONSUL_LOGIN_METHOD" -bearer-token-file="$SERVICE_ACCOUNT_TOKEN" \
+        -token-sink-file="$CONSUL_HTTP_TOKEN_FILE" >/dev/null
+fi
 
 replicas=$(kubectl -n "$NAMESPACE" get statefulset "$STATEFULSET" -o 'jsonpath={.spec.replicas}')
 case "$replicas" in
