@@ -399,6 +399,7 @@ def test_gc_keeps_pulls_serving_refuses_pushes_and_removes_only_garbage(cluster,
           f"read-only window={closed - opened:.2f}s pulls during it={len(during)} "
           f"failed={len([r for r in during if not r[1]])} pulls in total={len(pulls.results)} "
           f"requests resent on a closed keep-alive connection={len(pulls.retries)}")
+    print("\n".join(line for line in run.log().splitlines() if line.startswith("registry-gc:")))
     assert len(during) > 50
     assert not failures, failures[:5]
 
