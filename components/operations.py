@@ -29,9 +29,9 @@ import pulumi_kubernetes as k8s
 
 from .registry_config import DATA_DIRECTORY, SECRETS_DIRECTORY, registry_environment
 from .settings import HTTP_PORT, WORKLOAD_NAME, DisasterRecoveryBucket, FilesystemStorage, S3Storage, Settings
-from .storage import DATA_VOLUME, irsa_trust_policy, lifecycle_rules, s3_access_policy, tls_only_bucket_policy
-from .workload import (HEADLESS_SERVICE_NAME, IRSA_ANNOTATION, config_cli_environment, container_security_context,
-                       mesh_annotations, pod_security_context, selector_labels)
+from .storage import DATA_VOLUME, irsa_trust_policy, s3_access_policy, secure_bucket_settings
+from .workload import (HEADLESS_SERVICE_NAME, IRSA_ANNOTATION, config_cli_environment, container_resources,
+                       container_security_context, mesh_annotations, pod_security_context, selector_labels)
 
 # The Consul KV key config-cli exports as REGISTRY_STORAGE_MAINTENANCE_READONLY (the config branch owns
 # the KV layout; this is the one place that spells the key's path).
@@ -195,7 +195,6 @@ def _pod_url_template(settings: Settings) -> str:
 
 
 def gc_container(settings: Settings, kms_key_arn: Optional[Any] = None) -> dict:
-    resources = settings.resources
     mounts = [
         {"name": "scripts", "mountPath": SCRIPT_MOUNT, "readOnly": True},
         {"name": "tools", "mountPath": TOOLS_MOUNT, "readOnly": True},
@@ -240,10 +239,7 @@ def gc_container(settings: Settings, kms_key_arn: Optional[Any] = None) -> dict:
             "periodSeconds": 30,
             "timeoutSeconds": 5,
         },
-        "resources": {
-            "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
-            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
-        },
+        "resources": container_resources(settings),
         "securityContext": container_security_context(settings),
         "volumeMounts": mounts,
     }
@@ -547,27 +543,7 @@ class RegistryOperations(pulumi.ComponentResource):
         aws.kms.Alias(f"{name}-dr-key-alias", name=f"alias/docker-registry-{settings.environment}-dr",
                       target_key_id=key.key_id, opts=child)
         bucket = aws.s3.Bucket(f"{name}-dr-bucket", bucket=dr.bucket, force_destroy=False, opts=stateful)
-        bucket_child = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[bucket]))
-        versioning = aws.s3.BucketVersioning(f"{name}-dr-versioning", bucket=bucket.id,
-                                             versioning_configuration={"status": "Enabled"}, opts=bucket_child)
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-dr-encryption", bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": key.arn},
-                    "bucket_key_enabled": True}],
-            opts=bucket_child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-dr-public-access", bucket=bucket.id, block_public_acls=True, block_public_policy=True,
-            ignore_public_acls=True, restrict_public_buckets=True, opts=bucket_child)
-        aws.s3.BucketOwnershipControls(f"{name}-dr-ownership", bucket=bucket.id,
-                                       rule={"object_ownership": "BucketOwnerEnforced"}, opts=bucket_child)
-        aws.s3.BucketPolicy(
-            f"{name}-dr-tls-only", bucket=bucket.id,
-            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
-            opts=pulumi.ResourceOptions.merge(bucket_child, pulumi.ResourceOptions(depends_on=[public_access])),
-        )
-        aws.s3.BucketLifecycleConfiguration(f"{name}-dr-lifecycle", bucket=bucket.id, rules=lifecycle_rules(storage),
-                                            opts=bucket_child)
+        versioning = secure_bucket_settings(f"{name}-dr", bucket, key, storage, child)
 
         primary = pulumi.ResourceOptions(parent=self, provider=self._primary_provider)
         role = aws.iam.Role(f"{name}-replication-role",
@@ -579,7 +555,8 @@ class RegistryOperations(pulumi.ComponentResource):
                 lambda arns: json.dumps(replication_policy(arns[0], arns[1], storage.region, arns[2], arns[3], dr.region))),
             opts=primary,
         )
-        depends = [versioning] + ([args.storage] if args.storage is not None else [])
+        # Replication needs versioning on both buckets (the source's is inside the storage component).
+        depends = [versioning, *([args.storage] if args.storage is not None else [])]
         aws.s3.BucketReplicationConfig(
             f"{name}-replication", bucket=args.bucket_name, role=role.arn,
             rules=pulumi.Output.all(bucket.arn, key.arn).apply(lambda arns: replication_rules(*arns)),

@@ -106,6 +106,14 @@ def pod_security_context(settings: Settings) -> dict:
     }
 
 
+def container_resources(settings: Settings) -> dict:
+    resources = settings.resources
+    return {
+        "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
+        "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
+    }
+
+
 def registry_container(settings: Settings) -> dict:
     mounts = [
         {"name": "tmp", "mountPath": "/tmp"},
@@ -113,7 +121,6 @@ def registry_container(settings: Settings) -> dict:
     ]
     if isinstance(settings.storage, FilesystemStorage):
         mounts.append(DATA_MOUNT)
-    resources = settings.resources
     return {
         "name": CONTAINER_NAME,
         "image": settings.image,
@@ -146,10 +153,7 @@ def registry_container(settings: Settings) -> dict:
             "periodSeconds": 2,
             "failureThreshold": 30,
         },
-        "resources": {
-            "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
-            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
-        },
+        "resources": container_resources(settings),
         "securityContext": container_security_context(settings),
         "volumeMounts": mounts,
     }

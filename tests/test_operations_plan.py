@@ -242,3 +242,12 @@ def test_gc_selector_labels_match_without_being_adopted_by_the_statefulset():
     labels = gc_cron_job(settings)["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
     assert selector_labels(settings).items() <= labels.items()
     assert labels["app.kubernetes.io/component"] == "garbage-collector"
+
+
+def test_replication_waits_for_versioning_of_both_buckets(prod_plan):
+    replication = prod_plan.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig", "registry-operations-replication")
+    dr_versioning = prod_plan.one("aws:s3/bucketVersioning:BucketVersioning", "registry-operations-dr-versioning")
+    storage = prod_plan.one("registry:storage:S3BucketStorage")
+    assert dr_versioning.urn in replication.dependencies
+    assert storage.urn in replication.dependencies or prod_plan.one(
+        "aws:s3/bucketVersioning:BucketVersioning", "registry-storage-versioning").urn in replication.dependencies
