@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -282,7 +283,8 @@ class ScriptRun:
     """registry-gc.sh as the CronJob's container runs it, stubs first on PATH; its log lines timed."""
 
     def __init__(self, cluster: FakeCluster, storage_env: dict[str, str], tmp_path: Path, *,
-                 collect_command: str | None = None, registry_config: Path | None = None):
+                 collect_command: str | None = None, registry_config: Path | None = None,
+                 extra_env: dict[str, str] | None = None):
         credentials = tmp_path / "probe-credentials"
         credentials.write_text(f"{USER}:{PASSWORD}")
         os.symlink(cluster.binary, cluster.bin_dir / "registry") if not (cluster.bin_dir / "registry").exists() else None
@@ -307,15 +309,27 @@ class ScriptRun:
         }
         if collect_command:
             env["GC_COLLECT_COMMAND"] = collect_command
+        env.update(extra_env or {})
         self.lines: list[tuple[float, str]] = []
+        # Its own session: whatever it leaves behind (its replica, a collector) is stopped with it.
         self.process = subprocess.Popen(["sh", str(SCRIPT)], env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+                                        stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+        cluster.cleanups.append(self.close)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         for line in self.process.stdout:
             self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def close(self) -> None:
+        """Kill the script's process group (the script, its replica, its collector) if anything is left."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
 
     def wait(self, timeout: float = 300) -> int:
         code = self.process.wait(timeout=timeout)
@@ -356,6 +370,8 @@ def cluster(registry_binary, storage, tmp_path):
                        kv_prefix=KV_PREFIX)
     fake.start()
     yield fake
+    for cleanup in fake.cleanups:
+        cleanup()
     fake.stop()
 
 
@@ -399,7 +415,6 @@ def test_gc_keeps_pulls_serving_refuses_pushes_and_removes_only_garbage(cluster,
           f"read-only window={closed - opened:.2f}s pulls during it={len(during)} "
           f"failed={len([r for r in during if not r[1]])} pulls in total={len(pulls.results)} "
           f"requests resent on a closed keep-alive connection={len(pulls.retries)}")
-    print("\n".join(line for line in run.log().splitlines() if line.startswith("registry-gc:")))
     assert len(during) > 50
     assert not failures, failures[:5]
 
@@ -462,11 +477,32 @@ def test_failing_collection_still_restores_write_mode(cluster, storage, tmp_path
     assert pulls.results and not [r for r in pulls.results if not r[1]], [r for r in pulls.results if not r[1]][:5]
 
 
+def test_sigterm_during_collection_stops_it_and_restores_write_mode(cluster, storage, tmp_path):
+    """activeDeadlineSeconds ends the Job with SIGTERM: the trap must not wait for the collection."""
+    content = populate(service_client(cluster), images=3)
+    collect, paused, _ = paused_collector(tmp_path)  # never resumed: a collection that outlives the deadline
+    run = ScriptRun(cluster, storage.env, tmp_path, collect_command=collect)
+    wait_for(paused, run)
+    assert push_status_through_service(cluster) == 405
+    run.process.terminate()
+    assert run.wait(timeout=120) == 143, run.log()
+    assert "stopping the garbage collection" in run.log()
+    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == '{"enabled":false}'
+    assert all(p.read_only_history == [False, True, False] for p in cluster.pods.values())
+    assert push_status_through_service(cluster) == 201
+    repo, tag = next(iter(content.tagged))
+    assert service_client(cluster).pull_image(repo, tag).manifest.data == content.tagged[(repo, tag)].manifest.data
+
+
 def test_script_uses_only_what_its_role_allows(cluster, storage, tmp_path):
     from components.operations import gc_role_rules
 
     populate(service_client(cluster), images=2)  # GC of a registry without any repository fails
-    run = ScriptRun(cluster, storage.env, tmp_path)
+    cluster.acl_token, cluster.acl_login_method = uuid.uuid4().hex, "registry-staging-kubernetes"
+    token = tmp_path / "service-account-token"
+    token.write_text("projected-token")
+    run = ScriptRun(cluster, storage.env, tmp_path, extra_env={
+        "GC_CONSUL_LOGIN_METHOD": "registry-staging-kubernetes", "GC_SERVICE_ACCOUNT_TOKEN": str(token)})
     assert run.wait() == 0, run.log()
     rules = gc_role_rules("registry", len(cluster.pods))
     kubectl_calls = [c[1:] for c in cluster.calls if c[0] == "kubectl"]
@@ -477,4 +513,16 @@ def test_script_uses_only_what_its_role_allows(cluster, storage, tmp_path):
         resource = {"pod": "pods", "statefulset": "statefulsets"}[kind]
         assert any(resource in r["resources"] and verb in r["verbs"]
                    and name in r.get("resourceNames", [name]) for r in rules), call
-    assert {tuple(c[1:3]) for c in cluster.calls if c[0] == "consul"} == {("kv", "put")}
+    consul_calls = [c[1:] for c in cluster.calls if c[0] == "consul"]
+    assert consul_calls[0][0] == "login" and f"-bearer-token-file={token}" in consul_calls[0]
+    assert [c[:3] for c in consul_calls[1:]] == [["kv", "put", readonly_kv_key(ENVIRONMENT)]] * 2
+    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == '{"enabled":false}'
+
+
+def test_without_the_consul_token_nothing_is_touched(cluster, storage, tmp_path):
+    cluster.acl_token, cluster.acl_login_method = uuid.uuid4().hex, "registry-staging-kubernetes"
+    run = ScriptRun(cluster, storage.env, tmp_path)  # no login: the KV write is refused
+    assert run.wait() != 0
+    assert readonly_kv_key(ENVIRONMENT) not in cluster.kv()
+    assert not [c for c in cluster.calls if c[:2] == ["kubectl", "-n"] and "delete" in c]
+    assert all(p.restarts == 0 for p in cluster.pods.values()) and not cluster.job_replica_ready

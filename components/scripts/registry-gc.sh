@@ -45,6 +45,7 @@ POD_TIMEOUT_SECONDS=${GC_POD_TIMEOUT_SECONDS:-600}
 
 window_open=0
 replica_pid=
+collector_pid=
 replicas=
 
 log() {
@@ -171,6 +172,13 @@ finish() {
     status=$?
     trap - EXIT INT TERM
     set +e
+    if [ -n "$collector_pid" ] && kill -0 "$collector_pid" 2>/dev/null; then
+        # Write mode must not return while a sweep may still delete blobs: stop it first. A sweep cut
+        # short deletes less, never more (everything it deletes was unreferenced when it marked).
+        log "stopping the garbage collection (pid $collector_pid)"
+        kill -TERM "$collector_pid" 2>/dev/null
+        wait "$collector_pid" 2>/dev/null
+    fi
     if [ "$window_open" = 1 ]; then
         log "restoring write mode"
         if set_read_only false && restart_all 202; then
@@ -225,5 +233,9 @@ sleep "$SETTLE_SECONDS"
 
 restart_all 405
 log "every replica serves read-only; collecting garbage"
-$COLLECT_COMMAND
+# In the background, so that SIGTERM (the Job's deadline) reaches the trap without waiting for it.
+$COLLECT_COMMAND &
+collector_pid=$!
+wait "$collector_pid"
+collector_pid=
 log "garbage collection finished"

@@ -77,7 +77,10 @@ class FakeCluster:
         self.job_replica_port = free_port()
         self.pods = {f"{statefulset}-{i}": FakePod(f"{statefulset}-{i}", free_port()) for i in range(replicas)}
         self.calls: list[list[str]] = []
+        self.cleanups: list = []  # called before the pods stop (e.g. to stop a script's leftovers)
         self.job_replica_ready = False
+        self.acl_token: str | None = None  # set (with acl_login_method) to enforce Consul ACLs
+        self.acl_login_method = ""
         self._lock = threading.Lock()
         self._stopping = False
         self._http = requests.Session()
@@ -215,9 +218,19 @@ class FakeCluster:
             return 0, f'pod "{name}" deleted'
         return 1, f"fake kubectl does not implement {argv}"
 
-    def consul(self, argv: list[str]) -> tuple[int, str]:
+    def consul(self, argv: list[str], token: str | None = None) -> tuple[int, str]:
+        """`consul login` (Kubernetes auth method) and `consul kv put`; with `acl_token` set, a put
+        needs the token the login wrote (CONSUL_HTTP_TOKEN_FILE), as with Consul ACLs enabled."""
         self.calls.append(["consul", *argv])
+        if argv[:1] == ["login"]:
+            options = dict(arg.lstrip("-").split("=", 1) for arg in argv[1:])
+            if self.acl_token is None or options.get("method") != self.acl_login_method:
+                return 1, f"fake consul: no auth method {options.get('method')}"
+            Path(options["token-sink-file"]).write_text(self.acl_token)
+            return 0, ""
         if argv[:2] == ["kv", "put"] and len(argv) == 4:
+            if self.acl_token is not None and token != self.acl_token:
+                return 1, "Error! Failed writing data: Unexpected response code: 403 (Permission denied)"
             self.put_kv(argv[2], argv[3])
             return 0, f"Success! Data written to: {argv[2]}"
         return 1, f"fake consul does not implement {argv}"
@@ -227,9 +240,11 @@ class FakeCluster:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
-                argv = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                command = cluster.kubectl if self.path == "/kubectl" else cluster.consul
-                code, output = command(argv)
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/kubectl":
+                    code, output = cluster.kubectl(payload["argv"])
+                else:
+                    code, output = cluster.consul(payload["argv"], payload["token"])
                 body = json.dumps({"code": code, "output": output}).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -248,9 +263,12 @@ class FakeCluster:
             stub = self.bin_dir / tool
             stub.write_text(
                 f"#!{sys.executable}\n"
-                "import json, sys, urllib.request\n"
+                "import json, os, sys, urllib.request\n"
                 "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
-                f"request = urllib.request.Request({control + '/' + tool!r}, data=json.dumps(sys.argv[1:]).encode())\n"
+                "token_file = os.environ.get('CONSUL_HTTP_TOKEN_FILE')\n"
+                "token = open(token_file).read().strip() if token_file and os.path.exists(token_file) else None\n"
+                "payload = json.dumps({'argv': sys.argv[1:], 'token': token}).encode()\n"
+                f"request = urllib.request.Request({control + '/' + tool!r}, data=payload)\n"
                 "answer = json.loads(opener.open(request, timeout=60).read())\n"
                 "print(answer['output'], file=sys.stdout if answer['code'] == 0 else sys.stderr)\n"
                 "sys.exit(answer['code'])\n")
