@@ -251,3 +251,24 @@ def test_replication_waits_for_versioning_of_both_buckets(prod_plan):
     assert dr_versioning.urn in replication.dependencies
     assert storage.urn in replication.dependencies or prod_plan.one(
         "aws:s3/bucketVersioning:BucketVersioning", "registry-storage-versioning").urn in replication.dependencies
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_operations_manifests_validate_against_the_kubernetes_schemas(stack):
+    import kubernetes_validate
+
+    from components.operations import gc_role_rules, network_policies, rbac, snapshot_cron_job
+
+    settings = settings_for(stack)
+    access = rbac(settings, GC_NAME, "garbage-collector", gc_role_rules("registry", settings.replicas))
+    documents = [
+        ("batch/v1", "CronJob", gc_cron_job(settings, "arn:aws:kms:eu-west-1:123456789012:key/k")),
+        ("v1", "ServiceAccount", access["service_account"]),
+        ("rbac.authorization.k8s.io/v1", "Role", access["role"]),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding", access["role_binding"]),
+        *[("networking.k8s.io/v1", "NetworkPolicy", policy) for policy in network_policies(settings)],
+    ]
+    if settings.snapshots:
+        documents.append(("batch/v1", "CronJob", snapshot_cron_job(settings)))
+    for api_version, kind, body in documents:
+        kubernetes_validate.validate({"apiVersion": api_version, "kind": kind, **body}, "1.30", strict=True)
