@@ -84,6 +84,15 @@ KNOWN_KEYS = (
     "vaultAuthAudience",
     "minioAccessKey",
     "minioSecretKey",
+    "gcSchedule",
+    "gcActiveDeadlineSeconds",
+    "operationsToolsImage",
+    "kubernetesApiCidrs",
+    "snapshotSchedule",
+    "snapshotClass",
+    "snapshotRetention",
+    "drBucket",
+    "drRegion",
 )
 
 # Settings whose values are secrets: read with ``get_secret`` so they stay wrapped, never as plain strings.
@@ -192,6 +201,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class VolumeSnapshots:
+    """Scheduled VolumeSnapshots of the registry volume (filesystem mode)."""
+
+    schedule: str
+    snapshot_class: str
+    retention: int
+
+
+@dataclass(frozen=True)
+class DisasterRecoveryBucket:
+    """Cross-region replica of the S3 bucket (s3 mode, optional)."""
+
+    bucket: str
+    region: str
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: str
     namespace: str
@@ -227,6 +253,12 @@ class Settings:
     vault_kubernetes_auth_path: str
     vault_auth_audience: str
     minio_credentials: Optional[MinioCredentials]
+    gc_schedule: str
+    gc_active_deadline_seconds: int
+    operations_tools_image: str
+    kubernetes_api_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    snapshots: Optional[VolumeSnapshots]
+    disaster_recovery: Optional[DisasterRecoveryBucket]
 
     @property
     def consul_kv_prefix(self) -> str:
@@ -479,6 +511,7 @@ def parse_settings(
         ),
         vault_auth_audience=read.matching("vaultAuthAudience", _AUDIENCE, "a token audience such as vault"),
         minio_credentials=_parse_minio_credentials(raw, storage, secrets or {}),
+        **_parse_operations(read, storage),
     )
 
 
@@ -499,6 +532,52 @@ def _size_bytes(read: _Raw, key: str, example: str, low: int, high: int) -> tupl
     if not low <= size_bytes <= high:
         raise SettingsError(key, size, f"expected a size from {low >> 30}Gi to {high >> 40}Ti")
     return size, size_bytes
+
+
+_CRON = re.compile(r"^([0-9*/,-]+)( [0-9*/,-]+){4}$")
+_CRON_ALLOWED = "a five-field cron schedule in UTC such as '17 3 * * 0' (digits, * / , - only)"
+
+
+def _parse_operations(read: _Raw, storage: Storage) -> dict:
+    tools_image = read.matching(
+        "operationsToolsImage", _IMAGE,
+        "an image with static kubectl, consul and curl, such as registry.example.com/platform/ops-tools:1.0@sha256:<64 hex>",
+    )
+    if not _IMAGE.match(tools_image)["digest"]:
+        raise SettingsError("operationsToolsImage", tools_image, "the operations tools image must be pinned by digest")
+    api_cidrs = read.string_list("kubernetesApiCidrs", _cidr, "CIDR blocks of the Kubernetes API server endpoints")
+    if not api_cidrs:
+        raise SettingsError(
+            "kubernetesApiCidrs", None,
+            "required: the API server endpoint CIDRs the operations jobs may reach (egress is deny-by-default)",
+        )
+    snapshots = None
+    if isinstance(storage, FilesystemStorage):
+        snapshots = VolumeSnapshots(
+            schedule=read.matching("snapshotSchedule", _CRON, _CRON_ALLOWED),
+            snapshot_class=read.matching("snapshotClass", _DNS_SUBDOMAIN, "a VolumeSnapshotClass name (filesystem mode)"),
+            retention=read.integer("snapshotRetention", 1, 400),
+        )
+    disaster_recovery = None
+    dr_bucket = read.optional("drBucket")
+    if dr_bucket is not None:
+        if not isinstance(storage, S3Storage):
+            raise SettingsError("drBucket", dr_bucket, "cross-region replication exists only in s3 mode")
+        read.matching("drBucket", _BUCKET, "an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)")
+        dr_region = read.matching("drRegion", _REGION, "the AWS region of the DR bucket, such as eu-central-1")
+        if dr_region == storage.region:
+            raise SettingsError("drRegion", dr_region, f"a region other than the bucket's own ({storage.region})")
+        if dr_bucket == storage.bucket:
+            raise SettingsError("drBucket", dr_bucket, "a bucket other than s3Bucket")
+        disaster_recovery = DisasterRecoveryBucket(bucket=dr_bucket, region=dr_region)
+    return {
+        "gc_schedule": read.matching("gcSchedule", _CRON, _CRON_ALLOWED),
+        "gc_active_deadline_seconds": read.integer("gcActiveDeadlineSeconds", 600, 86_400),
+        "operations_tools_image": tools_image,
+        "kubernetes_api_cidrs": api_cidrs,
+        "snapshots": snapshots,
+        "disaster_recovery": disaster_recovery,
+    }
 
 
 def _dns_label_or_error(key: str, value: str) -> str:

@@ -68,8 +68,9 @@ def s3_access_policy(bucket_arn: str, kms_key_arn: str) -> dict:
     }
 
 
-def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_host_path: str, namespace: str) -> dict:
-    """Only the registry's service account, in its namespace, on this cluster may assume the role."""
+def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_host_path: str, namespace: str,
+                      service_account: str = SERVICE_ACCOUNT_NAME) -> dict:
+    """Only the one service account (the registry's by default), in its namespace, on this cluster may assume the role."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -79,7 +80,7 @@ def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_host_path: str, name
                 "Action": "sts:AssumeRoleWithWebIdentity",
                 "Condition": {
                     "StringEquals": {
-                        f"{oidc_provider_host_path}:sub": f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT_NAME}",
+                        f"{oidc_provider_host_path}:sub": f"system:serviceaccount:{namespace}:{service_account}",
                         f"{oidc_provider_host_path}:aud": "sts.amazonaws.com",
                     }
                 },
@@ -126,6 +127,50 @@ def lifecycle_rules(storage: S3Storage) -> list[dict]:
 # --- the AWS component ------------------------------------------------------------------------
 
 
+def secure_bucket_settings(prefix: str, bucket: aws.s3.Bucket, key: aws.kms.Key, storage: S3Storage,
+                           opts: pulumi.ResourceOptions) -> aws.s3.BucketVersioning:
+    """Versioning, SSE-KMS with `key`, no public access, owner-enforced objects, TLS only, and the
+    noncurrent-version lifecycle: what every bucket holding registry data gets (the registry's own
+    bucket and its disaster-recovery replica). Returns the versioning, which replication waits for."""
+    bucket_child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[bucket]))
+    versioning = aws.s3.BucketVersioning(
+        f"{prefix}-versioning", bucket=bucket.id,
+        versioning_configuration={"status": "Enabled"}, opts=bucket_child,
+    )
+    aws.s3.BucketServerSideEncryptionConfiguration(
+        f"{prefix}-encryption",
+        bucket=bucket.id,
+        rules=[{
+            "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": key.arn},
+            "bucket_key_enabled": True,
+        }],
+        opts=bucket_child,
+    )
+    public_access = aws.s3.BucketPublicAccessBlock(
+        f"{prefix}-public-access",
+        bucket=bucket.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+        opts=bucket_child,
+    )
+    aws.s3.BucketOwnershipControls(
+        f"{prefix}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=bucket_child,
+    )
+    aws.s3.BucketPolicy(
+        f"{prefix}-tls-only",
+        bucket=bucket.id,
+        policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
+        # S3 rejects bucket policies while the public access block is being applied.
+        opts=pulumi.ResourceOptions.merge(bucket_child, pulumi.ResourceOptions(depends_on=[public_access])),
+    )
+    aws.s3.BucketLifecycleConfiguration(
+        f"{prefix}-lifecycle", bucket=bucket.id, rules=lifecycle_rules(storage), opts=bucket_child,
+    )
+    return versioning
+
+
 @dataclass
 class S3BucketStorageArgs:
     storage: S3Storage
@@ -162,43 +207,7 @@ class S3BucketStorage(pulumi.ComponentResource):
                       opts=child)
 
         bucket = aws.s3.Bucket(f"{name}-bucket", bucket=storage.bucket, force_destroy=False, opts=stateful)
-        bucket_child = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[bucket]))
-
-        aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"}, opts=bucket_child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[{
-                "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": key.arn},
-                "bucket_key_enabled": True,
-            }],
-            opts=bucket_child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=bucket_child,
-        )
-        aws.s3.BucketOwnershipControls(
-            f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=bucket_child,
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
-            # S3 rejects bucket policies while the public access block is being applied.
-            opts=pulumi.ResourceOptions.merge(bucket_child, pulumi.ResourceOptions(depends_on=[public_access])),
-        )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle", bucket=bucket.id, rules=lifecycle_rules(storage), opts=bucket_child,
-        )
+        secure_bucket_settings(name, bucket, key, storage, child)
 
         role = aws.iam.Role(
             f"{name}-role",

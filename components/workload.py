@@ -113,6 +113,14 @@ def pod_security_context(settings: Settings) -> dict:
     }
 
 
+def container_resources(settings: Settings) -> dict:
+    resources = settings.resources
+    return {
+        "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
+        "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
+    }
+
+
 def registry_container(settings: Settings) -> dict:
     mounts = [
         {"name": "tmp", "mountPath": "/tmp"},
@@ -121,7 +129,6 @@ def registry_container(settings: Settings) -> dict:
     ]
     if isinstance(settings.storage, FilesystemStorage):
         mounts.append(DATA_MOUNT)
-    resources = settings.resources
     return {
         "name": CONTAINER_NAME,
         "image": settings.image,
@@ -154,10 +161,7 @@ def registry_container(settings: Settings) -> dict:
             "periodSeconds": 2,
             "failureThreshold": 30,
         },
-        "resources": {
-            "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
-            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
-        },
+        "resources": container_resources(settings),
         "securityContext": container_security_context(settings),
         "volumeMounts": mounts,
     }
@@ -184,6 +188,17 @@ def pod_spec(settings: Settings) -> dict:
             }}]}},
         ],
     }
+    if isinstance(settings.storage, FilesystemStorage):
+        # While the garbage-collection Job restarts this pod it holds the ReadWriteOnce volume on this
+        # node; a replacement scheduled on another node could not attach it until the Job ends.
+        spec["affinity"] = {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100,
+            "podAffinityTerm": {
+                "labelSelector": {"matchLabels": {**selector_labels(settings),
+                                                  "app.kubernetes.io/component": "garbage-collector"}},
+                "topologyKey": "kubernetes.io/hostname",
+            },
+        }]}}
     if settings.replicas > 1:
         spec["topologySpreadConstraints"] = [
             {

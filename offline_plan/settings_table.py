@@ -1,4 +1,4 @@
-"""``python -m offline_plan.settings_table``: the README's settings table, generated from Pulumi.yaml.
+"""``python -m offline_plan.settings_table [--write]``: the README's settings table, from Pulumi.yaml.
 
 Pulumi.yaml's ``config:`` block is the one place settings are declared; the README table is printed
 from it (and a test fails when the README's copy differs), so the two cannot drift apart.
@@ -57,5 +57,15 @@ def settings_table(project_dir: Path = PROJECT_DIR) -> str:
     return "\n".join(lines)
 
 
+def write_into_readme(readme: Path = PROJECT_DIR / "README.md") -> None:
+    """Replace the table between the markers in the README with a freshly generated one."""
+    text = readme.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    readme.write_text(text[:start] + settings_table() + text[end:])
+
+
 if __name__ == "__main__":
-    sys.stdout.write(settings_table() + "\n")
+    if sys.argv[1:] == ["--write"]:
+        write_into_readme()
+    else:
+        sys.stdout.write(settings_table() + "\n")

@@ -38,13 +38,13 @@ def test_plan_command_prints_both_stacks_and_writes_their_manifests(tmp_path):
 
 def test_recorder_keeps_parent_protect_and_dependencies(prod_plan):
     component = prod_plan.one("registry:storage:S3BucketStorage")
-    bucket = prod_plan.one("aws:s3/bucket:Bucket")
-    policy = prod_plan.one("aws:s3/bucketPolicy:BucketPolicy")
+    bucket = prod_plan.one("aws:s3/bucket:Bucket", "registry-storage-bucket")
+    policy = prod_plan.one("aws:s3/bucketPolicy:BucketPolicy", "registry-storage-tls-only")
 
     assert bucket.parent == component.urn
     assert bucket.protect is True
     assert bucket.urn in policy.dependencies
-    assert prod_plan.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").urn in policy.dependencies
+    assert prod_plan.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "registry-storage-public-access").urn in policy.dependencies
 
 
 def test_secure_config_values_are_secrets_with_unknown_plaintext(tmp_path):
@@ -87,7 +87,7 @@ def test_readme_settings_table_is_the_one_generated_from_pulumi_yaml():
     from offline_plan.settings_table import settings_table
 
     assert settings_table() in (PROJECT_DIR / "README.md").read_text(), (
-        "README's settings table is stale: paste the output of `python -m offline_plan.settings_table`"
+        "README's settings table is stale: run `python -m offline_plan.settings_table --write`"
     )
 
 
@@ -98,7 +98,7 @@ def test_a_first_preview_leaves_only_provider_computed_values_unknown_and_violat
     subkeys = plan.one("consul:index/keyPrefix:KeyPrefix").plain_inputs["subkeys"]
     unknown = {key for key, value in subkeys.items() if value == rpc.UNKNOWN}
     assert unknown == {"env/REGISTRY_STORAGE_S3_KEYID"}
-    assert plan.one("aws:iam/rolePolicy:RolePolicy").plain_inputs["policy"] == rpc.UNKNOWN
+    assert plan.one("aws:iam/rolePolicy:RolePolicy", "registry-storage-access").plain_inputs["policy"] == rpc.UNKNOWN
 
     report = policy_analyzer.analyze(plan)
     assert report.mandatory == []

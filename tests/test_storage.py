@@ -55,39 +55,39 @@ def test_prod_has_every_s3_child_under_the_storage_component(prod_plan):
     assert "volumeClaimTemplates" not in _statefulset(prod_plan)["spec"]
 
 
-def test_prod_bucket_and_key_are_protected_and_kept_on_delete(prod_plan):
-    for type_token in ("aws:s3/bucket:Bucket", "aws:kms/key:Key"):
-        resource = prod_plan.one(type_token)
-        assert resource.protect and resource.retain_on_delete, type_token
-    assert prod_plan.one("aws:s3/bucket:Bucket").plain_inputs["forceDestroy"] is False
+def test_every_bucket_and_key_is_protected_and_kept_on_delete(prod_plan):
+    stateful = prod_plan.of_type("aws:s3/bucket:Bucket") + prod_plan.of_type("aws:kms/key:Key")
+    assert {r.name for r in stateful} >= {"registry-storage-bucket", "registry-storage-key"}
+    for resource in stateful:
+        assert resource.protect and resource.retain_on_delete, resource.name
+    for bucket in prod_plan.of_type("aws:s3/bucket:Bucket"):
+        assert bucket.plain_inputs["forceDestroy"] is False, bucket.name
 
 
 def test_prod_bucket_is_versioned_encrypted_with_a_rotating_customer_key_and_private(prod_plan):
-    key = prod_plan.one("aws:kms/key:Key").plain_inputs
+    key = prod_plan.one("aws:kms/key:Key", "registry-storage-key").plain_inputs
     assert key["enableKeyRotation"] is True
 
-    versioning = prod_plan.one("aws:s3/bucketVersioning:BucketVersioning").plain_inputs
+    versioning = prod_plan.one("aws:s3/bucketVersioning:BucketVersioning", "registry-storage-versioning").plain_inputs
     assert versioning["versioningConfiguration"]["status"] == "Enabled"
 
-    encryption = prod_plan.one(
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
-    ).plain_inputs
+    encryption = prod_plan.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "registry-storage-encryption").plain_inputs
     (rule,) = encryption["rules"]
     default = rule["applyServerSideEncryptionByDefault"]
     assert default["sseAlgorithm"] == "aws:kms"
     assert default["kmsMasterKeyId"].startswith("arn:aws:kms:eu-west-1:")
 
-    public = prod_plan.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").plain_inputs
+    public = prod_plan.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "registry-storage-public-access").plain_inputs
     for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"):
         assert public[flag] is True, flag
 
-    ownership = prod_plan.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls").plain_inputs
+    ownership = prod_plan.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls", "registry-storage-ownership").plain_inputs
     assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
 
 
 def test_prod_bucket_policy_denies_plain_http(prod_plan):
     bucket_arn = "arn:aws:s3:::example-cicd-registry-prod-eu-west-1"
-    policy = json.loads(prod_plan.one("aws:s3/bucketPolicy:BucketPolicy").plain_inputs["policy"])
+    policy = json.loads(prod_plan.one("aws:s3/bucketPolicy:BucketPolicy", "registry-storage-tls-only").plain_inputs["policy"])
 
     (statement,) = policy["Statement"]
     assert statement["Effect"] == "Deny"
@@ -99,7 +99,8 @@ def test_prod_bucket_policy_denies_plain_http(prod_plan):
 
 def test_prod_lifecycle_expires_noncurrent_versions_and_aborts_stale_uploads(prod_plan):
     rules = {r["id"]: r for r in prod_plan.one(
-        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").plain_inputs["rules"]}
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "registry-storage-lifecycle",
+    ).plain_inputs["rules"]}
 
     assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"]["noncurrentDays"] == 30
     assert rules["abort-incomplete-multipart-uploads"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 7
@@ -108,9 +109,9 @@ def test_prod_lifecycle_expires_noncurrent_versions_and_aborts_stale_uploads(pro
 
 def test_registry_role_grants_exactly_the_documented_actions_on_this_bucket_and_key(prod_plan):
     bucket_arn = "arn:aws:s3:::example-cicd-registry-prod-eu-west-1"
-    key_arn = prod_plan.one("aws:iam/rolePolicy:RolePolicy").plain_inputs
+    key_arn = prod_plan.one("aws:iam/rolePolicy:RolePolicy", "registry-storage-access").plain_inputs
     policy = json.loads(key_arn["policy"])
-    kms_arn = prod_plan.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")\
+    kms_arn = prod_plan.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "registry-storage-encryption")\
         .plain_inputs["rules"][0]["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"]
 
     granted: dict[str, set[str]] = {}
@@ -136,7 +137,7 @@ def test_access_policy_function_uses_the_module_action_lists():
 
 
 def test_role_trusts_only_the_registry_service_account_on_this_cluster(prod_plan):
-    trust = json.loads(prod_plan.one("aws:iam/role:Role").plain_inputs["assumeRolePolicy"])
+    trust = json.loads(prod_plan.one("aws:iam/role:Role", "registry-storage-role").plain_inputs["assumeRolePolicy"])
     issuer = "oidc.eks.eu-west-1.amazonaws.com/id/5C1E9A7B3D2F4E6A8B0C1D2E3F4A5B6C"
 
     (statement,) = trust["Statement"]

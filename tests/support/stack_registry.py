@@ -146,13 +146,14 @@ def provision_s3(moto: MotoServer, plan: Plan, kv: Mapping[str, str]) -> S3Backe
     Not applied: the bucket policy (it denies plain HTTP, and moto is reached over plain HTTP; moto does not
     evaluate bucket policies anyway), public access block, ownership controls and lifecycle (no effect on a test).
     """
-    bucket = plan.one("aws:s3/bucket:Bucket").plain_inputs["bucket"]
+    bucket = plan.one("aws:s3/bucket:Bucket", "registry-storage-bucket").plain_inputs["bucket"]
     region = kv["env/REGISTRY_STORAGE_S3_REGION"]
-    plan_key_arn = plan.one("aws:kms/key:Key").outputs["arn"]
-    versioning = plan.one("aws:s3/bucketVersioning:BucketVersioning").plain_inputs["versioningConfiguration"]
-    encryption = plan.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
-                          ).plain_inputs["rules"]
-    role_policy = json.loads(plan.one("aws:iam/rolePolicy:RolePolicy").plain_inputs["policy"])
+    plan_key_arn = plan.one("aws:kms/key:Key", "registry-storage-key").outputs["arn"]
+    versioning = plan.one("aws:s3/bucketVersioning:BucketVersioning",
+                          "registry-storage-versioning").plain_inputs["versioningConfiguration"]
+    encryption = plan.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+                          "registry-storage-encryption").plain_inputs["rules"]
+    role_policy = json.loads(plan.one("aws:iam/rolePolicy:RolePolicy", "registry-storage-access").plain_inputs["policy"])
 
     s3 = moto.client("s3", region=region)
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
