@@ -23,6 +23,7 @@ HEADLESS_SERVICE_NAME = f"{WORKLOAD_NAME}-headless"
 CLIENT_SERVICE_NAME = WORKLOAD_NAME
 CONSUL_SERVICE_NAME = WORKLOAD_NAME
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+PRE_STOP_SECONDS = 5
 VAULT_TOKEN_DIRECTORY = "/var/run/secrets/vault"
 # Vault's Kubernetes auth role accepts only tokens minted for its audience, and a short life keeps a
 # leaked token useless; the kubelet refreshes it long before it expires.
@@ -164,6 +165,10 @@ def registry_container(settings: Settings) -> dict:
         "resources": container_resources(settings),
         "securityContext": container_security_context(settings),
         "volumeMounts": mounts,
+        # Endpoint removal reaches kube-proxy and the mesh a moment after the pod starts terminating;
+        # waiting before SIGTERM lets requests already routed here arrive and be drained, not refused.
+        # The kubelet's own sleep action: the image needs no shell.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
 
 

@@ -92,11 +92,13 @@ def test_partition_setting_reaches_the_statefulset():
     assert stateful_set(settings)["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 2
 
 
-def test_grace_period_outlasts_the_registry_drain(stack_plan):
+def test_grace_period_outlasts_the_pre_stop_wait_and_the_registry_drain(stack_plan):
     from components.registry_config import DRAIN_TIMEOUT_SECONDS
 
     grace = _statefulset(stack_plan)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace >= DRAIN_TIMEOUT_SECONDS + 10, "config-cli needs time to deregister before the drain"
+    pre_stop = _container(stack_plan)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pre_stop >= 1
+    assert grace >= pre_stop + DRAIN_TIMEOUT_SECONDS + 10, "config-cli needs time to deregister before the drain"
 
 
 def test_disruption_budget_lets_single_replica_nodes_drain(stack_plan):
