@@ -231,6 +231,36 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
         "boundServiceAccountNames", ["registry", "default"])), "vault-kubernetes-role-single-binding"),
     "an auth role bound to every namespace": ("staging", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
         "boundServiceAccountNamespaces", ["*"])), "vault-kubernetes-role-single-binding"),
+    # the DR replica (components/operations.py): every bucket rule applies to it as to the registry's
+    "DR versioning off": ("prod", lambda p: edit(p, BUCKET_VERSIONING, f"{DR}-versioning", _set(
+        "versioningConfiguration", "status", "Suspended")), "s3-bucket-versioning-enabled"),
+    "a DR public access flag off": ("prod", lambda p: edit(p, PUBLIC_ACCESS, f"{DR}-public-access", _set(
+        "restrictPublicBuckets", False)), "s3-public-access-blocked"),
+    "a DR bucket without encryption": ("prod", lambda p: remove(p, ENCRYPTION, f"{DR}-encryption"),
+                                       "s3-bucket-hardening-complete"),
+    "a DR bucket encrypted with AES256": ("prod", lambda p: edit(p, ENCRYPTION, f"{DR}-encryption", _aes256),
+                                          "s3-sse-kms-customer-key"),
+    "DR object writer ownership": ("prod", lambda p: edit(p, OWNERSHIP, f"{DR}-ownership", _set(
+        "rule", "objectOwnership", "ObjectWriter")), "s3-bucket-owner-enforced"),
+    "a DR bucket policy without the TLS condition": ("prod", lambda p: edit(p, BUCKET_POLICY, f"{DR}-tls-only", _statement(
+        "DenyInsecureTransport", lambda s: s.pop("Condition"))), "s3-tls-only-bucket-policy"),
+    "no noncurrent version expiration on the DR bucket": ("prod", lambda p: edit(
+        p, LIFECYCLE, f"{DR}-lifecycle", _no_noncurrent_expiration), "s3-noncurrent-version-expiration"),
+    "an unprotected DR bucket": ("prod", _unprotect(BUCKET, f"{DR}-bucket"), "stateful-resources-protected"),
+    "an unprotected DR key": ("prod", _unprotect(KMS_KEY, f"{DR}-key"), "stateful-resources-protected"),
+    "DR key rotation off": ("prod", lambda p: edit(p, KMS_KEY, f"{DR}-key", _set("enableKeyRotation", False)),
+                            "kms-key-rotation-enabled"),
+    # the GC and replication roles: the IAM rules apply to every role, not only the registry's
+    "a wildcard action for the GC role": ("prod", lambda p: edit(p, ROLE_POLICY, GC_ACCESS, _statement(
+        "RegistryObjects", lambda s: s.update(Action="s3:*"))), "iam-no-wildcards"),
+    "a wildcard action for the replication role": ("prod", lambda p: edit(p, ROLE_POLICY, REPLICATION_ACCESS, _statement(
+        "ReplicaObjects", lambda s: s["Action"].append("s3:Replicate*"))), "iam-no-wildcards"),
+    "the GC role reaching a foreign bucket": ("prod", lambda p: edit(p, ROLE_POLICY, GC_ACCESS, _statement(
+        "RegistryObjects", lambda s: s.update(Resource="arn:aws:s3:::someone-elses-bucket/*"))),
+        "iam-registry-role-scoped"),
+    "the replication role replicating to a foreign bucket": ("prod", lambda p: edit(
+        p, ROLE_POLICY, REPLICATION_ACCESS, _statement("ReplicaObjects", lambda s: s.update(
+            Resource="arn:aws:s3:::someone-elses-bucket/*"))), "iam-registry-role-scoped"),
     # the garbage-collection CronJob (components/operations.py): the workload rules reach its pod template
     "a root GC CronJob": ("prod", lambda p: edit(p, CRON_JOB, GC_CRONJOB, lambda i: _job_container(i)[
         "securityContext"].update(runAsUser=0)), "workload-pod-security-restricted"),
