@@ -148,6 +148,14 @@ VAULT_ROLE_NAME = "registry-secrets-auth-role"
 ALERT_RULES = "registry-monitoring-rules"
 
 
+def _bucket_name(plan: Plan, prefix: str) -> str:
+    return reveal(_find(plan, BUCKET, f"{prefix}-bucket").inputs)["bucket"]
+
+
+def _bucket_arn(plan: Plan, prefix: str) -> str:
+    return f"arn:aws:s3:::{_bucket_name(plan, prefix)}"
+
+
 def _route_first_path_to(port: dict) -> Callable[[dict], None]:
     def apply(props: dict) -> None:
         props["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = port
@@ -234,6 +242,13 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
     # the DR replica (components/operations.py): every bucket rule applies to it as to the registry's
     "DR versioning off": ("prod", lambda p: edit(p, BUCKET_VERSIONING, f"{DR}-versioning", _set(
         "versioningConfiguration", "status", "Suspended")), "s3-bucket-versioning-enabled"),
+    # each bucket must get its own companion; the registry's does not count for the replica's
+    "the DR bucket's versioning pointed at the registry bucket": ("prod", lambda p: edit(
+        p, BUCKET_VERSIONING, f"{DR}-versioning", _set("bucket", _bucket_name(p, REGISTRY))),
+        "s3-bucket-versioning-enabled"),
+    "the DR bucket policy guarding the registry bucket": ("prod", lambda p: edit(
+        p, BUCKET_POLICY, f"{DR}-tls-only", _statement("DenyInsecureTransport", lambda s: s.update(Resource=[
+            _bucket_arn(p, REGISTRY), f"{_bucket_arn(p, REGISTRY)}/*"]))), "s3-tls-only-bucket-policy"),
     "a DR public access flag off": ("prod", lambda p: edit(p, PUBLIC_ACCESS, f"{DR}-public-access", _set(
         "restrictPublicBuckets", False)), "s3-public-access-blocked"),
     "a DR bucket without encryption": ("prod", lambda p: remove(p, ENCRYPTION, f"{DR}-encryption"),
@@ -285,7 +300,8 @@ def as_resource(registration: Registration, outputs: bool = False) -> Resource:
     props = registration.outputs if outputs and registration.outputs else registration.inputs
     return Resource(type=registration.type, name=registration.name, urn=registration.urn,
                     props=plain(reveal(props)), protect=registration.protect, parent=registration.parent,
-                    dependencies=tuple(registration.dependencies))
+                    dependencies=tuple(registration.dependencies),
+                    property_dependencies=dict(registration.property_dependencies))
 
 
 def violations_by_policy(plan: Plan, policies: list) -> dict[str, list[str]]:

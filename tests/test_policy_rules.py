@@ -4,6 +4,7 @@ broken for it, and it handles values that are unknown during preview as its modu
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
@@ -17,7 +18,7 @@ from policies.rules.config_secrets import (
 )
 from policies.rules.iam import check_no_wildcards
 from policies.rules.network import check_default_deny
-from policies.rules.s3 import check_bucket_versioning
+from policies.rules.s3 import check_bucket_versioning, check_tls_only_policy
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
 from policies.rules.workload import check_debug_port_not_on_client_service, check_pod_security, check_shared_http_secret
 from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, as_resource, mutated, violations_by_policy
@@ -76,6 +77,44 @@ def test_unknown_versioning_status_cannot_be_verified_but_is_not_a_pass_or_a_vio
     versioning.props["versioningConfiguration"]["status"] = UNKNOWN
     findings = list(check_bucket_versioning(resources, {}))
     assert findings == [Unverifiable(versioning.name, "versioningConfiguration.status")]
+
+
+def _prod_resources(plans) -> list[Resource]:
+    return [as_resource(r, outputs=True) for r in plans["prod"].registrations]
+
+
+def _named(resources: list[Resource], name: str) -> Resource:
+    return next(r for r in resources if r.name == name)
+
+
+def test_a_versioning_whose_bucket_is_unknown_pairs_with_the_bucket_its_value_comes_from(plans):
+    """During preview the engine names, per input, the resources its value comes from."""
+    resources = _prod_resources(plans)
+    dr_versioning = _named(resources, "registry-operations-dr-versioning")
+    registry_bucket = _named(resources, "registry-storage-bucket")
+    dr_versioning.props["bucket"] = UNKNOWN
+    assert list(check_bucket_versioning(resources, {})) == []
+    # The same resource, its value now coming from the registry's bucket: the replica is unversioned.
+    dr_versioning.property_dependencies["bucket"] = (registry_bucket.urn,)
+    findings = list(check_bucket_versioning(resources, {}))
+    assert [type(f) for f in findings] == [Violation]
+    assert "registry-operations-dr-bucket has no BucketVersioning" in findings[0].message
+
+
+def test_a_companion_tied_to_no_single_bucket_leaves_that_bucket_unverified_not_violated(plans):
+    resources = _prod_resources(plans)
+    dr_versioning = _named(resources, "registry-operations-dr-versioning")
+    dr_versioning.props["bucket"] = UNKNOWN
+    dr_versioning.property_dependencies.clear()
+    both_buckets = (*dr_versioning.dependencies, _named(resources, "registry-storage-bucket").urn)
+    resources[resources.index(dr_versioning)] = dataclasses.replace(dr_versioning, dependencies=both_buckets)
+    assert list(check_bucket_versioning(resources, {})) == [Unverifiable("registry-operations-dr-versioning", "bucket")]
+
+
+def test_a_bucket_policy_with_an_unknown_bucket_is_checked_for_shape_and_left_unverified(plans):
+    policy = as_resource(plans["prod"].one("aws:s3/bucketPolicy:BucketPolicy", "registry-operations-dr-tls-only"))
+    policy.props["bucket"] = UNKNOWN
+    assert list(check_tls_only_policy(policy, {})) == [Unverifiable("registry-operations-dr-tls-only", "bucket")]
 
 
 def test_an_unknown_image_does_not_hide_a_root_container(plans):
