@@ -156,6 +156,10 @@ def _bucket_arn(plan: Plan, prefix: str) -> str:
     return f"arn:aws:s3:::{_bucket_name(plan, prefix)}"
 
 
+def _key_arn(plan: Plan, prefix: str) -> str:
+    return _find(plan, KMS_KEY, f"{prefix}-key").outputs["arn"]
+
+
 def _route_first_path_to(port: dict) -> Callable[[dict], None]:
     def apply(props: dict) -> None:
         props["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = port
@@ -273,6 +277,11 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
     "the GC role reaching a foreign bucket": ("prod", lambda p: edit(p, ROLE_POLICY, GC_ACCESS, _statement(
         "RegistryObjects", lambda s: s.update(Resource="arn:aws:s3:::someone-elses-bucket/*"))),
         "iam-registry-role-scoped"),
+    "the registry role reaching the DR bucket": ("prod", lambda p: edit(p, ROLE_POLICY, REGISTRY_ACCESS, _statement(
+        "RegistryObjects", lambda s: s.update(Resource=[s["Resource"], f"{_bucket_arn(p, DR)}/*"]))),
+        "iam-registry-role-scoped"),
+    "the GC role reaching the DR key": ("prod", lambda p: edit(p, ROLE_POLICY, GC_ACCESS, _statement(
+        "RegistryKmsKey", lambda s: s.update(Resource=[s["Resource"], _key_arn(p, DR)]))), "iam-registry-role-scoped"),
     "the replication role replicating to a foreign bucket": ("prod", lambda p: edit(
         p, ROLE_POLICY, REPLICATION_ACCESS, _statement("ReplicaObjects", lambda s: s.update(
             Resource="arn:aws:s3:::someone-elses-bucket/*"))), "iam-registry-role-scoped"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import pytest
 
@@ -16,7 +17,7 @@ from policies.rules.config_secrets import (
     key_looks_secret,
     secret_value_kind,
 )
-from policies.rules.iam import check_no_wildcards
+from policies.rules.iam import check_no_wildcards, check_registry_role_scoped
 from policies.rules.network import check_default_deny
 from policies.rules.s3 import check_bucket_versioning, check_tls_only_policy
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
@@ -211,6 +212,61 @@ def test_an_unreadable_network_policy_selector_does_not_count_as_isolation(plans
 def test_an_unknown_iam_document_cannot_be_verified():
     role_policy = _resource("aws:iam/rolePolicy:RolePolicy", {"role": "r", "policy": UNKNOWN_WIRE})
     assert list(check_no_wildcards(role_policy, {})) == [Unverifiable("r", "policy")]
+
+
+def test_a_role_the_config_does_not_declare_may_reach_nothing(plans):
+    config = _policy_config("iam-registry-role-scoped")
+    del config["roleAccess"]["registry-operations-gc-role"]
+    findings = list(check_registry_role_scoped(_prod_resources(plans), config))
+    assert {f.message.split(":")[0] for f in findings} == {"registry-operations-gc-access"}
+    assert len(findings) == 3  # the bucket, its objects, its key
+    assert all("roleAccess declares no bucket or key for registry-operations-gc-role" in f.message for f in findings)
+
+
+def test_the_stack_policy_config_decides_which_role_reaches_which_bucket(plans):
+    """The replication role's own access, given to the GC role, lets the GC policy reach the DR replica."""
+    resources = _prod_resources(plans)
+    gc_access = _named(resources, "registry-operations-gc-access")
+    document = json.loads(gc_access.props["policy"])
+    dr_objects = "arn:aws:s3:::" + _named(resources, "registry-operations-dr-bucket").props["bucket"] + "/*"
+    document["Statement"][1]["Resource"] = [document["Statement"][1]["Resource"], dr_objects]
+    gc_access.props["policy"] = json.dumps(document)
+    config = _policy_config("iam-registry-role-scoped")
+    assert [type(f) for f in check_registry_role_scoped(resources, config)] == [Violation]
+    roles = config["roleAccess"]
+    roles["registry-operations-gc-role"] = roles["registry-operations-replication-role"]
+    assert list(check_registry_role_scoped(resources, config)) == []
+
+
+def test_a_role_policy_whose_role_is_unknown_belongs_to_the_role_its_value_comes_from(plans):
+    resources = _prod_resources(plans)
+    gc_access = _named(resources, "registry-operations-gc-access")
+    gc_access.props["role"] = UNKNOWN
+    config = _policy_config("iam-registry-role-scoped")
+    config["roleAccess"]["registry-operations-gc-role"] = {}
+    findings = list(check_registry_role_scoped(resources, config))
+    assert len(findings) == 3 and all(f.message.startswith("registry-operations-gc-access:") for f in findings)
+    gc_access.property_dependencies["role"] = (_named(resources, "registry-storage-role").urn,)
+    assert list(check_registry_role_scoped(resources, config)) == []
+
+
+def test_a_role_policy_tied_to_no_single_role_cannot_be_verified(plans):
+    resources = _prod_resources(plans)
+    gc_access = _named(resources, "registry-operations-gc-access")
+    gc_access.props["role"] = UNKNOWN
+    gc_access.property_dependencies.clear()
+    two_roles = (*gc_access.dependencies, _named(resources, "registry-storage-role").urn)
+    resources[resources.index(gc_access)] = dataclasses.replace(gc_access, dependencies=two_roles)
+    findings = list(check_registry_role_scoped(resources, _policy_config("iam-registry-role-scoped")))
+    assert findings == [Unverifiable("registry-operations-gc-access", "role")]
+
+
+def test_a_role_policy_for_a_role_outside_the_stack_is_known_by_that_role_name(plans):
+    resources = _prod_resources(plans)
+    _named(resources, "registry-operations-gc-access").props["role"] = "someone-elses-role"
+    findings = list(check_registry_role_scoped(resources, _policy_config("iam-registry-role-scoped")))
+    assert len(findings) == 3
+    assert all("roleAccess declares no bucket or key for someone-elses-role" in f.message for f in findings)
 
 
 def test_stack_rules_skip_a_stack_without_a_registry_workload(plans):
