@@ -133,6 +133,8 @@ LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 KMS_KEY = "aws:kms/key:Key"
 BUCKET = "aws:s3/bucket:Bucket"
+K8S_ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 
 # Logical names of what the program registers (components/storage.py, components/operations.py).
 REGISTRY = "registry-storage"  # the registry's bucket and its companions: f"{REGISTRY}-versioning", ...
@@ -290,6 +292,17 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
         "securityContext"].update(runAsUser=0)), "workload-pod-security-restricted"),
     "a GC CronJob without a memory limit": ("staging", lambda p: edit(p, CRON_JOB, GC_CRONJOB, lambda i: _job_container(
         i)["resources"]["limits"].pop("memory")), "workload-resources-set"),
+    # the operations jobs' RBAC (components/operations.py)
+    "the GC Role deleting any pod": ("staging", lambda p: edit(p, K8S_ROLE, "registry-operations-gc-role", lambda i: [
+        rule.pop("resourceNames") for rule in i["rules"] if "delete" in rule["verbs"]]),
+        "rbac-registry-roles-least-privilege"),
+    "a wildcard verb in the snapshot Role": ("staging", lambda p: edit(p, K8S_ROLE, "registry-operations-snapshot-role",
+                                                                     _set("rules", 0, "verbs", ["*"])),
+                                             "rbac-registry-roles-least-privilege"),
+    "the GC service account bound to cluster-admin": ("prod", lambda p: edit(
+        p, ROLE_BINDING, "registry-operations-gc-role-binding", _set("roleRef", {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"})),
+        "rbac-registry-roles-least-privilege"),
     "no PrometheusRule": ("prod", lambda p: remove_all(p, PROMETHEUS_RULE), "prometheus-rule-required-alerts"),
     "an alert without runbook_url": ("staging", lambda p: edit(p, PROMETHEUS_RULE, ALERT_RULES, lambda i: i["spec"][
         "groups"][0]["rules"][0]["annotations"].pop("runbook_url")), "prometheus-rule-alert-metadata"),

@@ -19,6 +19,7 @@ from policies.rules.config_secrets import (
 )
 from policies.rules.iam import check_no_wildcards, check_registry_role_scoped
 from policies.rules.network import check_default_deny
+from policies.rules.rbac import check_rbac_least_privilege
 from policies.rules.s3 import check_bucket_versioning, check_tls_only_policy
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
 from policies.rules.workload import check_debug_port_not_on_client_service, check_pod_security, check_shared_http_secret
@@ -291,6 +292,61 @@ def test_the_vault_auth_role_binds_exactly_one_service_account_and_namespace(pla
     role.props[field] = values
     findings = list(check_vault_role_binding(role, _policy_config("vault-kubernetes-role-single-binding")))
     assert [type(f) for f in findings] == ([Violation] if violates else [])
+
+
+# --- RBAC ----------------------------------------------------------------------------------------
+
+
+def _staging_rbac(plans) -> tuple[list[Resource], Resource, Resource]:
+    resources = [as_resource(r, outputs=True) for r in plans["staging"].registrations]
+    return resources, _named(resources, "registry-operations-gc-role"), _named(resources, "registry-operations-gc-role-binding")
+
+
+def _rbac_findings(resources: list[Resource]) -> list:
+    return list(check_rbac_least_privilege(resources, _policy_config("rbac-registry-roles-least-privilege")))
+
+
+@pytest.mark.parametrize("rule, violation", [
+    ({"apiGroups": [""], "resources": ["pods"], "verbs": ["deletecollection"]}, "'deletecollection' on pods"),
+    ({"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"], "resourceNames": []}, "without resourceNames"),
+    ({"apiGroups": ["*"], "resources": ["statefulsets"], "verbs": ["get"]}, "wildcard apiGroup"),
+    ({"apiGroups": ["apps"], "resources": ["*"], "verbs": ["get"]}, "wildcard resource"),
+    ({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["escalate"]}, "'escalate'"),
+    ({"nonResourceURLs": ["*"], "verbs": ["get"]}, "wildcard nonResourceURL"),
+])
+def test_a_role_bound_to_a_registry_service_account_grants_no_more_than_it_names(plans, rule, violation):
+    resources, role, _ = _staging_rbac(plans)
+    role.props["rules"].append(rule)
+    findings = _rbac_findings(resources)
+    assert len(findings) == 1 and violation in findings[0].message, findings
+    assert "bound to cicd/registry-gc" in findings[0].message
+
+
+def test_the_service_accounts_of_a_namespace_as_a_group_include_the_registry_s(plans):
+    resources, role, binding = _staging_rbac(plans)
+    role.props["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]})
+    binding.props["subjects"] = [{"kind": "Group", "name": "system:serviceaccounts:cicd",
+                                  "apiGroup": "rbac.authorization.k8s.io"}]
+    assert [type(f) for f in _rbac_findings(resources)] == [Violation]
+    binding.props["subjects"] = [{"kind": "Group", "name": "system:serviceaccounts:other",
+                                  "apiGroup": "rbac.authorization.k8s.io"}]
+    assert _rbac_findings(resources) == []
+
+
+def test_a_role_bound_to_no_registry_service_account_is_not_this_rule_s_business(plans):
+    resources, role, binding = _staging_rbac(plans)
+    role.props["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]})
+    binding.props["subjects"] = [{"kind": "ServiceAccount", "name": "someone-else", "namespace": "cicd"}]
+    assert _rbac_findings(resources) == []
+
+
+def test_unknown_subjects_or_rules_cannot_be_verified(plans):
+    resources, role, binding = _staging_rbac(plans)
+    binding.props["subjects"] = UNKNOWN
+    assert _rbac_findings(resources) == [Unverifiable("registry-operations-gc-role-binding", "subjects")]
+    resources, role, binding = _staging_rbac(plans)
+    role.props["rules"] = UNKNOWN
+    assert _rbac_findings(resources) == [Unverifiable("registry-operations-gc-role", "rules")]
 
 
 # --- what counts as a secret -------------------------------------------------------------------
