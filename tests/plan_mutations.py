@@ -303,6 +303,9 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
         p, ROLE_BINDING, "registry-operations-gc-role-binding", _set("roleRef", {
             "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"})),
         "rbac-registry-roles-least-privilege"),
+    "a GC pod outside the registry's default deny": ("staging", lambda p: edit(p, CRON_JOB, GC_CRONJOB, lambda i: i[
+        "spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"].update({
+            "app.kubernetes.io/instance": "registry-gc-staging"})), "network-default-deny-selects-registry"),
     "no PrometheusRule": ("prod", lambda p: remove_all(p, PROMETHEUS_RULE), "prometheus-rule-required-alerts"),
     "an alert without runbook_url": ("staging", lambda p: edit(p, PROMETHEUS_RULE, ALERT_RULES, lambda i: i["spec"][
         "groups"][0]["rules"][0]["annotations"].pop("runbook_url")), "prometheus-rule-alert-metadata"),
