@@ -131,7 +131,7 @@ def _role_names(role: Resource) -> set[str]:
 
 
 def _owner(resource: Resource, roles: list[Resource]) -> Any:
-    """The logical name ``roleBuckets`` knows the permissions of ``resource`` by; UNKNOWN if it cannot be told.
+    """The logical name ``roleAccess`` knows the permissions of ``resource`` by; UNKNOWN if it cannot be told.
 
     A ``RolePolicy`` belongs to the role its ``role`` input names (a role outside the stack is known by
     that name); while the input is unknown, to the role its value comes from.
