@@ -182,12 +182,46 @@ def _aes256(props: dict) -> None:
 
 Mutation = Callable[[Plan], Plan]
 
+
+def _bucket_cases(prefix: str, which: str) -> dict[str, tuple[str, Mutation, str]]:
+    """Every bucket rule broken for one bucket, its companions and its key (``prefix``: their logical names')."""
+    return {
+        f"versioning off{which}": ("prod", lambda p: edit(p, BUCKET_VERSIONING, f"{prefix}-versioning", _set(
+            "versioningConfiguration", "status", "Suspended")), "s3-bucket-versioning-enabled"),
+        f"a public access flag off{which}": ("prod", lambda p: edit(p, PUBLIC_ACCESS, f"{prefix}-public-access", _set(
+            "blockPublicPolicy", False)), "s3-public-access-blocked"),
+        f"a bucket without a lifecycle{which}": ("prod", lambda p: remove(p, LIFECYCLE, f"{prefix}-lifecycle"),
+                                                 "s3-bucket-hardening-complete"),
+        f"a bucket without encryption{which}": ("prod", lambda p: remove(p, ENCRYPTION, f"{prefix}-encryption"),
+                                                "s3-bucket-hardening-complete"),
+        f"AES256 instead of SSE-KMS{which}": ("prod", lambda p: edit(p, ENCRYPTION, f"{prefix}-encryption", _aes256),
+                                              "s3-sse-kms-customer-key"),
+        f"object writer ownership{which}": ("prod", lambda p: edit(p, OWNERSHIP, f"{prefix}-ownership", _set(
+            "rule", "objectOwnership", "ObjectWriter")), "s3-bucket-owner-enforced"),
+        f"a bucket policy without the TLS condition{which}": ("prod", lambda p: edit(
+            p, BUCKET_POLICY, f"{prefix}-tls-only", _statement("DenyInsecureTransport", lambda s: s.pop("Condition"))),
+            "s3-tls-only-bucket-policy"),
+        f"no noncurrent version expiration{which}": ("prod", lambda p: edit(
+            p, LIFECYCLE, f"{prefix}-lifecycle", _no_noncurrent_expiration), "s3-noncurrent-version-expiration"),
+        f"an unprotected bucket{which}": ("prod", _unprotect(BUCKET, f"{prefix}-bucket"), "stateful-resources-protected"),
+        f"an unprotected key{which}": ("prod", _unprotect(KMS_KEY, f"{prefix}-key"), "stateful-resources-protected"),
+        f"KMS rotation off{which}": ("prod", lambda p: edit(p, KMS_KEY, f"{prefix}-key", _set("enableKeyRotation", False)),
+                                     "kms-key-rotation-enabled"),
+    }
+
+
 MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
-    # the ten the issue names
-    "versioning off": ("prod", lambda p: edit(p, BUCKET_VERSIONING, f"{REGISTRY}-versioning", _set(
-        "versioningConfiguration", "status", "Suspended")), "s3-bucket-versioning-enabled"),
-    "a public access flag off": ("prod", lambda p: edit(p, PUBLIC_ACCESS, f"{REGISTRY}-public-access", _set(
-        "blockPublicPolicy", False)), "s3-public-access-blocked"),
+    # every bucket rule, for the registry's bucket (two of the ten the issue names) and for its DR replica
+    **_bucket_cases(REGISTRY, ""),
+    **_bucket_cases(DR, " (DR replica)"),
+    # each bucket must get its own companion; the registry's does not count for the replica's
+    "the DR bucket's versioning pointed at the registry bucket": ("prod", lambda p: edit(
+        p, BUCKET_VERSIONING, f"{DR}-versioning", _set("bucket", _bucket_name(p, REGISTRY))),
+        "s3-bucket-versioning-enabled"),
+    "the DR bucket policy guarding the registry bucket": ("prod", lambda p: edit(
+        p, BUCKET_POLICY, f"{DR}-tls-only", _statement("DenyInsecureTransport", lambda s: s.update(Resource=[
+            _bucket_arn(p, REGISTRY), f"{_bucket_arn(p, REGISTRY)}/*"]))), "s3-tls-only-bucket-policy"),
+    # the other eight the issue names (and the debug port reached through the Ingress)
     "a wildcard IAM action": ("prod", lambda p: edit(p, ROLE_POLICY, REGISTRY_ACCESS, _statement(
         "RegistryObjects", lambda s: s["Action"].append("s3:*"))), "iam-no-wildcards"),
     "a root container": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
@@ -208,20 +242,6 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
                                                                  _route_first_path_to({"number": 5001})),
                                           "registry-debug-port-not-on-client-service"),
     # one for every other rule
-    "a bucket without a lifecycle": ("prod", lambda p: remove(p, LIFECYCLE, f"{REGISTRY}-lifecycle"),
-                                     "s3-bucket-hardening-complete"),
-    "AES256 instead of SSE-KMS": ("prod", lambda p: edit(p, ENCRYPTION, f"{REGISTRY}-encryption", _aes256),
-                                  "s3-sse-kms-customer-key"),
-    "object writer ownership": ("prod", lambda p: edit(p, OWNERSHIP, f"{REGISTRY}-ownership", _set(
-        "rule", "objectOwnership", "ObjectWriter")), "s3-bucket-owner-enforced"),
-    "a bucket policy without the TLS condition": ("prod", lambda p: edit(p, BUCKET_POLICY, f"{REGISTRY}-tls-only", _statement(
-        "DenyInsecureTransport", lambda s: s.pop("Condition"))), "s3-tls-only-bucket-policy"),
-    "no noncurrent version expiration": ("prod", lambda p: edit(p, LIFECYCLE, f"{REGISTRY}-lifecycle",
-                                                                _no_noncurrent_expiration),
-                                         "s3-noncurrent-version-expiration"),
-    "an unprotected bucket": ("prod", _unprotect(BUCKET, f"{REGISTRY}-bucket"), "stateful-resources-protected"),
-    "KMS rotation off": ("prod", lambda p: edit(p, KMS_KEY, f"{REGISTRY}-key", _set("enableKeyRotation", False)),
-                         "kms-key-rotation-enabled"),
     "the role reaching another bucket": ("prod", lambda p: edit(p, ROLE_POLICY, REGISTRY_ACCESS, _statement(
         "RegistryBucket", lambda s: s.update(Resource="arn:aws:s3:::someone-elses-bucket"))),
         "iam-registry-role-scoped"),
@@ -245,32 +265,6 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
         "boundServiceAccountNames", ["registry", "default"])), "vault-kubernetes-role-single-binding"),
     "an auth role bound to every namespace": ("staging", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
         "boundServiceAccountNamespaces", ["*"])), "vault-kubernetes-role-single-binding"),
-    # the DR replica (components/operations.py): every bucket rule applies to it as to the registry's
-    "DR versioning off": ("prod", lambda p: edit(p, BUCKET_VERSIONING, f"{DR}-versioning", _set(
-        "versioningConfiguration", "status", "Suspended")), "s3-bucket-versioning-enabled"),
-    # each bucket must get its own companion; the registry's does not count for the replica's
-    "the DR bucket's versioning pointed at the registry bucket": ("prod", lambda p: edit(
-        p, BUCKET_VERSIONING, f"{DR}-versioning", _set("bucket", _bucket_name(p, REGISTRY))),
-        "s3-bucket-versioning-enabled"),
-    "the DR bucket policy guarding the registry bucket": ("prod", lambda p: edit(
-        p, BUCKET_POLICY, f"{DR}-tls-only", _statement("DenyInsecureTransport", lambda s: s.update(Resource=[
-            _bucket_arn(p, REGISTRY), f"{_bucket_arn(p, REGISTRY)}/*"]))), "s3-tls-only-bucket-policy"),
-    "a DR public access flag off": ("prod", lambda p: edit(p, PUBLIC_ACCESS, f"{DR}-public-access", _set(
-        "restrictPublicBuckets", False)), "s3-public-access-blocked"),
-    "a DR bucket without encryption": ("prod", lambda p: remove(p, ENCRYPTION, f"{DR}-encryption"),
-                                       "s3-bucket-hardening-complete"),
-    "a DR bucket encrypted with AES256": ("prod", lambda p: edit(p, ENCRYPTION, f"{DR}-encryption", _aes256),
-                                          "s3-sse-kms-customer-key"),
-    "DR object writer ownership": ("prod", lambda p: edit(p, OWNERSHIP, f"{DR}-ownership", _set(
-        "rule", "objectOwnership", "ObjectWriter")), "s3-bucket-owner-enforced"),
-    "a DR bucket policy without the TLS condition": ("prod", lambda p: edit(p, BUCKET_POLICY, f"{DR}-tls-only", _statement(
-        "DenyInsecureTransport", lambda s: s.pop("Condition"))), "s3-tls-only-bucket-policy"),
-    "no noncurrent version expiration on the DR bucket": ("prod", lambda p: edit(
-        p, LIFECYCLE, f"{DR}-lifecycle", _no_noncurrent_expiration), "s3-noncurrent-version-expiration"),
-    "an unprotected DR bucket": ("prod", _unprotect(BUCKET, f"{DR}-bucket"), "stateful-resources-protected"),
-    "an unprotected DR key": ("prod", _unprotect(KMS_KEY, f"{DR}-key"), "stateful-resources-protected"),
-    "DR key rotation off": ("prod", lambda p: edit(p, KMS_KEY, f"{DR}-key", _set("enableKeyRotation", False)),
-                            "kms-key-rotation-enabled"),
     # the GC and replication roles: the IAM rules apply to every role, not only the registry's
     "a wildcard action for the GC role": ("prod", lambda p: edit(p, ROLE_POLICY, GC_ACCESS, _statement(
         "RegistryObjects", lambda s: s.update(Action="s3:*"))), "iam-no-wildcards"),

@@ -103,13 +103,19 @@ def test_a_versioning_whose_bucket_is_unknown_pairs_with_the_bucket_its_value_co
     assert "registry-operations-dr-bucket has no BucketVersioning" in findings[0].message
 
 
+def _tie_to_one_more(resources: list[Resource], name: str, input_name: str, other: str) -> None:
+    """Make ``name``'s input unknown and its source ambiguous: no property dependencies (an older engine),
+    and a dependency on ``other`` besides its own."""
+    resource = _named(resources, name)
+    resource.props[input_name] = UNKNOWN
+    resource.property_dependencies.clear()
+    dependencies = (*resource.dependencies, _named(resources, other).urn)
+    resources[resources.index(resource)] = dataclasses.replace(resource, dependencies=dependencies)
+
+
 def test_a_companion_tied_to_no_single_bucket_leaves_that_bucket_unverified_not_violated(plans):
     resources = _prod_resources(plans)
-    dr_versioning = _named(resources, "registry-operations-dr-versioning")
-    dr_versioning.props["bucket"] = UNKNOWN
-    dr_versioning.property_dependencies.clear()
-    both_buckets = (*dr_versioning.dependencies, _named(resources, "registry-storage-bucket").urn)
-    resources[resources.index(dr_versioning)] = dataclasses.replace(dr_versioning, dependencies=both_buckets)
+    _tie_to_one_more(resources, "registry-operations-dr-versioning", "bucket", "registry-storage-bucket")
     assert list(check_bucket_versioning(resources, {})) == [Unverifiable("registry-operations-dr-versioning", "bucket")]
 
 
@@ -255,11 +261,7 @@ def test_a_role_policy_whose_role_is_unknown_belongs_to_the_role_its_value_comes
 
 def test_a_role_policy_tied_to_no_single_role_cannot_be_verified(plans):
     resources = _prod_resources(plans)
-    gc_access = _named(resources, "registry-operations-gc-access")
-    gc_access.props["role"] = UNKNOWN
-    gc_access.property_dependencies.clear()
-    two_roles = (*gc_access.dependencies, _named(resources, "registry-storage-role").urn)
-    resources[resources.index(gc_access)] = dataclasses.replace(gc_access, dependencies=two_roles)
+    _tie_to_one_more(resources, "registry-operations-gc-access", "role", "registry-storage-role")
     findings = list(check_registry_role_scoped(resources, _policy_config("iam-registry-role-scoped")))
     assert findings == [Unverifiable("registry-operations-gc-access", "role")]
 
