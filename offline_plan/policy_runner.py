@@ -236,6 +236,8 @@ class PolicyAnalyzer:
                 options=_options(registration),
                 parent=registration.parent,
                 dependencies=list(registration.dependencies),
+                propertyDependencies={key: analyzer_pb2.AnalyzerPropertyDependencies(urns=list(urns))
+                                      for key, urns in registration.property_dependencies.items()},
             )
             for registration in resources
         ]))

@@ -61,6 +61,8 @@ class Registration:
     custom: bool
     provider: str
     outputs: dict = field(default_factory=dict)  # what the (mock) provider returned; stack policies read these
+    # input name -> URNs that input's value came from (the engine hands these to stack policies)
+    property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def plain_inputs(self) -> dict:
@@ -293,6 +295,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             dependencies=tuple(request.dependencies),
             custom=bool(request.custom),
             provider=request.provider,
+            property_dependencies={key: tuple(value.urns) for key, value in request.propertyDependencies.items()},
         )
         with self._lock:
             # The engine refuses a second resource with the same URN; the SDK's mock monitor does not.

@@ -1,9 +1,11 @@
-"""Each rule of the policy pack, called directly: it passes the completed plans and fails the plan
+"""Each rule of the policy pack, called directly: it passes the recorded plans and fails the plan
 broken for it, and it handles values that are unknown during preview as its module documents."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 
 import pytest
 
@@ -15,19 +17,15 @@ from policies.rules.config_secrets import (
     key_looks_secret,
     secret_value_kind,
 )
-from policies.rules.iam import check_no_wildcards
+from policies.rules.iam import check_no_wildcards, check_registry_role_scoped
 from policies.rules.network import check_default_deny
-from policies.rules.s3 import check_bucket_versioning
+from policies.rules.rbac import check_rbac_least_privilege
+from policies.rules.s3 import check_bucket_versioning, check_tls_only_policy
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
 from policies.rules.workload import check_debug_port_not_on_client_service, check_pod_security, check_shared_http_secret
-from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, as_resource, complete_plan, mutated, violations_by_policy
+from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, as_resource, mutated, violations_by_policy
 
 POLICY_NAMES = [policy.name for policy in POLICIES]
-
-
-@pytest.fixture(scope="session")
-def completed(plans):
-    return {stack: complete_plan(plan) for stack, plan in plans.items()}
 
 
 def test_every_rule_has_a_failing_case():
@@ -39,12 +37,6 @@ def test_recorded_plan_passes_every_rule(plans, stack):
     assert violations_by_policy(plans[stack], POLICIES) == {}
 
 
-@pytest.mark.parametrize("stack", ["staging", "prod"])
-def test_completed_plan_passes_every_rule(completed, stack):
-    """With the stand-in for the GC CronJob other branches add (see plan_mutations.complete_plan)."""
-    assert violations_by_policy(completed[stack], POLICIES) == {}
-
-
 def test_every_resource_rule_checks_a_resource_the_program_registers(plans):
     """A pass on the recorded plans means something only if each rule sees one of its types there."""
     registered = {r.type for plan in plans.values() for r in plan.registrations}
@@ -52,12 +44,15 @@ def test_every_resource_rule_checks_a_resource_the_program_registers(plans):
     assert unchecked == []
 
 
-def test_every_mutation_edits_the_recorded_plan_not_a_stand_in(plans):
-    """Only the GC CronJob cases may touch a stand-in: the other types are all in the real plans."""
-    for case, (stack, mutation, _) in MUTATIONS.items():
-        if "CronJob" in case:
-            continue
-        mutation(copy.deepcopy(plans[stack]))  # raises LookupError if its target is missing
+@pytest.mark.parametrize("case", list(MUTATIONS))
+def test_every_mutation_changes_the_recorded_plan_and_leaves_it_intact(plans, case):
+    """A mutation that edits nothing would let its rule pass the "broken" plan for the wrong reason;
+    one that edits the shared recorded plan would break every test after it."""
+    stack = MUTATIONS[case][0]
+    recorded = copy.deepcopy(plans[stack])
+    changed = mutated(plans, case)
+    assert plans[stack] == recorded
+    assert changed != recorded
 
 
 @pytest.mark.parametrize("case", list(MUTATIONS))
@@ -78,18 +73,60 @@ def test_wire_unknowns_become_the_unknown_marker():
     assert plain({"a": [UNKNOWN_WIRE, {"b": UNKNOWN_WIRE}], "c": 1}) == {"a": [UNKNOWN, {"b": UNKNOWN}], "c": 1}
 
 
-def test_unknown_versioning_status_cannot_be_verified_but_is_not_a_pass_or_a_violation(completed):
-    plan = complete_plan(completed["prod"])
-    resources = [as_resource(r, outputs=True) for r in plan.registrations]
-    versioning = next(r for r in resources if r.type == "aws:s3/bucketVersioning:BucketVersioning")
+def test_unknown_versioning_status_cannot_be_verified_but_is_not_a_pass_or_a_violation(plans):
+    resources = [as_resource(r, outputs=True) for r in plans["prod"].registrations]
+    versioning = next(r for r in resources if r.name == "registry-operations-dr-versioning")
     versioning.props["versioningConfiguration"]["status"] = UNKNOWN
     findings = list(check_bucket_versioning(resources, {}))
     assert findings == [Unverifiable(versioning.name, "versioningConfiguration.status")]
 
 
-def test_an_unknown_image_does_not_hide_a_root_container(completed):
-    statefulset = as_resource(next(r for r in completed["staging"].registrations
-                                   if r.type == "kubernetes:apps/v1:StatefulSet"))
+def _prod_resources(plans) -> list[Resource]:
+    return [as_resource(r, outputs=True) for r in plans["prod"].registrations]
+
+
+def _named(resources: list[Resource], name: str) -> Resource:
+    return next(r for r in resources if r.name == name)
+
+
+def test_a_versioning_whose_bucket_is_unknown_pairs_with_the_bucket_its_value_comes_from(plans):
+    """During preview the engine names, per input, the resources its value comes from."""
+    resources = _prod_resources(plans)
+    dr_versioning = _named(resources, "registry-operations-dr-versioning")
+    registry_bucket = _named(resources, "registry-storage-bucket")
+    dr_versioning.props["bucket"] = UNKNOWN
+    assert list(check_bucket_versioning(resources, {})) == []
+    # The same resource, its value now coming from the registry's bucket: the replica is unversioned.
+    dr_versioning.property_dependencies["bucket"] = (registry_bucket.urn,)
+    findings = list(check_bucket_versioning(resources, {}))
+    assert [type(f) for f in findings] == [Violation]
+    assert "registry-operations-dr-bucket has no BucketVersioning" in findings[0].message
+
+
+def _tie_to_one_more(resources: list[Resource], name: str, input_name: str, other: str) -> None:
+    """Make ``name``'s input unknown and its source ambiguous: no property dependencies (an older engine),
+    and a dependency on ``other`` besides its own."""
+    resource = _named(resources, name)
+    resource.props[input_name] = UNKNOWN
+    resource.property_dependencies.clear()
+    dependencies = (*resource.dependencies, _named(resources, other).urn)
+    resources[resources.index(resource)] = dataclasses.replace(resource, dependencies=dependencies)
+
+
+def test_a_companion_tied_to_no_single_bucket_leaves_that_bucket_unverified_not_violated(plans):
+    resources = _prod_resources(plans)
+    _tie_to_one_more(resources, "registry-operations-dr-versioning", "bucket", "registry-storage-bucket")
+    assert list(check_bucket_versioning(resources, {})) == [Unverifiable("registry-operations-dr-versioning", "bucket")]
+
+
+def test_a_bucket_policy_with_an_unknown_bucket_is_checked_for_shape_and_left_unverified(plans):
+    policy = as_resource(plans["prod"].one("aws:s3/bucketPolicy:BucketPolicy", "registry-operations-dr-tls-only"))
+    policy.props["bucket"] = UNKNOWN
+    assert list(check_tls_only_policy(policy, {})) == [Unverifiable("registry-operations-dr-tls-only", "bucket")]
+
+
+def test_an_unknown_image_does_not_hide_a_root_container(plans):
+    statefulset = as_resource(next(r for r in plans["staging"].registrations if r.name == "registry-statefulset"))
     container = statefulset.props["spec"]["template"]["spec"]["containers"][0]
     container["securityContext"]["runAsUser"] = 0
     container["securityContext"]["allowPrivilegeEscalation"] = UNKNOWN
@@ -169,14 +206,16 @@ def test_an_unknown_ingress_backend_port_cannot_be_verified():
     assert findings == [Unverifiable("registry-ingress", "spec.rules[0].http.paths[0].backend.service.port")]
 
 
-def test_an_unreadable_network_policy_selector_does_not_count_as_isolation(completed):
-    resources = [as_resource(r, outputs=True) for r in completed["staging"].registrations]
+def test_an_unreadable_network_policy_selector_does_not_count_as_isolation(plans):
+    resources = [as_resource(r, outputs=True) for r in plans["staging"].registrations]
     deny = next(r for r in resources if r.name == "registry-network-default-deny")
     deny.props["spec"]["podSelector"] = UNKNOWN
     config = config_defaults(next(p for p in POLICIES if p.name == "network-default-deny-selects-registry"))
     findings = list(check_default_deny(resources, config))
-    assert len(findings) == 1 and isinstance(findings[0], Violation)
-    assert "cannot be read during preview" in findings[0].message
+    # the StatefulSet and both operations CronJobs: the snapshot pod's own policy denies only Ingress
+    assert [f.urn.rsplit("::", 1)[-1] for f in findings] == [
+        "registry-statefulset", "registry-operations-gc-cronjob", "registry-operations-snapshot-cronjob"]
+    assert all(isinstance(f, Violation) and "cannot be read during preview" in f.message for f in findings)
 
 
 def test_an_unknown_iam_document_cannot_be_verified():
@@ -184,8 +223,59 @@ def test_an_unknown_iam_document_cannot_be_verified():
     assert list(check_no_wildcards(role_policy, {})) == [Unverifiable("r", "policy")]
 
 
-def test_stack_rules_skip_a_stack_without_a_registry_workload(completed):
-    only_storage = [as_resource(r, outputs=True) for r in completed["prod"].registrations
+def test_a_role_the_config_does_not_declare_may_reach_nothing(plans):
+    config = _policy_config("iam-registry-role-scoped")
+    del config["roleAccess"]["registry-operations-gc-role"]
+    findings = list(check_registry_role_scoped(_prod_resources(plans), config))
+    assert {f.message.split(":")[0] for f in findings} == {"registry-operations-gc-access"}
+    assert len(findings) == 3  # the bucket, its objects, its key
+    assert all("roleAccess declares no bucket or key for registry-operations-gc-role" in f.message for f in findings)
+
+
+def test_the_stack_policy_config_decides_which_role_reaches_which_bucket(plans):
+    """The replication role's own access, given to the GC role, lets the GC policy reach the DR replica."""
+    resources = _prod_resources(plans)
+    gc_access = _named(resources, "registry-operations-gc-access")
+    document = json.loads(gc_access.props["policy"])
+    dr_objects = "arn:aws:s3:::" + _named(resources, "registry-operations-dr-bucket").props["bucket"] + "/*"
+    document["Statement"][1]["Resource"] = [document["Statement"][1]["Resource"], dr_objects]
+    gc_access.props["policy"] = json.dumps(document)
+    config = _policy_config("iam-registry-role-scoped")
+    assert [type(f) for f in check_registry_role_scoped(resources, config)] == [Violation]
+    roles = config["roleAccess"]
+    roles["registry-operations-gc-role"] = roles["registry-operations-replication-role"]
+    assert list(check_registry_role_scoped(resources, config)) == []
+
+
+def test_a_role_policy_whose_role_is_unknown_belongs_to_the_role_its_value_comes_from(plans):
+    resources = _prod_resources(plans)
+    gc_access = _named(resources, "registry-operations-gc-access")
+    gc_access.props["role"] = UNKNOWN
+    config = _policy_config("iam-registry-role-scoped")
+    config["roleAccess"]["registry-operations-gc-role"] = {}
+    findings = list(check_registry_role_scoped(resources, config))
+    assert len(findings) == 3 and all(f.message.startswith("registry-operations-gc-access:") for f in findings)
+    gc_access.property_dependencies["role"] = (_named(resources, "registry-storage-role").urn,)
+    assert list(check_registry_role_scoped(resources, config)) == []
+
+
+def test_a_role_policy_tied_to_no_single_role_cannot_be_verified(plans):
+    resources = _prod_resources(plans)
+    _tie_to_one_more(resources, "registry-operations-gc-access", "role", "registry-storage-role")
+    findings = list(check_registry_role_scoped(resources, _policy_config("iam-registry-role-scoped")))
+    assert findings == [Unverifiable("registry-operations-gc-access", "role")]
+
+
+def test_a_role_policy_for_a_role_outside_the_stack_is_known_by_that_role_name(plans):
+    resources = _prod_resources(plans)
+    _named(resources, "registry-operations-gc-access").props["role"] = "someone-elses-role"
+    findings = list(check_registry_role_scoped(resources, _policy_config("iam-registry-role-scoped")))
+    assert len(findings) == 3
+    assert all("roleAccess declares no bucket or key for someone-elses-role" in f.message for f in findings)
+
+
+def test_stack_rules_skip_a_stack_without_a_registry_workload(plans):
+    only_storage = [as_resource(r, outputs=True) for r in plans["prod"].registrations
                     if not r.type.startswith("kubernetes:")]
     for policy in POLICIES:
         if policy.name in ("network-default-deny-selects-registry", "prometheus-rule-required-alerts",
@@ -206,6 +296,61 @@ def test_the_vault_auth_role_binds_exactly_one_service_account_and_namespace(pla
     role.props[field] = values
     findings = list(check_vault_role_binding(role, _policy_config("vault-kubernetes-role-single-binding")))
     assert [type(f) for f in findings] == ([Violation] if violates else [])
+
+
+# --- RBAC ----------------------------------------------------------------------------------------
+
+
+def _staging_rbac(plans) -> tuple[list[Resource], Resource, Resource]:
+    resources = [as_resource(r, outputs=True) for r in plans["staging"].registrations]
+    return resources, _named(resources, "registry-operations-gc-role"), _named(resources, "registry-operations-gc-role-binding")
+
+
+def _rbac_findings(resources: list[Resource]) -> list:
+    return list(check_rbac_least_privilege(resources, _policy_config("rbac-registry-roles-least-privilege")))
+
+
+@pytest.mark.parametrize("rule, violation", [
+    ({"apiGroups": [""], "resources": ["pods"], "verbs": ["deletecollection"]}, "'deletecollection' on pods"),
+    ({"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"], "resourceNames": []}, "without resourceNames"),
+    ({"apiGroups": ["*"], "resources": ["statefulsets"], "verbs": ["get"]}, "wildcard apiGroup"),
+    ({"apiGroups": ["apps"], "resources": ["*"], "verbs": ["get"]}, "wildcard resource"),
+    ({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["escalate"]}, "'escalate'"),
+    ({"nonResourceURLs": ["*"], "verbs": ["get"]}, "wildcard nonResourceURL"),
+])
+def test_a_role_bound_to_a_registry_service_account_grants_no_more_than_it_names(plans, rule, violation):
+    resources, role, _ = _staging_rbac(plans)
+    role.props["rules"].append(rule)
+    findings = _rbac_findings(resources)
+    assert len(findings) == 1 and violation in findings[0].message, findings
+    assert "bound to cicd/registry-gc" in findings[0].message
+
+
+def test_the_service_accounts_of_a_namespace_as_a_group_include_the_registry_s(plans):
+    resources, role, binding = _staging_rbac(plans)
+    role.props["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]})
+    binding.props["subjects"] = [{"kind": "Group", "name": "system:serviceaccounts:cicd",
+                                  "apiGroup": "rbac.authorization.k8s.io"}]
+    assert [type(f) for f in _rbac_findings(resources)] == [Violation]
+    binding.props["subjects"] = [{"kind": "Group", "name": "system:serviceaccounts:other",
+                                  "apiGroup": "rbac.authorization.k8s.io"}]
+    assert _rbac_findings(resources) == []
+
+
+def test_a_role_bound_to_no_registry_service_account_is_not_this_rule_s_business(plans):
+    resources, role, binding = _staging_rbac(plans)
+    role.props["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]})
+    binding.props["subjects"] = [{"kind": "ServiceAccount", "name": "someone-else", "namespace": "cicd"}]
+    assert _rbac_findings(resources) == []
+
+
+def test_unknown_subjects_or_rules_cannot_be_verified(plans):
+    resources, role, binding = _staging_rbac(plans)
+    binding.props["subjects"] = UNKNOWN
+    assert _rbac_findings(resources) == [Unverifiable("registry-operations-gc-role-binding", "subjects")]
+    resources, role, binding = _staging_rbac(plans)
+    role.props["rules"] = UNKNOWN
+    assert _rbac_findings(resources) == [Unverifiable("registry-operations-gc-role", "rules")]
 
 
 # --- what counts as a secret -------------------------------------------------------------------

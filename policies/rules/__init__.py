@@ -1,11 +1,12 @@
 """The registry's policy rules, one module per concern; ``POLICIES`` is what the pack enforces."""
 
-from . import alerting, config_secrets, iam, network, s3, workload
+from . import alerting, config_secrets, iam, network, rbac, s3, workload
 
 POLICIES = [
     *s3.POLICIES,
     *iam.POLICIES,
     *workload.POLICIES,
+    *rbac.POLICIES,
     *network.POLICIES,
     *config_secrets.POLICIES,
     *alerting.POLICIES,

@@ -1,6 +1,10 @@
 """Network rules: every registry workload is selected by a default-deny NetworkPolicy, and no
 policy admits the whole internet.
 
+A registry workload is any workload whose pod template carries ``registryLabels``: the StatefulSet,
+and the operations CronJobs too (the garbage collector runs a read-only registry of its own, and
+its pod, like the snapshot pod, reaches the Kubernetes API).
+
 Reading of unknown values: a NetworkPolicy whose selector or policy types are unknown cannot be
 shown to isolate anything, so it does not count as the registry's default deny (a violation if no
 other policy does); an unknown peer CIDR is reported as "cannot verify during preview".
@@ -21,7 +25,7 @@ from .support import (
     as_list,
     dig,
     display,
-    is_registry_workload,
+    labels_match,
     namespace_of,
     pod_template,
     resource_policy,
@@ -92,7 +96,8 @@ def denied_directions(policy: Resource) -> Any:
 
 def check_default_deny(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
     required = set(config["defaultDenyPolicyTypes"])
-    workloads = [r for r in resources if is_registry_workload(r, config["registryLabels"])]
+    workloads = [r for r in resources if pod_template(r) is not None
+                 and labels_match(dig(pod_template(r), "metadata", "labels"), config["registryLabels"])]
     policies = [r for r in resources if r.type == NETWORK_POLICY]
     for workload in workloads:
         labels = dig(pod_template(workload), "metadata", "labels", default={})
@@ -148,7 +153,8 @@ def check_no_open_cidr(resource: Resource, config: Mapping[str, Any]) -> Iterabl
 
 POLICIES = [
     stack_policy("network-default-deny-selects-registry",
-                 "Every registry workload is selected by a NetworkPolicy that denies all traffic by default.",
+                 "Every registry workload (its jobs included) is selected by a NetworkPolicy that denies all "
+                 "traffic by default.",
                  check_default_deny, DEFAULT_DENY_CONFIG),
     resource_policy("network-no-open-cidr",
                     "No NetworkPolicy rule admits 0.0.0.0/0 (or ::/0), or every peer by omitting its peer list.",

@@ -2,14 +2,19 @@
 owner-enforced, TLS-only, with noncurrent versions expiring, and the bucket and its key protected.
 
 pulumi-aws v7 splits a bucket's settings into companion resources (``BucketVersioning``, ...), so
-"the bucket is versioned" is a property of two resources: the stack policies pair each companion
-with its bucket, through the engine's dependency graph (the companion's ``bucket`` input comes from
-the bucket) or, failing that, by the bucket name. An unknown setting inside a companion is reported
-as "cannot verify during preview" (checked again at ``pulumi up``).
+"the bucket is versioned" is a property of two resources. A stack may hold several buckets (prod:
+the registry's and its DR replica), so the stack policies pair each companion with the one bucket it
+configures: the bucket its ``bucket`` input names; while that input is unknown (preview), the bucket
+that input's value comes from (the engine's property dependencies), else the only bucket among its
+dependencies. A companion that none of these ties to one bucket satisfies no bucket: the bucket
+then gets "cannot verify during preview" instead of a violation. A bucket policy must guard the
+bucket it is attached to, not another one. An unknown setting inside a companion is reported as
+"cannot verify during preview" (checked again at ``pulumi up``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping, Optional
 
 from .support import (
@@ -57,25 +62,40 @@ def _bucket_names(bucket: Resource) -> set[str]:
     return {value for value in (dig(bucket.props, "bucket"), dig(bucket.props, "id")) if isinstance(value, str)}
 
 
-def companion_of(companion: Resource, bucket: Resource) -> bool:
-    sources = companion.property_dependencies.get("bucket") or companion.dependencies
-    if bucket.urn in sources:
-        return True
+def bucket_of(companion: Resource, buckets: list[Resource]) -> Any:
+    """The bucket ``companion`` configures; None if it names a bucket outside the stack, UNKNOWN if
+    nothing known ties it to exactly one of ``buckets``."""
     target = dig(companion.props, "bucket")
-    return isinstance(target, str) and target in _bucket_names(bucket)
+    if isinstance(target, str):
+        return next((bucket for bucket in buckets if target in _bucket_names(bucket)), None)
+    sources = companion.property_dependencies.get("bucket") or companion.dependencies
+    candidates = [bucket for bucket in buckets if bucket.urn in sources]
+    return candidates[0] if len(candidates) == 1 else UNKNOWN
 
 
-def _companions(resources: list[Resource], bucket: Resource, types: Iterable[str]) -> list[Resource]:
+def _companions(resources: list[Resource], bucket: Resource, types: Iterable[str]) -> tuple[list[Resource], list[Resource]]:
+    """(the companions of ``types`` that configure ``bucket``, those whose bucket cannot be told)."""
     wanted = set(types)
-    return [r for r in resources if r.type in wanted and companion_of(r, bucket)]
+    buckets = [r for r in resources if r.type in BUCKET_TYPES]
+    paired, untold = [], []
+    for companion in (r for r in resources if r.type in wanted):
+        target = bucket_of(companion, buckets)
+        if target is UNKNOWN:
+            untold.append(companion)
+        elif target is bucket:
+            paired.append(companion)
+    return paired, untold
 
 
 def check_bucket_versioning(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
     for bucket in (r for r in resources if r.type in BUCKET_TYPES):
-        versionings = _companions(resources, bucket, (VERSIONING, VERSIONING_V2))
+        versionings, untold = _companions(resources, bucket, (VERSIONING, VERSIONING_V2))
         if not versionings:
-            yield Violation(f"bucket {bucket.name} has no BucketVersioning resource; versioning is the restore path "
-                            "for deleted or overwritten images", bucket.urn)
+            if untold:
+                yield from (Unverifiable(versioning.name, "bucket") for versioning in untold)
+            else:
+                yield Violation(f"bucket {bucket.name} has no BucketVersioning resource; versioning is the restore "
+                                "path for deleted or overwritten images", bucket.urn)
             continue
         for versioning in versionings:
             status = dig(versioning.props, "versioningConfiguration", "status")
@@ -89,7 +109,12 @@ def check_bucket_versioning(resources: list[Resource], config: Mapping[str, Any]
 def check_bucket_hardening_complete(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
     for bucket in (r for r in resources if r.type in BUCKET_TYPES):
         for what, types in COMPANIONS.items():
-            if not _companions(resources, bucket, types):
+            paired, untold = _companions(resources, bucket, types)
+            if paired:
+                continue
+            if untold:
+                yield from (Unverifiable(companion.name, "bucket") for companion in untold)
+            else:
                 yield Violation(f"bucket {bucket.name} has no {what} resource", bucket.urn)
 
 
@@ -150,13 +175,23 @@ def _denies_plain_http(statement: Any) -> bool:
     return condition in ("false", False)
 
 
-def _covers_bucket_and_objects(statement: dict) -> bool:
-    resources = [r for r in as_list(statement.get("Resource")) if isinstance(r, str)]
-    return any(not r.endswith("/*") for r in resources) and any(r.endswith("/*") for r in resources)
+S3_ARN = re.compile(r"^arn:aws[a-z-]*:s3:::(?P<bucket>[^/]+)(?P<objects>/\*)?$")
+
+
+def _covers_bucket_and_objects(statement: dict, bucket: Any) -> bool:
+    """Whether the statement names the bucket's ARN and ``<arn>/*``; any one bucket if ``bucket`` is unknown."""
+    covered: dict[str, set[bool]] = {}
+    for arn in as_list(statement.get("Resource")):
+        match = S3_ARN.match(arn) if isinstance(arn, str) else None
+        if match:
+            covered.setdefault(match["bucket"], set()).add(bool(match["objects"]))
+    names = [bucket] if isinstance(bucket, str) else list(covered)
+    return any(covered.get(name) == {True, False} for name in names)
 
 
 def check_tls_only_policy(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
     document = parse_json_document(dig(resource.props, "policy"))
+    bucket = dig(resource.props, "bucket")
     if document is UNKNOWN:
         yield Unverifiable(resource.name, "policy")
         return
@@ -166,8 +201,12 @@ def check_tls_only_policy(resource: Resource, config: Mapping[str, Any]) -> Iter
     statements = [s for s in as_list(document.get("Statement")) if _denies_plain_http(s)]
     if not statements:
         yield Violation("no statement denies every principal all S3 actions when aws:SecureTransport is false")
-    elif not any(_covers_bucket_and_objects(s) for s in statements):
-        yield Violation("the TLS-only statement must cover both the bucket ARN and its objects (<arn>/*)")
+    elif not any(_covers_bucket_and_objects(s, bucket) for s in statements):
+        target = f"arn:aws:s3:::{bucket}" if isinstance(bucket, str) else "<arn>"
+        yield Violation(f"the TLS-only statement must cover the bucket the policy is attached to and its objects "
+                        f"({target} and {target}/*)")
+    elif bucket is UNKNOWN:
+        yield Unverifiable(resource.name, "bucket")
 
 
 def check_noncurrent_expiration(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:

@@ -18,6 +18,7 @@ resource's output) is the ``UNKNOWN`` marker, and it yields findings:
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -217,7 +218,9 @@ def display(resource: Resource) -> str:
 
 def _with_defaults(schema: Optional[PolicyConfigSchema], given: Mapping[str, Any]) -> dict[str, Any]:
     """The CLI fills schema defaults in; a pack driven without that still sees the same values."""
-    config = {key: spec["default"] for key, spec in (schema.properties if schema else {}).items() if "default" in spec}
+    # A copy: a check (or a test) that edits its config must not change the schema's defaults.
+    config = {key: copy.deepcopy(spec["default"]) for key, spec in (schema.properties if schema else {}).items()
+              if "default" in spec}
     config.update({key: value for key, value in (given or {}).items() if key != "enforcementLevel"})
     return config
 
