@@ -72,9 +72,12 @@ def data_claim_name() -> str:
 
 
 def operations_labels(settings: Settings, component: str) -> dict[str, str]:
+    """Labels of the operations objects. The instance differs from the registry's, so that no
+    operations pod matches the registry's selector (its Services, PDB and NetworkPolicies) unless it
+    adds those labels on purpose, as the GC pod does."""
     return {
         "app.kubernetes.io/name": "docker-registry",
-        "app.kubernetes.io/instance": f"registry-{settings.environment}",
+        "app.kubernetes.io/instance": f"registry-{settings.environment}-{component}",
         COMPONENT_LABEL: component,
         "app.kubernetes.io/part-of": "cicd",
         "app.kubernetes.io/managed-by": "pulumi",
@@ -386,11 +389,16 @@ def network_policies(settings: Settings) -> list[dict]:
         },
     ]
     if settings.snapshots is not None:
+        snapshot_pods = {"matchLabels": operations_labels(settings, "backup")}
         policies.append({
-            "metadata": _metadata(settings, f"{SNAPSHOT_NAME}-egress-only", "backup"),
+            "metadata": _metadata(settings, f"{SNAPSHOT_NAME}-default-deny", "backup"),
+            "spec": {"podSelector": snapshot_pods, "policyTypes": ["Ingress", "Egress"]},
+        })
+        policies.append({
+            "metadata": _metadata(settings, f"{SNAPSHOT_NAME}-allow-egress", "backup"),
             "spec": {
-                "podSelector": {"matchLabels": operations_labels(settings, "backup")},
-                "policyTypes": ["Ingress", "Egress"],
+                "podSelector": snapshot_pods,
+                "policyTypes": ["Egress"],
                 "egress": [_dns_egress(), _api_server_egress(settings)],
             },
         })

@@ -272,3 +272,19 @@ def test_operations_manifests_validate_against_the_kubernetes_schemas(stack):
         documents.append(("batch/v1", "CronJob", snapshot_cron_job(settings)))
     for api_version, kind, body in documents:
         kubernetes_validate.validate({"apiVersion": api_version, "kind": kind, **body}, "1.30", strict=True)
+
+
+def test_only_the_registry_and_the_gc_pods_match_the_registry_selector(stack_plan):
+    """The client Service, the PDB and the registry's NetworkPolicies select on these labels: a
+    snapshot pod matching them would receive registry traffic and the registry's network access."""
+    from components.workload import selector_labels
+    from tests.conftest import settings_for
+
+    selector = selector_labels(settings_for(stack_plan.stack))
+    matching = set()
+    for registration in stack_plan.of_type("kubernetes:batch/v1:CronJob"):
+        spec = registration.plain_inputs["spec"]["jobTemplate"]["spec"]["template"]
+        labels = spec["metadata"]["labels"]
+        if all(labels.get(k) == v for k, v in selector.items()):
+            matching.add(registration.plain_inputs["metadata"]["name"])
+    assert matching == {"registry-gc"}
