@@ -88,7 +88,11 @@ def run_policies(plans: list[Plan], config_file: Path | None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error of the plan, and nothing left to print to.
+        os._exit(141)
     # After a program error the SDK leaves an event loop whose finaliser prints a spurious traceback
     # at interpreter exit; the plan is written and the streams flushed, so leave without finalisers.
     sys.stdout.flush()

@@ -339,7 +339,9 @@ def record_plan(
         _sync_await(pulumi_mocks.run_pulumi_func(program))
     except pulumi.RunError as exc:
         plan.error = str(exc)
-    plan.registrations = list(monitor.registrations)
+    # Registrations arrive from several threads in varying order; sorted, plans and their files are
+    # the same on every run.
+    plan.registrations = sorted(monitor.registrations, key=lambda registration: registration.urn)
     return plan
 
 
