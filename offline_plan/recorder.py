@@ -20,7 +20,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
@@ -114,41 +114,47 @@ def _is_unknown(value: Any) -> bool:
     return isinstance(value, Unknown) or value == rpc.UNKNOWN
 
 
+def walk(value: Any, visit: Callable[[Any], Any]) -> Any:
+    """Rebuild a JSON-like value: ``visit`` sees every node first and returns a replacement, or
+    ``KEEP_WALKING`` to have dicts and lists rebuilt from their walked items and leaves kept."""
+    replaced = visit(value)
+    if replaced is not KEEP_WALKING:
+        return replaced
+    if isinstance(value, dict):
+        return {k: walk(v, visit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [walk(v, visit) for v in value]
+    return value
+
+
+KEEP_WALKING = object()
+
+
 def reveal(value: Any) -> Any:
     """Plain values, secrets unwrapped; unknown values become the engine's UNKNOWN sentinel."""
-    if isinstance(value, Unknown):
-        return rpc.UNKNOWN
-    if is_secret(value):
-        return reveal(rpc.unwrap_rpc_secret(value))
-    if isinstance(value, dict):
-        return {k: reveal(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [reveal(v) for v in value]
-    return value
+    def visit(node: Any) -> Any:
+        if isinstance(node, Unknown):
+            return rpc.UNKNOWN
+        if is_secret(node):
+            return reveal(rpc.unwrap_rpc_secret(node))
+        return KEEP_WALKING
+    return walk(value, visit)
 
 
 def on_the_wire(value: Any) -> Any:
     """Inputs as the engine sends them to an analyzer: secrets wrapped, unknowns as the sentinel."""
-    if isinstance(value, Unknown):
-        return rpc.UNKNOWN
-    if isinstance(value, dict):
-        return {k: on_the_wire(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [on_the_wire(v) for v in value]
-    return value
+    return walk(value, lambda node: rpc.UNKNOWN if isinstance(node, Unknown) else KEEP_WALKING)
 
 
 def masked(value: Any) -> Any:
     """What may be shown: secrets and unknown values replaced by a marker."""
-    if _is_unknown(value):
-        return UNKNOWN_MASK
-    if is_secret(value):
-        return SECRET_MASK
-    if isinstance(value, dict):
-        return {k: masked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [masked(v) for v in value]
-    return value
+    def visit(node: Any) -> Any:
+        if _is_unknown(node):
+            return UNKNOWN_MASK
+        if is_secret(node):
+            return SECRET_MASK
+        return KEEP_WALKING
+    return walk(value, visit)
 
 
 # --- configuration, as the CLI assembles it ---------------------------------------------------

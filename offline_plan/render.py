@@ -15,20 +15,14 @@ from typing import Any, TextIO
 
 import yaml
 
-from .recorder import SECRET_MASK, Plan, Registration, masked
+from .recorder import KEEP_WALKING, SECRET_MASK, Plan, Registration, masked, walk
 
 STACK_TYPE = "pulumi:pulumi:Stack"
 
 
 def plain_numbers(value: Any) -> Any:
     """The wire protocol carries every number as a float; manifests want 1, not 1.0."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: plain_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain_numbers(v) for v in value]
-    return value
+    return walk(value, lambda node: int(node) if isinstance(node, float) and node.is_integer() else KEEP_WALKING)
 
 
 def kubernetes_manifest(registration: Registration) -> dict:
@@ -51,11 +45,7 @@ def display_type(type_token: str) -> str:
 
 def _sorted(value: Any) -> Any:
     """The wire format does not keep key order; sorted keys make manifests diffable between runs."""
-    if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(v) for v in value]
-    return value
+    return walk(value, lambda node: {k: _sorted(node[k]) for k in sorted(node)} if isinstance(node, dict) else KEEP_WALKING)
 
 
 def _slug(text: str) -> str:
