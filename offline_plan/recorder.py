@@ -298,10 +298,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             parent=request.parent,
             protect=bool(request.protect),
             retain_on_delete=bool(request.retainOnDelete),
-            dependencies=tuple(request.dependencies),
+            dependencies=tuple(sorted(request.dependencies)),
             custom=bool(request.custom),
             provider=request.provider,
-            property_dependencies={key: tuple(value.urns) for key, value in request.propertyDependencies.items()},
+            property_dependencies={key: tuple(sorted(value.urns)) for key, value in request.propertyDependencies.items()},
         )
         with self._lock:
             # The engine refuses a second resource with the same URN; the SDK's mock monitor does not.
