@@ -276,7 +276,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 def record_plan(
     stack: str,
     project_dir: Path = PROJECT_DIR,
-    overrides: Optional[Mapping[str, Optional[str]]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
     preview: bool = False,
 ) -> Plan:
     """Run ``__main__.py`` of ``project_dir`` for ``stack`` and return what it registered.
@@ -291,8 +291,20 @@ def record_plan(
         project, config, secret_keys = stack_config(stack, project_dir, overrides)
     except StackConfigError as exc:
         return Plan(stack=stack, project=exc.project, error=str(exc))
+    return run_program(project, stack, config, secret_keys, project_dir, preview)
+
+
+def run_program(
+    project: str,
+    stack: str,
+    config: Mapping[str, str],
+    secret_keys: list[str],
+    project_dir: Path = PROJECT_DIR,
+    preview: bool = False,
+) -> Plan:
+    """Run the program with exactly this config (as the engine hands it over) and record it."""
     runtime_settings.reset_options(project=project, stack=stack)
-    set_all_config(config, secret_keys)
+    set_all_config(dict(config), list(secret_keys))
     mocks = PlanMocks(preview=preview)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
