@@ -14,9 +14,8 @@ import pulumi
 import pulumi_aws as aws
 
 from .registry_config import DATA_DIRECTORY
-from .settings import SERVICE_ACCOUNT_NAME, FilesystemStorage, S3Storage
-
-DATA_VOLUME = "data"
+from .names import DATA_VOLUME, SERVICE_ACCOUNT_NAME
+from .settings import FilesystemStorage, S3Storage
 
 # Exactly what Distribution's S3 driver documents it needs, split by the ARN each applies to.
 S3_BUCKET_ACTIONS = ("s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads")

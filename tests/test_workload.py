@@ -22,7 +22,7 @@ def _container(plan) -> dict:
 def test_container_runs_config_cli_from_the_stacks_image(stack_plan):
     container = _container(stack_plan)
     assert container["command"] == ["config-cli", "run", "docker-registry"]
-    assert container["image"].startswith("registry.internal.example.com/platform/docker-registry:")
+    assert container["image"] == settings_for(stack_plan.stack).image
     assert "@sha256:" in container["image"]
     assert {(p["name"], p["containerPort"]) for p in container["ports"]} == {("http", 5000), ("debug", 5001)}
 
@@ -101,10 +101,32 @@ def test_grace_period_outlasts_the_pre_stop_wait_and_the_registry_drain(stack_pl
     assert grace >= pre_stop + DRAIN_TIMEOUT_SECONDS + 10, "config-cli needs time to deregister before the drain"
 
 
+def _matches(selector: dict, labels: dict) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
 def test_disruption_budget_lets_single_replica_nodes_drain(stack_plan):
     budget = stack_plan.one("kubernetes:policy/v1:PodDisruptionBudget").plain_inputs["spec"]
     assert budget["maxUnavailable"] == 1
-    assert budget["selector"]["matchLabels"] == _statefulset(stack_plan)["spec"]["selector"]["matchLabels"]
+    pod_labels = _statefulset(stack_plan)["spec"]["template"]["metadata"]["labels"]
+    assert _matches(budget["selector"]["matchLabels"], pod_labels)
+
+
+def test_disruption_budget_never_selects_the_gc_jobs_pod(stack_plan):
+    """Seen on a real kube-controller-manager: a PDB matching a Job's pod reports "jobs.batch does not implement
+    the scale subresource" and allows 0 disruptions, so every drain stalls while a collection runs. The Job's
+    pod must still be an endpoint of the client Service (it serves pulls during the window)."""
+    budget = stack_plan.one("kubernetes:policy/v1:PodDisruptionBudget").plain_inputs["spec"]["selector"]["matchLabels"]
+    cron_jobs = [r.plain_inputs for r in stack_plan.of_type("kubernetes:batch/v1:CronJob")]
+    assert cron_jobs
+    for cron_job in cron_jobs:
+        labels = cron_job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        assert not _matches(budget, labels), cron_job["metadata"]["name"]
+    service = next(r.plain_inputs for r in stack_plan.of_type("kubernetes:core/v1:Service")
+                   if r.plain_inputs["metadata"]["name"] == "registry")
+    gc_labels = next(c for c in cron_jobs if c["metadata"]["name"] == "registry-gc")[
+        "spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert _matches(service["spec"]["selector"], gc_labels)
 
 
 def test_mesh_sidecar_is_injected_and_the_debug_port_bypasses_it(stack_plan):
