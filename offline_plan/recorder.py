@@ -31,7 +31,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.sync_await import _sync_await
 
 from . import cli_config
-from .cli_config import SECURE_PLACEHOLDER, ConfigFileError, StackConfigError
+from .cli_config import SECURE_PLACEHOLDER, ConfigFileError, StackConfigError  # the first two re-exported
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 FAKE_ACCOUNT = "123456789012"
