@@ -365,3 +365,16 @@ def test_the_real_cli_accepts_the_stack_and_hands_over_the_same_config(tmp_path,
     cli.prepare(project, stack)
     assert cli.refusal(project, stack) is None
     assert cli.values(project, stack) == stack_config(stack, PROJECT_DIR).plain
+
+
+@needs_cli
+def test_the_real_cli_accepts_an_encrypted_secret_that_the_recorder_hands_over_as_a_secret(tmp_path):
+    project = write_project(tmp_path / "project", "token:\n  type: string\n  secret: true\n")
+    cli = RealCli(tmp_path / "cli")
+    cli.prepare(project, "dev")
+    assert cli.run(project, "config", "set", "--secret", "--stack", "dev", "probe:token", "s3cr3t").returncode == 0
+    assert "s3cr3t" not in (project / "Pulumi.dev.yaml").read_text()
+
+    assert cli.refusal(project, "dev") is None
+    config = stack_config("dev", project)
+    assert config.plain == {"probe:token": SECURE_PLACEHOLDER} and config.secret_keys == ["probe:token"]
