@@ -19,7 +19,7 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .names import DEBUG_PORT, GC_NAME, WORKLOAD_NAME, data_claim_name
+from .names import COMPONENT_LABEL, DEBUG_PORT, GC_NAME, WORKLOAD_NAME, data_claim_name
 from .settings import FilesystemStorage, MinioStorage, S3Storage, Settings
 from .workload import common_labels, selector_labels
 
@@ -61,7 +61,7 @@ EXTERNAL_METRICS = {
 
 def metrics_labels(settings: Settings) -> dict[str, str]:
     """The metrics Service's labels; the component label sets it apart from the client Services."""
-    return {**common_labels(settings), "app.kubernetes.io/component": METRICS_COMPONENT}
+    return {**common_labels(settings), COMPONENT_LABEL: METRICS_COMPONENT}
 
 
 def metrics_service(settings: Settings) -> dict:
@@ -82,7 +82,7 @@ def service_monitor(settings: Settings) -> dict:
         "kind": "ServiceMonitor",
         "metadata": {"name": WORKLOAD_NAME, "namespace": settings.namespace, "labels": common_labels(settings)},
         "spec": {
-            "selector": {"matchLabels": {**selector_labels(settings), "app.kubernetes.io/component": METRICS_COMPONENT}},
+            "selector": {"matchLabels": {**selector_labels(settings), COMPONENT_LABEL: METRICS_COMPONENT}},
             "namespaceSelector": {"matchNames": [settings.namespace]},
             "endpoints": [
                 {"port": "debug", "path": METRICS_PATH, "scheme": "http", "interval": SCRAPE_INTERVAL, "scrapeTimeout": "10s"}

@@ -26,7 +26,8 @@ DEBUG_PORT = 5001  # metrics and /debug/health, outside the mesh
 MESH_INBOUND_PORT = 20000
 CONSUL_GRPC_PORT = 8502  # the dataplane sidecar's xDS stream
 DNS_PORT = 53
-API_SERVER_PORTS = (443, 6443)
+HTTPS_PORT = 443  # Vault, the S3/STS endpoints, the API server's Service
+API_SERVER_PORTS = (HTTPS_PORT, 6443)
 
 # --- objects and accounts --------------------------------------------------------------------------
 WORKLOAD_NAME = "registry"  # the StatefulSet; its pods are registry-0..N-1
@@ -51,12 +52,16 @@ def vault_role_name(account: str, environment: str) -> str:
     return f"{account}-{environment}"
 
 
+# config-cli's command line: the registry's pods and the GC Job's replica start the registry this way.
+CONFIG_CLI_COMMAND = ("config-cli", "run", "docker-registry")
+
 # --- labels ----------------------------------------------------------------------------------------
 APP_NAME = "docker-registry"
 NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
 REGISTRY_COMPONENT = "registry"
 GC_COMPONENT = "garbage-collector"
 BACKUP_COMPONENT = "backup"
@@ -107,7 +112,7 @@ def object_metadata(name: str, namespace: str, labels: dict[str, str],
 def dns_egress() -> dict:
     """Egress to the cluster DNS (CoreDNS answers as ``k8s-app: kube-dns`` in kube-system)."""
     return {
-        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "kube-system"}},
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
         "ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}],
     }

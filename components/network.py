@@ -24,13 +24,11 @@ from urllib.parse import urlparse
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .names import (CLIENT_SERVICE_NAME, CONSUL_GRPC_PORT, DEBUG_PORT, HTTP_PORT, MESH_INBOUND_PORT, WORKLOAD_NAME,
-                    dns_egress)
+from .names import (CLIENT_SERVICE_NAME, CONSUL_GRPC_PORT, DEBUG_PORT, HTTP_PORT, HTTPS_PORT, MESH_INBOUND_PORT,
+                    NAMESPACE_LABEL, WORKLOAD_NAME, dns_egress)
 from .settings import MinioStorage, S3Storage, Settings
 from .workload import common_labels, selector_labels
 
-NAMESPACE_LABEL = "kubernetes.io/metadata.name"
-HTTPS_PORT = 443
 
 
 def _policy(settings: Settings, name: str, spec: dict) -> dict:

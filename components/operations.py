@@ -189,6 +189,7 @@ def gc_container(settings: Settings, kms_key_arn: Optional[Any] = None) -> dict:
         {"name": "NAMESPACE", "value": settings.namespace},
         {"name": "STATEFULSET", "value": WORKLOAD_NAME},
         {"name": "READONLY_KV_KEY", "value": readonly_kv_key(settings.environment)},
+        {"name": "GC_SERVE_COMMAND", "value": " ".join(names.CONFIG_CLI_COMMAND)},
         {"name": "GC_REPLICA_URL", "value": f"http://127.0.0.1:{HTTP_PORT}"},
         {"name": "GC_DRAIN_MARKER", "value": DRAIN_MARKER},
         {"name": "GC_POD_URL_TEMPLATE", "value": _pod_url_template(settings)},
@@ -510,7 +511,7 @@ class RegistryOperations(pulumi.ComponentResource):
 
     def _disaster_recovery(self, name: str, settings: Settings, storage: S3Storage, dr: DisasterRecoveryBucket,
                            args: RegistryOperationsArgs) -> None:
-        tags = {"app": "docker-registry", "environment": settings.environment, "managed-by": "pulumi",
+        tags = {"app": names.APP_NAME, "environment": settings.environment, "managed-by": "pulumi",
                 "role": "disaster-recovery"}
         dr_provider = aws.Provider(f"{name}-dr-aws", region=dr.region, default_tags={"tags": tags},
                                    opts=pulumi.ResourceOptions(parent=self))

@@ -148,7 +148,7 @@ def registry_container(settings: Settings) -> dict:
         "name": CONTAINER_NAME,
         "image": settings.image,
         "imagePullPolicy": image_pull_policy(settings.image),
-        "command": ["config-cli", "run", "docker-registry"],
+        "command": list(names.CONFIG_CLI_COMMAND),
         "env": config_cli_environment(settings),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},

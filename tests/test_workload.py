@@ -163,3 +163,28 @@ def test_manifests_carry_no_secret_material(stack_plan):
         text = json.dumps(registration.plain_inputs)
         assert "password" not in text.lower()
         assert "secretKeyRef" not in text
+
+
+def _pod_templates(plan) -> dict[str, dict]:
+    templates = {"statefulset/registry": _statefulset(plan)["spec"]["template"]}
+    for cron_job in plan.of_type("kubernetes:batch/v1:CronJob"):
+        inputs = cron_job.plain_inputs
+        templates[f"cronjob/{inputs['metadata']['name']}"] = inputs["spec"]["jobTemplate"]["spec"]["template"]
+    return templates
+
+
+def test_no_pod_of_the_registry_needs_the_registry_to_start(stack_plan):
+    """A cold start, a node loss or a disaster recovery must not wait for the registry itself: every image is
+    pinned by digest (a node that has it never asks again) and comes from a registry this stack does not serve."""
+    settings = settings_for(stack_plan.stack)
+    served = {f"registry.{settings.namespace}.svc", f"registry.{settings.namespace}.svc.cluster.local"}
+    if settings.ingress_host:
+        served.add(settings.ingress_host)
+    containers = [(where, c) for where, template in _pod_templates(stack_plan).items()
+                  for c in [*template["spec"].get("initContainers", []), *template["spec"]["containers"]]]
+    assert len(containers) >= 3  # the registry; the GC Job and its tools init container (+ snapshots in staging)
+    for where, container in containers:
+        image = container["image"]
+        assert "@sha256:" in image, f"{where}/{container['name']}: {image}"
+        assert container["imagePullPolicy"] == "IfNotPresent", f"{where}/{container['name']}"
+        assert image.split("/", 1)[0].split(":")[0] not in served, f"{where}/{container['name']} pulls from itself"
