@@ -56,7 +56,6 @@ BAD_CONFIG = [
      "registry:operationsToolsImage", "an image outside this registry"),
     ("staging", "image", f"registry.cicd.svc.cluster.local:5000/platform/docker-registry:3.1.1@sha256:{'a' * 64}",
      "registry:image", "an image outside this registry"),
-    ("staging", "gcDeleteUntagged", "sometimes", "registry:gcDeleteUntagged", "true or false"),
     ("staging", "consulAuthMethod", "has spaces", "registry:consulAuthMethod", "Kubernetes auth method"),
 ]
 
@@ -84,6 +83,7 @@ def test_bad_config_stops_the_program_before_any_resource(stack, key, value, nam
 @pytest.mark.parametrize("key,value,allowed", [
     ("replicas", "three", "integer"),
     ("requireImageDigest", "yes", "true or false"),
+    ("gcDeleteUntagged", "sometimes", "true or false"),
     ("developerCidrs", "10.8.16.0/22", "expected a list"),
     ("image", None, "required"),
 ])
