@@ -56,6 +56,8 @@ class Registration:
     dependencies: tuple[str, ...]
     custom: bool
     provider: str
+    # URNs this resource was known by before (``aliases`` option): the engine moves their state here
+    aliases: tuple[str, ...] = ()
     outputs: dict = field(default_factory=dict)  # what the (mock) provider returned; stack policies read these
     # input name -> URNs that input's value came from (the engine hands these to stack policies)
     property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -247,6 +249,23 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.registrations: list[Registration] = []
         self._lock = threading.Lock()
 
+    def _alias_urns(self, request) -> tuple[str, ...]:
+        """Each alias as the URN the engine resolves it to: a spec's unset name, type and parent are the
+        resource's own (``noParent`` means the stack's top level)."""
+        urns = set(request.aliasURNs)
+        for alias in request.aliases:
+            if alias.WhichOneof("alias") == "urn":
+                urns.add(alias.urn)
+                continue
+            spec = alias.spec
+            parent = spec.parentUrn if spec.WhichOneof("parent") == "parentUrn" else (
+                self._stack_urn() if spec.noParent else request.parent)
+            urns.add(self.make_urn(parent, spec.type or request.type, spec.name or request.name))
+        return tuple(sorted(urns))
+
+    def _stack_urn(self) -> str:
+        return next((r.urn for r in self.registrations if r.type == "pulumi:pulumi:Stack"), "")
+
     def RegisterResource(self, request):
         pulumi_mocks._ensure_event_loop()
         inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
@@ -261,6 +280,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             dependencies=tuple(sorted(request.dependencies)),
             custom=bool(request.custom),
             provider=request.provider,
+            aliases=self._alias_urns(request),
             property_dependencies={key: tuple(sorted(value.urns)) for key, value in request.propertyDependencies.items()},
         )
         with self._lock:

@@ -86,6 +86,7 @@ def _resource_record(registration: Registration) -> dict:
         "parent": registration.parent,
         "protect": registration.protect,
         "retainOnDelete": registration.retain_on_delete,
+        "aliases": list(registration.aliases),
         "dependencies": list(registration.dependencies),
         "inputs": registration.masked_inputs,
     })
