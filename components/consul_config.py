@@ -1,4 +1,4 @@
-"""What the registry finds in Consul: its KV settings, its mesh rules, its ACL identities and its health check.
+"""What the registry finds in Consul: its KV consul, its mesh rules, its ACL identities and its health check.
 
 Pure functions compute each piece as plain data; ``RegistryConsulConfig`` registers them. The key layout
 under ``registry/<env>/`` is the contract with config-cli (components/names.py, docs/config-cli.md); the
@@ -25,17 +25,33 @@ from typing import Any, Optional
 import pulumi
 import pulumi_consul as consul
 
-from . import names
-from .names import (CHECK_KEY, CONSUL_SERVICE_NAME, DEBUG_PORT, ENV_FOLDER, FILES_FOLDER, GC_NAME, GENERATION_KEY,
-                    SERVICE_ACCOUNT_NAME, SIDECAR_SERVICE_NAME)
-from .registry_config import VAULT_REFERENCE_PREFIX, config_files, registry_environment
-from .settings import Settings
+from .names import CHECK_KEY, DEBUG_PORT, ENV_FOLDER, FILES_FOLDER, GENERATION_KEY
+from .registry_config import VAULT_REFERENCE_PREFIX, RegistryConfig, config_files, registry_environment
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryConsulConfigArgs(RegistryConfig):
+    """The KV values are the registry's own settings (``RegistryConfig``). The Consul provider comes in
+    through ``opts`` (``providers={"consul": ...}``)."""
+
+    namespace: str
+    consul_auth_method: str  # an existing Kubernetes auth method (not created here)
+    consul_intention_sources: tuple[str, ...]
+    credentials_generation: int
+    # The S3 bucket's KMS key (s3 mode): the storage component's output, known only once the key exists.
+    kms_key_arn: Optional[pulumi.Input[str]] = None
+
+    @property
+    def consul_kv_prefix(self) -> str:
+        return self.names.kv_prefix
+
+
 # config-cli replaces this with its own POD_IP before registering the check.
 POD_IP_PLACEHOLDER = "${POD_IP}"
 HEALTH_PATH = "/debug/health"
 
 
-def health_check(settings: Settings) -> dict:
+def health_check(consul: RegistryConsulConfigArgs) -> dict:
     """The check config-cli registers for the registry's service instance.
 
     ``/v2/`` answers 401 to a caller without credentials, which Consul counts as critical, and putting
@@ -47,7 +63,7 @@ def health_check(settings: Settings) -> dict:
     only mTLS from the sidecar.
     """
     return {
-        "Name": f"{CONSUL_SERVICE_NAME} storage health",
+        "Name": f"{consul.names.consul_service} storage health",
         "Notes": "Distribution's /debug/health: 503 when the storage driver check fails",
         "HTTP": f"http://{POD_IP_PLACEHOLDER}:{DEBUG_PORT}{HEALTH_PATH}",
         "Method": "GET",
@@ -60,12 +76,12 @@ def health_check(settings: Settings) -> dict:
     }
 
 
-def kv_subkeys(settings: Settings, kms_key_arn: Optional[pulumi.Input[str]] = None) -> dict[str, Any]:
-    """Every Consul key the program owns, relative to ``names.config_kv_prefix()``, and its value."""
-    entries = {f"{ENV_FOLDER}{name}": value for name, value in registry_environment(settings, kms_key_arn).items()}
-    entries.update({f"{FILES_FOLDER}{name}": content for name, content in config_files(settings).items()})
-    entries[GENERATION_KEY] = str(settings.credentials_generation)
-    entries[CHECK_KEY] = json.dumps(health_check(settings), sort_keys=True)
+def kv_subkeys(consul: RegistryConsulConfigArgs, kms_key_arn: Optional[pulumi.Input[str]] = None) -> dict[str, Any]:
+    """Every Consul key the program owns, relative to ``RegistryNames.config_kv_prefix``, and its value."""
+    entries = {f"{ENV_FOLDER}{name}": value for name, value in registry_environment(consul, kms_key_arn).items()}
+    entries.update({f"{FILES_FOLDER}{name}": content for name, content in config_files(consul).items()})
+    entries[GENERATION_KEY] = str(consul.credentials_generation)
+    entries[CHECK_KEY] = json.dumps(health_check(consul), sort_keys=True)
     return dict(sorted(entries.items()))
 
 
@@ -79,7 +95,7 @@ def service_defaults() -> dict:
     return {"Protocol": "http"}
 
 
-def service_intentions(settings: Settings) -> dict:
+def service_intentions(consul: RegistryConsulConfigArgs) -> dict:
     """``service-intentions``: the listed sources may call the registry, every other service may not.
 
     The explicit ``*`` deny keeps the registry closed even where the cluster's default intention is
@@ -87,38 +103,38 @@ def service_intentions(settings: Settings) -> dict:
     """
     allowed = [
         {"Name": source, "Action": "allow", "Description": "named in consulIntentionSources"}
-        for source in settings.consul_intention_sources
+        for source in consul.consul_intention_sources
     ]
     return {"Sources": allowed + [{"Name": "*", "Action": "deny", "Description": "everything not listed"}]}
 
 
-def acl_policy_rules(settings: Settings) -> str:
+def acl_policy_rules(consul: RegistryConsulConfigArgs) -> str:
     """HCL for the registry's Consul token: read its own KV prefix, register its own service and sidecar.
 
     ``key_prefix`` matches by string prefix, so the trailing slash keeps ``registry/staging-old/``
     out of ``registry/staging/``.
     """
     return (
-        f'key_prefix "{settings.consul_kv_prefix}" {{\n  policy = "read"\n}}\n'
-        f'service "{CONSUL_SERVICE_NAME}" {{\n  policy = "write"\n}}\n'
-        f'service "{SIDECAR_SERVICE_NAME}" {{\n  policy = "write"\n}}\n'
+        f'key_prefix "{consul.consul_kv_prefix}" {{\n  policy = "read"\n}}\n'
+        f'service "{consul.names.consul_service}" {{\n  policy = "write"\n}}\n'
+        f'service "{consul.names.sidecar_service}" {{\n  policy = "write"\n}}\n'
     )
 
 
-def gc_acl_policy_rules(settings: Settings) -> str:
+def gc_acl_policy_rules(consul: RegistryConsulConfigArgs) -> str:
     """HCL the garbage-collection job adds to the registry's own: write exactly the read-only key.
 
     ``key`` (not ``key_prefix``) matches one key only, so the job cannot touch any other setting.
     """
-    return f'key "{names.readonly_kv_key(settings.environment)}" {{\n  policy = "write"\n}}\n'
+    return f'key "{consul.names.readonly_kv_key}" {{\n  policy = "write"\n}}\n'
 
 
-def acl_policy_name(settings: Settings) -> str:
-    return names.vault_role_name(SERVICE_ACCOUNT_NAME, settings.environment)
+def acl_policy_name(consul: RegistryConsulConfigArgs) -> str:
+    return consul.names.vault_role(consul.names.service_account)
 
 
-def gc_acl_policy_name(settings: Settings) -> str:
-    return names.vault_role_name(GC_NAME, settings.environment)
+def gc_acl_policy_name(consul: RegistryConsulConfigArgs) -> str:
+    return consul.names.vault_role(consul.names.gc)
 
 
 def binding_rule_selector(namespace: str, account: str) -> str:
@@ -126,17 +142,17 @@ def binding_rule_selector(namespace: str, account: str) -> str:
     return f'serviceaccount.namespace=="{namespace}" and serviceaccount.name=="{account}"'
 
 
-def acl_identities(settings: Settings) -> list[dict[str, Any]]:
+def acl_identities(consul: RegistryConsulConfigArgs) -> list[dict[str, Any]]:
     """Who logs in to Consul with which policies: the registry's pods, and the GC Job, whose read-only
     replica is the registry too (same reads, same service) and which also flips the read-only key.
 
     Consul 1.14's binding rules bind a role (``bindType: policy`` arrived later), so each account gets a role
     named like its Vault role.
     """
-    registry = acl_policy_name(settings)
+    registry = acl_policy_name(consul)
     return [
-        {"account": SERVICE_ACCOUNT_NAME, "role": registry, "policies": [registry]},
-        {"account": GC_NAME, "role": gc_acl_policy_name(settings), "policies": [registry, gc_acl_policy_name(settings)]},
+        {"account": consul.names.service_account, "role": registry, "policies": [registry]},
+        {"account": consul.names.gc, "role": gc_acl_policy_name(consul), "policies": [registry, gc_acl_policy_name(consul)]},
     ]
 
 
@@ -144,76 +160,68 @@ def _config_json(value: dict) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-@dataclass
-class RegistryConsulConfigArgs:
-    settings: Settings
-    # The S3 bucket's KMS key (s3 mode): an Output, known only once the key exists.
-    kms_key_arn: Optional[pulumi.Input[str]] = None
-
-
 class RegistryConsulConfig(pulumi.ComponentResource):
-    """The registry's KV settings, its service-defaults and service-intentions, and its ACL policy."""
+    """The registry's KV args, its service-defaults and service-intentions, and its ACL policy."""
 
     kv_prefix: pulumi.Output[str]
     acl_policy_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: RegistryConsulConfigArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:consul:RegistryConsulConfig", name, None, opts)
-        settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
 
         # KeyPrefix owns the whole prefix: a key dropped here (a setting removed, the other auth mode's
         # keys after a switch) is deleted from Consul, so config-cli never exports a stale variable.
         consul.KeyPrefix(
             f"{name}-kv",
-            path_prefix=names.config_kv_prefix(settings.environment),
+            path_prefix=args.names.config_kv_prefix,
             # Only the KMS key ARN waits for AWS; every other value stays known during preview, so the
             # policy pack can check them before the key exists.
-            subkeys=kv_subkeys(settings, args.kms_key_arn),
+            subkeys=kv_subkeys(args, args.kms_key_arn),
             opts=child,
         )
         consul.ConfigEntry(
-            f"{name}-service-defaults", kind="service-defaults", name=CONSUL_SERVICE_NAME,
+            f"{name}-service-defaults", kind="service-defaults", name=args.names.consul_service,
             config_json=_config_json(service_defaults()), opts=child,
         )
         consul.ConfigEntry(
-            f"{name}-service-intentions", kind="service-intentions", name=CONSUL_SERVICE_NAME,
-            config_json=_config_json(service_intentions(settings)), opts=child,
+            f"{name}-service-intentions", kind="service-intentions", name=args.names.consul_service,
+            config_json=_config_json(service_intentions(args)), opts=child,
         )
         policy = consul.AclPolicy(
             f"{name}-acl-policy",
-            name=acl_policy_name(settings),
-            description=f"Docker registry ({settings.environment}): read {settings.consul_kv_prefix}, register its service",
-            rules=acl_policy_rules(settings),
+            name=acl_policy_name(args),
+            description=f"Docker registry ({args.environment}): read {args.consul_kv_prefix}, register its service",
+            rules=acl_policy_rules(args),
             opts=child,
         )
         gc_policy = consul.AclPolicy(
             f"{name}-gc-acl-policy",
-            name=gc_acl_policy_name(settings),
-            description=f"Docker registry ({settings.environment}) garbage collection: write the read-only key only",
-            rules=gc_acl_policy_rules(settings),
+            name=gc_acl_policy_name(args),
+            description=f"Docker registry ({args.environment}) garbage collection: write the read-only key only",
+            rules=gc_acl_policy_rules(args),
             opts=child,
         )
-        policy_ids = {acl_policy_name(settings): policy.id, gc_acl_policy_name(settings): gc_policy.id}
-        for identity in acl_identities(settings):
-            short = "gc" if identity["account"] == GC_NAME else "registry"
+        policy_ids = {acl_policy_name(args): policy.id, gc_acl_policy_name(args): gc_policy.id}
+        for identity in acl_identities(args):
+            short = "gc" if identity["account"] == args.names.gc else "registry"
             role = consul.AclRole(
                 f"{name}-{short}-acl-role",
                 name=identity["role"],
-                description=f"Service account {settings.namespace}/{identity['account']} ({settings.environment})",
+                description=f"Service account {args.namespace}/{identity['account']} ({args.environment})",
                 policies=[policy_ids[p] for p in identity["policies"]],
                 opts=child,
             )
             consul.AclBindingRule(
                 f"{name}-{short}-binding-rule",
-                auth_method=settings.consul_auth_method,
-                description=f"{settings.namespace}/{identity['account']} logs in as role {identity['role']}",
-                selector=binding_rule_selector(settings.namespace, identity["account"]),
+                auth_method=args.consul_auth_method,
+                description=f"{args.namespace}/{identity['account']} logs in as role {identity['role']}",
+                selector=binding_rule_selector(args.namespace, identity["account"]),
                 bind_type="role",
                 bind_name=role.name,
                 opts=child,
             )
 
-        self.kv_prefix = pulumi.Output.from_input(settings.consul_kv_prefix)
+        self.kv_prefix = pulumi.Output.from_input(args.consul_kv_prefix)
         self.acl_policy_name = policy.name
         self.register_outputs({"kv_prefix": self.kv_prefix, "acl_policy_name": self.acl_policy_name})

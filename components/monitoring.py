@@ -19,20 +19,16 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .names import COMPONENT_LABEL, DEBUG_PORT, GC_NAME, WORKLOAD_NAME, data_claim_name
-from .settings import FilesystemStorage, MinioStorage, S3Storage, Settings
+from .names import COMPONENT_LABEL, DEBUG_PORT, RegistryNames, program_names
+from .settings import FilesystemStorage, MinioStorage, S3Storage, Storage
 from .workload import common_labels, selector_labels
 
 MONITORING_API_VERSION = "monitoring.coreos.com/v1"
-METRICS_SERVICE_NAME = f"{WORKLOAD_NAME}-metrics"
+# This program's metrics Service; the Prometheus Operator names the scrape job after the Service (no jobLabel).
+METRICS_SERVICE_NAME = program_names("").metrics_service
 METRICS_PATH = "/metrics"
 METRICS_COMPONENT = "metrics"
-# The Prometheus Operator names the job after the Service unless the ServiceMonitor sets jobLabel.
-SCRAPE_JOB = METRICS_SERVICE_NAME
 SCRAPE_INTERVAL = "30s"
-
-# The garbage-collection CronJob (components/operations.py): its Jobs are found through kube_job_owner.
-GC_CRONJOB_NAME = GC_NAME
 
 ERROR_RATIO_THRESHOLD = 0.05
 STORAGE_FULL_THRESHOLD = 0.80
@@ -56,34 +52,46 @@ EXTERNAL_METRICS = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
+class RegistryMonitoringArgs:
+    """What the alerts measure and where they send people (the stack's ``Settings`` has the same fields)."""
+
+    names: RegistryNames
+    namespace: str
+    replicas: int
+    storage: Storage
+    runbook_base_url: str  # the document holding one heading per alert
+    s3_storage_budget_bytes: Optional[int] = None  # bucket modes: the size "storage full" measures against
+
+
 # --- scraping ---------------------------------------------------------------------------------
 
 
-def metrics_labels(settings: Settings) -> dict[str, str]:
+def metrics_labels(monitoring: RegistryMonitoringArgs) -> dict[str, str]:
     """The metrics Service's labels; the component label sets it apart from the client Services."""
-    return {**common_labels(settings), COMPONENT_LABEL: METRICS_COMPONENT}
+    return {**common_labels(monitoring), COMPONENT_LABEL: METRICS_COMPONENT}
 
 
-def metrics_service(settings: Settings) -> dict:
+def metrics_service(monitoring: RegistryMonitoringArgs) -> dict:
     """Headless: Prometheus scrapes each pod through the endpoints, so no virtual IP is needed."""
     return {
-        "metadata": {"name": METRICS_SERVICE_NAME, "namespace": settings.namespace, "labels": metrics_labels(settings)},
+        "metadata": {"name": monitoring.names.metrics_service, "namespace": monitoring.namespace, "labels": metrics_labels(monitoring)},
         "spec": {
             "clusterIP": "None",
-            "selector": selector_labels(settings),
+            "selector": selector_labels(monitoring),
             "ports": [{"name": "debug", "port": DEBUG_PORT, "targetPort": "debug", "protocol": "TCP", "appProtocol": "http"}],
         },
     }
 
 
-def service_monitor(settings: Settings) -> dict:
+def service_monitor(monitoring: RegistryMonitoringArgs) -> dict:
     return {
         "apiVersion": MONITORING_API_VERSION,
         "kind": "ServiceMonitor",
-        "metadata": {"name": WORKLOAD_NAME, "namespace": settings.namespace, "labels": common_labels(settings)},
+        "metadata": {"name": monitoring.names.workload, "namespace": monitoring.namespace, "labels": common_labels(monitoring)},
         "spec": {
-            "selector": {"matchLabels": {**selector_labels(settings), COMPONENT_LABEL: METRICS_COMPONENT}},
-            "namespaceSelector": {"matchNames": [settings.namespace]},
+            "selector": {"matchLabels": {**selector_labels(monitoring), COMPONENT_LABEL: METRICS_COMPONENT}},
+            "namespaceSelector": {"matchNames": [monitoring.namespace]},
             "endpoints": [
                 {"port": "debug", "path": METRICS_PATH, "scheme": "http", "interval": SCRAPE_INTERVAL, "scrapeTimeout": "10s"}
             ],
@@ -99,8 +107,8 @@ def github_anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def runbook_url(settings: Settings, alert: str) -> str:
-    return f"{settings.runbook_base_url}#{github_anchor(alert)}"
+def runbook_url(monitoring: RegistryMonitoringArgs, alert: str) -> str:
+    return f"{monitoring.runbook_base_url}#{github_anchor(alert)}"
 
 
 def _selector(**matchers: str) -> str:
@@ -113,32 +121,32 @@ def _selector(**matchers: str) -> str:
 
 
 def _alert(
-    settings: Settings, name: str, expr: str, duration: Optional[str], severity: str, summary: str, description: str
+    monitoring: RegistryMonitoringArgs, name: str, expr: str, duration: Optional[str], severity: str, summary: str, description: str
 ) -> dict:
     rule = {"alert": name, "expr": expr}
     if duration:
         rule["for"] = duration
-    rule["labels"] = {"severity": severity, "namespace": settings.namespace}
-    rule["annotations"] = {"summary": summary, "description": description, "runbook_url": runbook_url(settings, name)}
+    rule["labels"] = {"severity": severity, "namespace": monitoring.namespace}
+    rule["annotations"] = {"summary": summary, "description": description, "runbook_url": runbook_url(monitoring, name)}
     return rule
 
 
-def _availability_rules(settings: Settings) -> list[dict]:
-    up = f"up{_selector(job=SCRAPE_JOB, namespace=settings.namespace)}"
+def _availability_rules(monitoring: RegistryMonitoringArgs) -> list[dict]:
+    up = f"up{_selector(job=monitoring.names.metrics_service, namespace=monitoring.namespace)}"
     rules = [
         _alert(
-            settings, "RegistryDown",
+            monitoring, "RegistryDown",
             # absent(... == 1) also fires when there is no target at all (no pods, or no scraping).
             f"absent({up} == 1)",
             "5m", "critical",
-            f"No registry instance in {settings.namespace} is up.",
-            f"Prometheus has scraped no healthy registry pod of job {SCRAPE_JOB} in namespace {settings.namespace} "
+            f"No registry instance in {monitoring.namespace} is up.",
+            f"Prometheus has scraped no healthy registry pod of job {monitoring.names.metrics_service} in namespace {monitoring.namespace} "
             "for 5 minutes: image pushes and pulls from CI and the clusters are failing.",
         )
     ]
-    if settings.replicas > 1:
+    if monitoring.replicas > 1:
         rules.append(_alert(
-            settings, "RegistryInstanceDown",
+            monitoring, "RegistryInstanceDown",
             f"{up} == 0",
             "10m", "warning",
             "A registry instance is down.",
@@ -148,9 +156,9 @@ def _availability_rules(settings: Settings) -> list[dict]:
     return rules
 
 
-def _http_rules(settings: Settings) -> list[dict]:
+def _http_rules(monitoring: RegistryMonitoringArgs) -> list[dict]:
     requests = "registry_http_requests_total"
-    scope = {"job": SCRAPE_JOB, "namespace": settings.namespace}
+    scope = {"job": monitoring.names.metrics_service, "namespace": monitoring.namespace}
     server_errors = f"sum(rate({requests}{_selector(**scope, code='~5..')}[5m]))"
     all_requests = f"sum(rate({requests}{_selector(**scope)}[5m]))"
     challenges_now = f"sum(rate({requests}{_selector(**scope, code='401')}[5m]))"
@@ -158,37 +166,37 @@ def _http_rules(settings: Settings) -> list[dict]:
     challenges_before = f"(sum(rate({requests}{_selector(**scope, code='401')}[1h] offset 1h)) or vector(0))"
     return [
         _alert(
-            settings, "Registry5xxRatioHigh",
+            monitoring, "Registry5xxRatioHigh",
             f"{server_errors}\n/\n{all_requests}\n> {ERROR_RATIO_THRESHOLD}",
             "10m", "critical",
             "The registry answers more than 5% of requests with a server error.",
             "{{ $value | humanizePercentage }} of the registry's requests in "
-            f"{settings.namespace} ended in a 5xx over the last 5 minutes, for 10 minutes.",
+            f"{monitoring.namespace} ended in a 5xx over the last 5 minutes, for 10 minutes.",
         ),
         _alert(
-            settings, "RegistryAuthFailureSpike",
+            monitoring, "RegistryAuthFailureSpike",
             f"{challenges_now}\n> {AUTH_FAILURE_SPIKE_FACTOR} * {challenges_before}\n"
             f"and\n{challenges_now} > {AUTH_FAILURE_FLOOR_PER_SECOND}",
             "10m", "warning",
             "Authentication failures at the registry spiked.",
-            "The registry in " + settings.namespace + " answers {{ $value | humanize }} requests per second with 401, "
+            "The registry in " + monitoring.namespace + " answers {{ $value | humanize }} requests per second with 401, "
             f"more than {AUTH_FAILURE_SPIKE_FACTOR} times the rate an hour earlier: broken CI credentials after a "
             "rotation, or someone guessing passwords.",
         ),
     ]
 
 
-def _storage_usage(settings: Settings) -> tuple[str, str]:
+def _storage_usage(monitoring: RegistryMonitoringArgs) -> tuple[str, str]:
     """(PromQL ratio of used storage, what it measures) for the stack's storage mode."""
-    storage = settings.storage
+    storage = monitoring.storage
     if isinstance(storage, FilesystemStorage):
         # The StatefulSet's claim of its only pod: <template name>-<set name>-<ordinal>.
-        claim = _selector(namespace=settings.namespace, persistentvolumeclaim=data_claim_name())
+        claim = _selector(namespace=monitoring.namespace, persistentvolumeclaim=monitoring.names.data_claim())
         return (
             f"kubelet_volume_stats_used_bytes{claim}\n/\nkubelet_volume_stats_capacity_bytes{claim}",
-            f"volume {data_claim_name()}",
+            f"volume {monitoring.names.data_claim()}",
         )
-    budget = settings.s3_storage_budget_bytes
+    budget = monitoring.s3_storage_budget_bytes
     if isinstance(storage, S3Storage):
         # S3 reports bucket size once a day; the last value of the day is the current size.
         size = f"sum(last_over_time(aws_s3_bucket_size_bytes_average{_selector(bucket_name=storage.bucket)}[1d]))"
@@ -199,11 +207,11 @@ def _storage_usage(settings: Settings) -> tuple[str, str]:
     return f"{size}\n/\n{budget}", f"bucket {storage.bucket} against its budget of {budget} bytes"
 
 
-def _storage_rules(settings: Settings) -> list[dict]:
-    usage, measured = _storage_usage(settings)
+def _storage_rules(monitoring: RegistryMonitoringArgs) -> list[dict]:
+    usage, measured = _storage_usage(monitoring)
     return [
         _alert(
-            settings, "RegistryStorageAlmostFull",
+            monitoring, "RegistryStorageAlmostFull",
             f"{usage}\n> {STORAGE_FULL_THRESHOLD}",
             "15m", "warning",
             "Registry storage is more than 80% full.",
@@ -212,62 +220,57 @@ def _storage_rules(settings: Settings) -> list[dict]:
     ]
 
 
-def _garbage_collection_rules(settings: Settings) -> list[dict]:
-    namespace = settings.namespace
-    gc_jobs = _selector(namespace=namespace, owner_kind="CronJob", owner_name=GC_CRONJOB_NAME)
-    cronjob = _selector(namespace=namespace, cronjob=GC_CRONJOB_NAME)
+def _garbage_collection_rules(monitoring: RegistryMonitoringArgs) -> list[dict]:
+    namespace = monitoring.namespace
+    gc_jobs = _selector(namespace=namespace, owner_kind="CronJob", owner_name=monitoring.names.gc)
+    cronjob = _selector(namespace=namespace, cronjob=monitoring.names.gc)
     return [
         _alert(
-            settings, "RegistryGarbageCollectionFailed",
+            monitoring, "RegistryGarbageCollectionFailed",
             f"sum by (namespace, job_name) (kube_job_failed{_selector(namespace=namespace, condition='true')})\n"
             f"* on (namespace, job_name) group_left (owner_name)\n"
             f"max by (namespace, job_name, owner_name) (kube_job_owner{gc_jobs})\n> 0",
             None, "warning",
             "A registry garbage-collection Job failed.",
-            "Job {{ $labels.job_name }} of CronJob " f"{GC_CRONJOB_NAME} in {namespace} failed; unreferenced layers "
+            "Job {{ $labels.job_name }} of CronJob " f"{monitoring.names.gc} in {namespace} failed; unreferenced layers "
             "stay on storage until a run succeeds.",
         ),
         _alert(
-            settings, "RegistryGarbageCollectionStale",
+            monitoring, "RegistryGarbageCollectionStale",
             f"time() - max by (namespace, cronjob) (kube_cronjob_status_last_successful_time{cronjob}) > {GC_STALE_SECONDS}\n"
             "or\n"
             f"(\n  time() - max by (namespace, cronjob) (kube_cronjob_created{cronjob}) > {GC_STALE_SECONDS}\n"
             f"  unless on (namespace, cronjob) kube_cronjob_status_last_successful_time{cronjob}\n)",
             None, "warning",
             "Registry garbage collection has not succeeded for more than 26 hours.",
-            f"CronJob {GC_CRONJOB_NAME} in {namespace} last succeeded " "{{ $value | humanizeDuration }} ago "
+            f"CronJob {monitoring.names.gc} in {namespace} last succeeded " "{{ $value | humanizeDuration }} ago "
             "(or never, since its creation); storage keeps growing with unreferenced layers.",
         ),
     ]
 
 
-def alert_rules(settings: Settings) -> dict:
+def alert_rules(monitoring: RegistryMonitoringArgs) -> dict:
     """The PrometheusRule spec: one group per concern."""
     return {
         "groups": [
-            {"name": "registry-availability", "rules": _availability_rules(settings)},
-            {"name": "registry-http", "rules": _http_rules(settings)},
-            {"name": "registry-storage", "rules": _storage_rules(settings)},
-            {"name": "registry-garbage-collection", "rules": _garbage_collection_rules(settings)},
+            {"name": "registry-availability", "rules": _availability_rules(monitoring)},
+            {"name": "registry-http", "rules": _http_rules(monitoring)},
+            {"name": "registry-storage", "rules": _storage_rules(monitoring)},
+            {"name": "registry-garbage-collection", "rules": _garbage_collection_rules(monitoring)},
         ]
     }
 
 
-def prometheus_rule(settings: Settings) -> dict:
+def prometheus_rule(monitoring: RegistryMonitoringArgs) -> dict:
     return {
         "apiVersion": MONITORING_API_VERSION,
         "kind": "PrometheusRule",
-        "metadata": {"name": WORKLOAD_NAME, "namespace": settings.namespace, "labels": common_labels(settings)},
-        "spec": alert_rules(settings),
+        "metadata": {"name": monitoring.names.workload, "namespace": monitoring.namespace, "labels": common_labels(monitoring)},
+        "spec": alert_rules(monitoring),
     }
 
 
 # --- component --------------------------------------------------------------------------------
-
-
-@dataclass
-class RegistryMonitoringArgs:
-    settings: Settings
 
 
 class RegistryMonitoring(pulumi.ComponentResource):
@@ -275,12 +278,12 @@ class RegistryMonitoring(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: RegistryMonitoringArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:monitoring:RegistryMonitoring", name, None, opts)
-        settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
 
-        service = metrics_service(settings)
-        k8s.core.v1.Service(f"{name}-metrics-service", metadata=service["metadata"], spec=service["spec"], opts=child)
-        for suffix, manifest in (("service-monitor", service_monitor(settings)), ("rules", prometheus_rule(settings))):
+        service = metrics_service(args)
+        self.metrics_service = k8s.core.v1.Service(
+            f"{name}-metrics-service", metadata=service["metadata"], spec=service["spec"], opts=child)
+        self.service_monitor, self.prometheus_rule = (
             k8s.apiextensions.CustomResource(
                 f"{name}-{suffix}",
                 api_version=manifest["apiVersion"],
@@ -289,6 +292,8 @@ class RegistryMonitoring(pulumi.ComponentResource):
                 spec=manifest["spec"],
                 opts=child,
             )
+            for suffix, manifest in (("service-monitor", service_monitor(args)), ("rules", prometheus_rule(args)))
+        )
 
-        self.metrics_service_name = pulumi.Output.from_input(METRICS_SERVICE_NAME)
+        self.metrics_service_name = self.metrics_service.metadata.apply(lambda metadata: metadata["name"])
         self.register_outputs({"metrics_service_name": self.metrics_service_name})

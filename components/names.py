@@ -17,6 +17,7 @@ The Consul KV layout under ``registry/<env>/`` (the contract with config-cli, do
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 # --- ports -----------------------------------------------------------------------------------------
@@ -30,26 +31,135 @@ HTTPS_PORT = 443  # Vault, the S3/STS endpoints, the API server's Service
 API_SERVER_PORTS = (HTTPS_PORT, 6443)
 
 # --- objects and accounts --------------------------------------------------------------------------
-WORKLOAD_NAME = "registry"  # the StatefulSet; its pods are registry-0..N-1
-SERVICE_ACCOUNT_NAME = "registry"
-HEADLESS_SERVICE_NAME = f"{WORKLOAD_NAME}-headless"
-CLIENT_SERVICE_NAME = WORKLOAD_NAME
-CONSUL_SERVICE_NAME = WORKLOAD_NAME
-SIDECAR_SERVICE_NAME = f"{CONSUL_SERVICE_NAME}-sidecar-proxy"
-# The garbage-collection CronJob, and its ServiceAccount, Role, RoleBinding and script ConfigMap.
-GC_NAME = "registry-gc"
-SNAPSHOT_NAME = "registry-snapshot"
 DATA_VOLUME = "data"
-
-
-def data_claim_name(ordinal: int = 0) -> str:
-    """The claim the StatefulSet's volumeClaimTemplate creates for pod ``registry-<ordinal>``."""
-    return f"{DATA_VOLUME}-{WORKLOAD_NAME}-{ordinal}"
 
 
 def vault_role_name(account: str, environment: str) -> str:
     """The Vault Kubernetes auth role (and the Consul ACL role) of one service account in one stack."""
     return f"{account}-{environment}"
+
+
+@dataclass(frozen=True)
+class RegistryNames:
+    """Every name of one registry instance, derived from its base name (the workload component's name) and
+    its environment: Kubernetes objects and accounts, the Consul service, the KV prefix, the Vault path.
+
+    ``RegistryNames(WORKLOAD_NAME, env)`` is this program's registry: the constants below are its names.
+    """
+
+    base: str
+    environment: str
+
+    @property
+    def workload(self) -> str:
+        """The StatefulSet; its pods are <base>-0..N-1."""
+        return self.base
+
+    @property
+    def service_account(self) -> str:
+        return self.base
+
+    @property
+    def headless_service(self) -> str:
+        return f"{self.base}-headless"
+
+    @property
+    def client_service(self) -> str:
+        return self.base
+
+    @property
+    def consul_service(self) -> str:
+        return self.base
+
+    @property
+    def sidecar_service(self) -> str:
+        return f"{self.consul_service}-sidecar-proxy"
+
+    @property
+    def gc(self) -> str:
+        """The garbage-collection CronJob, and its ServiceAccount, Role, RoleBinding and script ConfigMap."""
+        return f"{self.base}-gc"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.base}-snapshot"
+
+    @property
+    def metrics_service(self) -> str:
+        return f"{self.base}-metrics"
+
+    def data_claim(self, ordinal: int = 0) -> str:
+        """The claim the StatefulSet's volumeClaimTemplate creates for pod ``<base>-<ordinal>``."""
+        return f"{DATA_VOLUME}-{self.workload}-{ordinal}"
+
+    def vault_role(self, account: str) -> str:
+        return vault_role_name(account, self.environment)
+
+    @property
+    def instance(self) -> str:
+        return f"{self.base}-{self.environment}"
+
+    @property
+    def kv_prefix(self) -> str:
+        """Everything config-cli reads for one stack (``CONFIG_CLI_KV_PREFIX``)."""
+        return f"{self.base}/{self.environment}/"
+
+    @property
+    def config_kv_prefix(self) -> str:
+        """The part the program owns (the KeyPrefix's ``pathPrefix``)."""
+        return f"{self.kv_prefix}{CONFIG_FOLDER}"
+
+    @property
+    def readonly_kv_key(self) -> str:
+        """The key the garbage-collection job flips; config-cli exports it as the read-only variable."""
+        return f"{self.kv_prefix}{MAINTENANCE_FOLDER}{READONLY_VARIABLE}"
+
+    @property
+    def vault_secret_path(self) -> str:
+        """Path of the registry's secret inside the KV v2 mount."""
+        return f"{self.base}/{self.environment}"
+
+    def selector_labels(self) -> dict[str, str]:
+        """What the client Service, the NetworkPolicies and the mesh select: every pod that serves the
+        registry API, the StatefulSet's and the garbage-collection Job's read-only replica alike."""
+        return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: self.instance}
+
+    def workload_selector_labels(self) -> dict[str, str]:
+        """The StatefulSet's own pods only: the PodDisruptionBudget's selector. A PDB that also matched the GC
+        Job's pod could not compute its budget (a Job has no scale subresource) and would block every drain.
+        (The StatefulSet's own selector stays ``selector_labels``: a selector is immutable, and changing it
+        would replace the StatefulSet.)"""
+        return {**self.selector_labels(), COMPONENT_LABEL: REGISTRY_COMPONENT}
+
+    def common_labels(self) -> dict[str, str]:
+        return {**self.workload_selector_labels(), **PART_OF_LABELS}
+
+    def operations_labels(self, component: str) -> dict[str, str]:
+        """Labels of the operations objects. The instance differs from the registry's, so that no operations
+        pod matches the registry's selector unless it adds those labels on purpose, as the GC pod does."""
+        return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: f"{self.instance}-{component}", COMPONENT_LABEL: component,
+                **PART_OF_LABELS}
+
+
+WORKLOAD_NAME = "registry"  # this program's registry: RegistryNames(WORKLOAD_NAME, env)
+_PROGRAM = RegistryNames(WORKLOAD_NAME, "")
+SERVICE_ACCOUNT_NAME = _PROGRAM.service_account
+HEADLESS_SERVICE_NAME = _PROGRAM.headless_service
+CLIENT_SERVICE_NAME = _PROGRAM.client_service
+CONSUL_SERVICE_NAME = _PROGRAM.consul_service
+SIDECAR_SERVICE_NAME = _PROGRAM.sidecar_service
+GC_NAME = _PROGRAM.gc
+SNAPSHOT_NAME = _PROGRAM.snapshot
+
+
+def program_names(environment: str) -> RegistryNames:
+    """This program's registry in one stack."""
+    return RegistryNames(WORKLOAD_NAME, environment)
+
+
+def data_claim_name(ordinal: int = 0) -> str:
+    """The claim the StatefulSet's volumeClaimTemplate creates for pod ``registry-<ordinal>``."""
+    return _PROGRAM.data_claim(ordinal)
 
 
 # config-cli's command line: the registry's pods and the GC Job's replica start the registry this way.
@@ -65,40 +175,23 @@ NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every na
 REGISTRY_COMPONENT = "registry"
 GC_COMPONENT = "garbage-collector"
 BACKUP_COMPONENT = "backup"
+PART_OF_LABELS = {"app.kubernetes.io/part-of": "cicd", "app.kubernetes.io/managed-by": "pulumi"}
 
 
 def selector_labels(environment: str) -> dict[str, str]:
-    """What the client Service, the NetworkPolicies and the mesh select: every pod that serves the
-    registry API, the StatefulSet's and the garbage-collection Job's read-only replica alike."""
-    return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: f"registry-{environment}"}
+    return program_names(environment).selector_labels()
 
 
 def workload_selector_labels(environment: str) -> dict[str, str]:
-    """The StatefulSet's own pods only: the PodDisruptionBudget's selector. A PDB that also matched the GC
-    Job's pod could not compute its budget (a Job has no scale subresource) and would block every drain.
-    (The StatefulSet's own selector stays ``selector_labels``: a selector is immutable, and changing it
-    would replace the StatefulSet.)"""
-    return {**selector_labels(environment), COMPONENT_LABEL: REGISTRY_COMPONENT}
+    return program_names(environment).workload_selector_labels()
 
 
 def common_labels(environment: str) -> dict[str, str]:
-    return {
-        **workload_selector_labels(environment),
-        "app.kubernetes.io/part-of": "cicd",
-        "app.kubernetes.io/managed-by": "pulumi",
-    }
+    return program_names(environment).common_labels()
 
 
 def operations_labels(environment: str, component: str) -> dict[str, str]:
-    """Labels of the operations objects. The instance differs from the registry's, so that no operations pod
-    matches the registry's selector unless it adds those labels on purpose, as the GC pod does."""
-    return {
-        NAME_LABEL: APP_NAME,
-        INSTANCE_LABEL: f"registry-{environment}-{component}",
-        COMPONENT_LABEL: component,
-        "app.kubernetes.io/part-of": "cicd",
-        "app.kubernetes.io/managed-by": "pulumi",
-    }
+    return program_names(environment).operations_labels(component)
 
 
 def object_metadata(name: str, namespace: str, labels: dict[str, str],
@@ -133,15 +226,12 @@ MAINTENANCE_VARIABLES = (READONLY_VARIABLE,)
 
 
 def kv_prefix(environment: str) -> str:
-    """Everything config-cli reads for one stack (``CONFIG_CLI_KV_PREFIX``)."""
-    return f"registry/{environment}/"
+    return program_names(environment).kv_prefix
 
 
 def config_kv_prefix(environment: str) -> str:
-    """The part the program owns (the KeyPrefix's ``pathPrefix``)."""
-    return f"{kv_prefix(environment)}{CONFIG_FOLDER}"
+    return program_names(environment).config_kv_prefix
 
 
 def readonly_kv_key(environment: str) -> str:
-    """The key the garbage-collection job flips; config-cli exports it as ``REGISTRY_STORAGE_MAINTENANCE_READONLY``."""
-    return f"{kv_prefix(environment)}{MAINTENANCE_FOLDER}{READONLY_VARIABLE}"
+    return program_names(environment).readonly_kv_key

@@ -17,13 +17,14 @@ Traps this function avoids (each seen panicking or misbehaving in Distribution v
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     import pulumi
 
-from .names import DEBUG_PORT, HTTP_PORT, READONLY_OFF, READONLY_VARIABLE
-from .settings import FilesystemStorage, HtpasswdAuth, MinioStorage, S3Storage, Settings, TokenAuth
+from .names import DEBUG_PORT, HTTP_PORT, READONLY_OFF, READONLY_VARIABLE, RegistryNames
+from .settings import Auth, FilesystemStorage, HtpasswdAuth, MinioStorage, S3Storage, Storage, TokenAuth
 
 DATA_DIRECTORY = "/var/lib/registry"
 # config-cli writes the files of ``config_files()`` here (a memory-backed volume) before the registry starts.
@@ -46,16 +47,32 @@ UPLOAD_PURGE_AGE = "168h"
 UPLOAD_PURGE_INTERVAL = "24h"
 
 
-def vault_reference(settings: Settings, field: str) -> str:
+@dataclass(frozen=True, kw_only=True)
+class RegistryConfig:
+    """What Distribution's own settings are computed from (the stack's ``Settings`` has the same fields)."""
+
+    names: RegistryNames
+    environment: str
+    storage: Storage
+    auth: Auth
+    log_level: str
+    vault_kv_mount: str
+
+    @property
+    def vault_secret_path(self) -> str:
+        return self.names.vault_secret_path
+
+
+def vault_reference(config: RegistryConfig, field: str) -> str:
     """How a KV value points at a field of the registry's Vault secret (resolved by config-cli)."""
-    return f"{VAULT_REFERENCE_PREFIX}{settings.vault_kv_mount}/{settings.vault_secret_path}#{field}"
+    return f"{VAULT_REFERENCE_PREFIX}{config.vault_kv_mount}/{config.vault_secret_path}#{field}"
 
 
 def _compact_json(value: dict) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def registry_environment(settings: Settings, kms_key_arn: Optional["pulumi.Input[str]"] = None) -> dict[str, Any]:
+def registry_environment(config: RegistryConfig, kms_key_arn: Optional["pulumi.Input[str]"] = None) -> dict[str, Any]:
     """Every ``REGISTRY_*`` (and tracing) variable Distribution v3 needs for this stack.
 
     ``kms_key_arn`` is the customer-managed key of the S3 bucket (s3 mode only): it exists only once
@@ -63,14 +80,14 @@ def registry_environment(settings: Settings, kms_key_arn: Optional["pulumi.Input
     placed as it is (every other value is a plain string).
     """
     env = {
-        "REGISTRY_LOG_LEVEL": settings.log_level,
+        "REGISTRY_LOG_LEVEL": config.log_level,
         "REGISTRY_LOG_FORMATTER": "json",
         # The access log is Apache combined format, not JSON, on the same stream; every request is also
         # logged as JSON ("response completed", with method, URI, status, duration and user).
         "REGISTRY_LOG_ACCESSLOG_DISABLED": "true",
-        "REGISTRY_LOG_FIELDS_ENVIRONMENT": settings.environment,
+        "REGISTRY_LOG_FIELDS_ENVIRONMENT": config.environment,
         "REGISTRY_HTTP_ADDR": f":{HTTP_PORT}",
-        "REGISTRY_HTTP_SECRET": vault_reference(settings, FIELD_HTTP_SECRET),
+        "REGISTRY_HTTP_SECRET": vault_reference(config, FIELD_HTTP_SECRET),
         "REGISTRY_HTTP_DRAINTIMEOUT": f"{DRAIN_TIMEOUT_SECONDS}s",
         "REGISTRY_HTTP_DEBUG_ADDR": f":{DEBUG_PORT}",
         "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
@@ -87,14 +104,14 @@ def registry_environment(settings: Settings, kms_key_arn: Optional["pulumi.Input
         READONLY_VARIABLE: READONLY_OFF,
         "OTEL_TRACES_EXPORTER": "none",
     }
-    env.update(_auth_environment(settings))
-    env.update(_storage_environment(settings, kms_key_arn))
+    env.update(_auth_environment(config))
+    env.update(_storage_environment(config, kms_key_arn))
     return env
 
 
-def _auth_environment(settings: Settings) -> dict[str, str]:
+def _auth_environment(config: RegistryConfig) -> dict[str, str]:
     """Exactly one ``REGISTRY_AUTH_<MODE>_*`` family: Distribution refuses a second auth section."""
-    auth = settings.auth
+    auth = config.auth
     if isinstance(auth, TokenAuth):
         return {
             "REGISTRY_AUTH": "token",
@@ -111,20 +128,20 @@ def _auth_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def config_files(settings: Settings) -> dict[str, str]:
+def config_files(config: RegistryConfig) -> dict[str, str]:
     """Files config-cli writes into ``SECRETS_DIRECTORY`` before the registry starts, by file name.
 
     A value is either the file's content (public data such as the token server's certificates) or a
     Vault reference whose field holds the content (the bcrypt htpasswd file).
     """
-    auth = settings.auth
+    auth = config.auth
     if isinstance(auth, TokenAuth):
         return {TOKEN_ROOT_CERTS_FILE: auth.root_cert_bundle}
-    return {HTPASSWD_FILE: vault_reference(settings, FIELD_HTPASSWD)}
+    return {HTPASSWD_FILE: vault_reference(config, FIELD_HTPASSWD)}
 
 
-def _storage_environment(settings: Settings, kms_key_arn: Optional["pulumi.Input[str]"]) -> dict[str, Any]:
-    storage = settings.storage
+def _storage_environment(config: RegistryConfig, kms_key_arn: Optional["pulumi.Input[str]"]) -> dict[str, Any]:
+    storage = config.storage
     if isinstance(storage, FilesystemStorage):
         return {
             "REGISTRY_STORAGE": "filesystem",
@@ -156,6 +173,6 @@ def _storage_environment(settings: Settings, kms_key_arn: Optional["pulumi.Input
         "REGISTRY_STORAGE_S3_REGIONENDPOINT": storage.endpoint,
         "REGISTRY_STORAGE_S3_FORCEPATHSTYLE": "true",
         "REGISTRY_STORAGE_S3_SECURE": "true" if storage.endpoint.startswith("https://") else "false",
-        "REGISTRY_STORAGE_S3_ACCESSKEY": vault_reference(settings, FIELD_S3_ACCESS_KEY),
-        "REGISTRY_STORAGE_S3_SECRETKEY": vault_reference(settings, FIELD_S3_SECRET_KEY),
+        "REGISTRY_STORAGE_S3_ACCESSKEY": vault_reference(config, FIELD_S3_ACCESS_KEY),
+        "REGISTRY_STORAGE_S3_SECRETKEY": vault_reference(config, FIELD_S3_SECRET_KEY),
     }

@@ -138,8 +138,9 @@ class S3Storage:
 
     @property
     def oidc_provider_host_path(self) -> str:
-        """The issuer as IAM condition keys spell it: ``oidc.eks.<region>.amazonaws.com/id/<id>``."""
-        return self.oidc_provider_arn.split(":oidc-provider/", 1)[1]
+        from .storage import oidc_provider_host_path  # storage imports this module's types
+
+        return oidc_provider_host_path(self.oidc_provider_arn)
 
 
 @dataclass(frozen=True)
@@ -264,18 +265,23 @@ class Settings:
     gc_delete_untagged: bool
 
     @property
+    def names(self) -> names.RegistryNames:
+        """This program's registry in this stack: the names every object of it gets."""
+        return names.program_names(self.environment)
+
+    @property
     def consul_kv_prefix(self) -> str:
-        return names.kv_prefix(self.environment)
+        return self.names.kv_prefix
 
     @property
     def vault_role_name(self) -> str:
         """The Vault Kubernetes auth role config-cli logs in with."""
-        return names.vault_role_name(names.SERVICE_ACCOUNT_NAME, self.environment)
+        return self.names.vault_role(self.names.service_account)
 
     @property
     def vault_secret_path(self) -> str:
         """Path of the registry's secret inside the KV v2 mount."""
-        return f"registry/{self.environment}"
+        return self.names.vault_secret_path
 
 
 # --- reading ----------------------------------------------------------------------------------

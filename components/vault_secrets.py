@@ -9,7 +9,7 @@ What is created, and what is deliberately not:
   the platform lets read it (the CI runners' own Vault roles are not managed here);
 - a policy that can only read the registry's secret, and a Kubernetes auth role per service account
   that runs config-cli (the registry's pods, and the garbage-collection Job's read-only replica, which
-  serves with the same settings), each bound to that one account;
+  serves with the same secrets), each bound to that one account;
 - not the KV v2 mount nor the Kubernetes auth method: both are shared by every service of the cluster,
   and a stack that owned them would delete everyone's secrets on ``pulumi destroy``.
 
@@ -31,8 +31,8 @@ import pulumi_vault as vault
 
 from .registry_config import FIELD_HTPASSWD, FIELD_HTTP_SECRET, FIELD_S3_ACCESS_KEY, FIELD_S3_SECRET_KEY
 from . import names
-from .names import GC_NAME, SERVICE_ACCOUNT_NAME
-from .settings import RegistryUser, Settings
+from .names import RegistryNames
+from .settings import MinioCredentials, RegistryUser
 
 PASSWORD_LENGTH = 32
 HTTP_SECRET_LENGTH = 64
@@ -56,14 +56,33 @@ _BCRYPT_ALPHABET = bytes.maketrans(
 )
 
 
-def rotation_keepers(settings: Settings) -> dict[str, str]:
+@dataclass(frozen=True, kw_only=True)
+class RegistryVaultSecretsArgs:
+    """The Vault provider comes in through ``opts`` (``providers={"vault": ...}``)."""
+
+    names: RegistryNames
+    environment: str
+    namespace: str
+    vault_kv_mount: str  # an existing KV v2 mount (shared, not created here)
+    vault_kubernetes_auth_path: str  # an existing Kubernetes auth method
+    vault_auth_audience: str
+    credentials_generation: int
+    users: tuple[RegistryUser, ...]
+    minio_credentials: Optional[MinioCredentials] = None
+
+    @property
+    def vault_secret_path(self) -> str:
+        return self.names.vault_secret_path
+
+
+def rotation_keepers(secrets: RegistryVaultSecretsArgs) -> dict[str, str]:
     """The ``keepers`` of every generated value: a new generation replaces them all."""
-    return {KEEPER_GENERATION: str(settings.credentials_generation)}
+    return {KEEPER_GENERATION: str(secrets.credentials_generation)}
 
 
-def credentials_pod_annotations(settings: Settings) -> dict[str, str]:
+def credentials_pod_annotations(secrets: RegistryVaultSecretsArgs) -> dict[str, str]:
     """Pod template annotation that changes with the generation, so a rotation rolls the pods."""
-    return {GENERATION_ANNOTATION: str(settings.credentials_generation)}
+    return {GENERATION_ANNOTATION: str(secrets.credentials_generation)}
 
 
 def bcrypt_salt(salt: bytes, cost: int = BCRYPT_COST) -> bytes:
@@ -93,58 +112,60 @@ def access_list(users: tuple[RegistryUser, ...]) -> str:
 
 
 def registry_secret_data(
-    settings: Settings, http_secret: str, htpasswd: str, minio_keys: Optional[tuple[str, str]] = None
+    secrets: RegistryVaultSecretsArgs, http_secret: str, htpasswd: str, minio_keys: Optional[tuple[str, str]] = None
 ) -> dict[str, str]:
     """The fields of ``<mount>/registry/<env>``; every Vault reference in Consul names one of them."""
     data = {
         FIELD_HTTP_SECRET: http_secret,
         FIELD_HTPASSWD: htpasswd,
-        FIELD_ACCESS: access_list(settings.users),
-        FIELD_GENERATION: str(settings.credentials_generation),
+        FIELD_ACCESS: access_list(secrets.users),
+        FIELD_GENERATION: str(secrets.credentials_generation),
     }
     if minio_keys is not None:
         data[FIELD_S3_ACCESS_KEY], data[FIELD_S3_SECRET_KEY] = minio_keys
     return data
 
 
-def client_secret_path(settings: Settings, user: RegistryUser) -> str:
-    return f"{settings.vault_secret_path}/{CLIENTS_FOLDER}/{user.name}"
+def client_secret_path(secrets: RegistryVaultSecretsArgs, user: RegistryUser) -> str:
+    return f"{secrets.vault_secret_path}/{CLIENTS_FOLDER}/{user.name}"
 
 
 def client_secret_data(user: RegistryUser, password: str) -> dict[str, str]:
     return {"username": user.name, "password": password, "access": user.access}
 
 
-def vault_policy_name(settings: Settings) -> str:
-    return f"{SERVICE_ACCOUNT_NAME}-{settings.environment}"
+def vault_policy_name(secrets: RegistryVaultSecretsArgs) -> str:
+    return secrets.names.vault_role(secrets.names.service_account)
 
 
-def vault_policy(settings: Settings) -> str:
+def vault_policy(secrets: RegistryVaultSecretsArgs) -> str:
     """HCL that reads exactly the registry's secret: no list, no metadata, no other version paths.
 
     A path without ``*`` or ``+`` matches only itself, so ``registry/<env>/clients/...`` and
     ``registry/<other env>`` stay out of reach.
     """
-    path = f"{settings.vault_kv_mount}/data/{settings.vault_secret_path}"
+    path = f"{secrets.vault_kv_mount}/data/{secrets.vault_secret_path}"
     return f'path "{path}" {{\n  capabilities = ["read"]\n}}\n'
 
 
-# The service accounts whose pods run config-cli, and so log in to Vault.
-CONFIG_CLI_ACCOUNTS = (SERVICE_ACCOUNT_NAME, GC_NAME)
+def config_cli_accounts(registry: RegistryNames) -> tuple[str, str]:
+    """The service accounts whose pods run config-cli, and so log in to Vault."""
+    return registry.service_account, registry.gc
 
 
-def kubernetes_auth_role(settings: Settings, account: str = SERVICE_ACCOUNT_NAME) -> dict[str, Any]:
+def kubernetes_auth_role(secrets: RegistryVaultSecretsArgs, account: Optional[str] = None) -> dict[str, Any]:
     """Arguments of one account's Kubernetes auth role (snake_case, as ``AuthBackendRole`` takes them)."""
+    account = account or secrets.names.service_account
     return {
-        "backend": settings.vault_kubernetes_auth_path,
-        "role_name": names.vault_role_name(account, settings.environment),
+        "backend": secrets.vault_kubernetes_auth_path,
+        "role_name": secrets.names.vault_role(account),
         "bound_service_account_names": [account],
-        "bound_service_account_namespaces": [settings.namespace],
+        "bound_service_account_namespaces": [secrets.namespace],
         # The pod presents a projected token minted for this audience, not its API-server token.
-        "audience": settings.vault_auth_audience,
+        "audience": secrets.vault_auth_audience,
         "token_ttl": TOKEN_TTL_SECONDS,
         "token_max_ttl": TOKEN_MAX_TTL_SECONDS,
-        "token_policies": [vault_policy_name(settings)],
+        "token_policies": [vault_policy_name(secrets)],
         # The default policy adds token self-management and cubbyhole: config-cli needs neither.
         "token_no_default_policy": True,
     }
@@ -152,11 +173,6 @@ def kubernetes_auth_role(settings: Settings, account: str = SERVICE_ACCOUNT_NAME
 
 def _secret_json(data: dict[str, str]) -> str:
     return json.dumps(data, sort_keys=True)
-
-
-@dataclass
-class RegistryVaultSecretsArgs:
-    settings: Settings
 
 
 class RegistryVaultSecrets(pulumi.ComponentResource):
@@ -169,15 +185,14 @@ class RegistryVaultSecrets(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: RegistryVaultSecretsArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:vault:RegistryVaultSecrets", name, None, opts)
-        settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        keepers = rotation_keepers(settings)
+        keepers = rotation_keepers(args)
 
         http_secret = random.RandomPassword(
             f"{name}-http-secret", length=HTTP_SECRET_LENGTH, special=False, keepers=keepers, opts=child,
         )
         credentials = []
-        for user in settings.users:
+        for user in args.users:
             password = random.RandomPassword(
                 f"{name}-{user.name}-password", length=PASSWORD_LENGTH, special=False, keepers=keepers, opts=child,
             )
@@ -185,8 +200,8 @@ class RegistryVaultSecrets(pulumi.ComponentResource):
             credentials.append((user, password.result, salt.hex))
             vault.kv.SecretV2(
                 f"{name}-{user.name}-client",
-                mount=settings.vault_kv_mount,
-                name=client_secret_path(settings, user),
+                mount=args.vault_kv_mount,
+                name=client_secret_path(args, user),
                 data_json=pulumi.Output.secret(
                     password.result.apply(lambda plain, u=user: _secret_json(client_secret_data(u, plain)))
                 ),
@@ -196,36 +211,36 @@ class RegistryVaultSecrets(pulumi.ComponentResource):
         htpasswd = pulumi.Output.all(
             *[pulumi.Output.all(user.name, result, salt) for user, result, salt in credentials]
         ).apply(htpasswd_content)
-        minio = settings.minio_credentials
+        minio = args.minio_credentials
         minio_keys = pulumi.Output.all(minio.access_key, minio.secret_key) if minio else None
         data_json = pulumi.Output.all(http_secret.result, htpasswd, minio_keys).apply(
-            lambda values: _secret_json(registry_secret_data(settings, values[0], values[1], _pair(values[2])))
+            lambda values: _secret_json(registry_secret_data(args, values[0], values[1], _pair(values[2])))
         )
         vault.kv.SecretV2(
             f"{name}-secret",
-            mount=settings.vault_kv_mount,
-            name=settings.vault_secret_path,
+            mount=args.vault_kv_mount,
+            name=args.vault_secret_path,
             data_json=pulumi.Output.secret(data_json),
             opts=child,
         )
 
-        policy = vault.Policy(f"{name}-policy", name=vault_policy_name(settings), policy=vault_policy(settings),
+        policy = vault.Policy(f"{name}-policy", name=vault_policy_name(args), policy=vault_policy(args),
                               opts=child)
         roles = {}
-        for account in CONFIG_CLI_ACCOUNTS:
-            # The registry's role keeps its original resource name, so existing stacks update it in place.
-            suffix = "auth-role" if account == SERVICE_ACCOUNT_NAME else f"{account}-auth-role"
+        registry_account, gc_account = config_cli_accounts(args.names)
+        # The registry's role keeps its original resource name, so existing stacks update it in place.
+        for account, suffix in ((registry_account, "auth-role"), (gc_account, f"{gc_account}-auth-role")):
             roles[account] = vault.kubernetes.AuthBackendRole(
                 f"{name}-{suffix}",
-                **{**kubernetes_auth_role(settings, account), "token_policies": [policy.name]},
+                **{**kubernetes_auth_role(args, account), "token_policies": [policy.name]},
                 opts=child,
             )
-        role = roles[SERVICE_ACCOUNT_NAME]
+        role = roles[registry_account]
 
-        self.secret_path = pulumi.Output.from_input(f"{settings.vault_kv_mount}/{settings.vault_secret_path}")
+        self.secret_path = pulumi.Output.from_input(f"{args.vault_kv_mount}/{args.vault_secret_path}")
         self.policy_name = policy.name
         self.auth_role_name = role.role_name
-        self.pod_annotations = credentials_pod_annotations(settings)
+        self.pod_annotations = credentials_pod_annotations(args)
         self.register_outputs({
             "secret_path": self.secret_path,
             "policy_name": self.policy_name,

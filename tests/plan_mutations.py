@@ -138,10 +138,10 @@ ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 
 # Logical names of what the program registers (components/storage.py, components/operations.py).
 REGISTRY = "registry-storage"  # the registry's bucket and its companions: f"{REGISTRY}-versioning", ...
-DR = "registry-operations-dr"  # the DR replica's bucket and companions
+DR = "registry-storage-dr"  # the DR replica's bucket and companions
 REGISTRY_ACCESS = "registry-storage-access"  # the registry role's policy
-GC_ACCESS = "registry-operations-gc-access"
-REPLICATION_ACCESS = "registry-operations-replication-access"
+GC_ACCESS = "registry-storage-gc-access"
+REPLICATION_ACCESS = "registry-storage-replication-access"
 STATEFULSET = "registry-statefulset"
 GC_CRONJOB = "registry-operations-gc-cronjob"
 CONSUL_KV = "registry-consul-kv"

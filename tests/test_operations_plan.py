@@ -7,8 +7,8 @@ import json
 import pytest
 
 from components.names import GC_NAME, SNAPSHOT_NAME, readonly_kv_key
-from components.operations import (gc_cron_job, replication_policy,
-                                   script_text)
+from components.operations import gc_cron_job, script_text
+from components.storage import replication_policy
 from components.settings import SettingsError
 from components.workload import client_service, container_security_context, pod_security_context, selector_labels
 from offline_plan import record_plan
@@ -145,10 +145,10 @@ def test_prod_gc_pod_collects_the_bucket_under_its_own_irsa_role(prod_plan):
     assert env["REGISTRY_STORAGE"] == "s3" and env["REGISTRY_STORAGE_S3_BUCKET"] == "example-cicd-registry-prod-eu-west-1"
     assert env["REGISTRY_STORAGE_S3_KEYID"].startswith("arn:aws:kms:eu-west-1:")
     account = named(prod_plan, ACCOUNT, GC_NAME)
-    gc_role = prod_plan.one("aws:iam/role:Role", "registry-operations-gc-role").plain_inputs
+    gc_role = prod_plan.one("aws:iam/role:Role", "registry-storage-gc-role").plain_inputs
     trust = json.loads(gc_role["assumeRolePolicy"])["Statement"][0]["Condition"]["StringEquals"]
     assert [v for k, v in trust.items() if k.endswith(":sub")] == ["system:serviceaccount:cicd:registry-gc"]
-    assert ":role/registry-operations-gc-role" in account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert ":role/registry-storage-gc-role" in account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
 
 
 def test_staging_snapshots_the_volume_on_schedule_with_class_and_retention_from_settings(staging_plan):
@@ -175,28 +175,28 @@ def test_prod_has_no_volume_snapshots(prod_plan):
 
 
 def test_prod_replicates_the_bucket_to_a_private_encrypted_versioned_dr_bucket(prod_plan):
-    bucket = prod_plan.one("aws:s3/bucket:Bucket", "registry-operations-dr-bucket")
+    bucket = prod_plan.one("aws:s3/bucket:Bucket", "registry-storage-dr-bucket")
     assert bucket.plain_inputs["bucket"] == "example-cicd-registry-prod-dr-eu-central-1"
     assert bucket.protect and bucket.retain_on_delete
-    provider = prod_plan.one("pulumi:providers:aws", "registry-operations-dr-aws")
+    provider = prod_plan.one("pulumi:providers:aws", "registry-storage-dr-aws")
     assert provider.plain_inputs["region"] == "eu-central-1"
     assert bucket.provider.startswith(provider.urn)
-    assert prod_plan.one("aws:s3/bucketVersioning:BucketVersioning", "registry-operations-dr-versioning").plain_inputs[
+    assert prod_plan.one("aws:s3/bucketVersioning:BucketVersioning", "registry-storage-dr-versioning").plain_inputs[
         "versioningConfiguration"] == {"status": "Enabled"}
-    dr_key = prod_plan.one("aws:kms/key:Key", "registry-operations-dr-key")
+    dr_key = prod_plan.one("aws:kms/key:Key", "registry-storage-dr-key")
     assert dr_key.protect and dr_key.plain_inputs["enableKeyRotation"] is True
     encryption = prod_plan.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-                               "registry-operations-dr-encryption").plain_inputs["rules"][0]
+                               "registry-storage-dr-encryption").plain_inputs["rules"][0]
     default = encryption["applyServerSideEncryptionByDefault"]
     assert default["sseAlgorithm"] == "aws:kms" and ":eu-central-1:" in default["kmsMasterKeyId"]
     blocked = prod_plan.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-                            "registry-operations-dr-public-access").plain_inputs
+                            "registry-storage-dr-public-access").plain_inputs
     assert all(blocked[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
                                              "restrictPublicBuckets"))
     assert prod_plan.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls",
-                         "registry-operations-dr-ownership").plain_inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
+                         "registry-storage-dr-ownership").plain_inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
     replication = prod_plan.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig",
-                                "registry-operations-replication").plain_inputs
+                                "registry-storage-replication").plain_inputs
     assert replication["bucket"] == "example-cicd-registry-prod-eu-west-1"
     rule = replication["rules"][0]
     assert rule["destination"]["bucket"] == "arn:aws:s3:::example-cicd-registry-prod-dr-eu-central-1"
@@ -205,7 +205,7 @@ def test_prod_replicates_the_bucket_to_a_private_encrypted_versioned_dr_bucket(p
 
 
 def test_replication_role_may_only_read_the_source_and_replicate_into_the_dr_bucket(prod_plan):
-    policy = json.loads(prod_plan.one("aws:iam/rolePolicy:RolePolicy", "registry-operations-replication-access")
+    policy = json.loads(prod_plan.one("aws:iam/rolePolicy:RolePolicy", "registry-storage-replication-access")
                         .plain_inputs["policy"])
     by_resource = {}
     for statement in policy["Statement"]:
@@ -217,7 +217,7 @@ def test_replication_role_may_only_read_the_source_and_replicate_into_the_dr_buc
                                           "s3:GetObjectVersionTagging"}
     assert by_resource[replica + "/*"] == {"s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"}
     assert replica not in by_resource
-    trust = json.loads(prod_plan.one("aws:iam/role:Role", "registry-operations-replication-role")
+    trust = json.loads(prod_plan.one("aws:iam/role:Role", "registry-storage-replication-role")
                        .plain_inputs["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "s3.amazonaws.com"}
 
@@ -262,8 +262,8 @@ def test_gc_selector_labels_match_without_being_adopted_by_the_statefulset():
 
 
 def test_replication_waits_for_versioning_of_both_buckets(prod_plan):
-    replication = prod_plan.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig", "registry-operations-replication")
-    dr_versioning = prod_plan.one("aws:s3/bucketVersioning:BucketVersioning", "registry-operations-dr-versioning")
+    replication = prod_plan.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig", "registry-storage-replication")
+    dr_versioning = prod_plan.one("aws:s3/bucketVersioning:BucketVersioning", "registry-storage-dr-versioning")
     storage = prod_plan.one("registry:storage:S3BucketStorage")
     assert dr_versioning.urn in replication.dependencies
     assert storage.urn in replication.dependencies or prod_plan.one(

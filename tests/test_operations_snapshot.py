@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 
-from components.operations import SNAPSHOT_NAME, snapshot_cron_job, snapshot_role_rules
+from components.names import SNAPSHOT_NAME
+from components.operations import snapshot_cron_job, snapshot_role_rules
 from tests.conftest import settings_for
 
 SCRIPT = Path(__file__).resolve().parents[1] / "components" / "scripts" / "registry-snapshot.sh"

@@ -72,7 +72,7 @@ def test_an_unknown_value_during_preview_is_an_advisory_not_a_pass(policy_analyz
 
 def test_an_unknown_value_does_not_hide_a_known_violation(policy_analyzer, plans):
     plan = copy.deepcopy(plans["prod"])
-    edit(plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "registry-operations-dr-public-access",
+    edit(plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "registry-storage-dr-public-access",
          lambda props: props.update(blockPublicPolicy=UNKNOWN_WIRE, ignorePublicAcls=False))
     report = policy_analyzer.analyze(plan)
     assert [d.policy for d in report.mandatory] == ["s3-public-access-blocked"]

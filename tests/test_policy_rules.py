@@ -75,7 +75,7 @@ def test_wire_unknowns_become_the_unknown_marker():
 
 def test_unknown_versioning_status_cannot_be_verified_but_is_not_a_pass_or_a_violation(plans):
     resources = [as_resource(r, outputs=True) for r in plans["prod"].registrations]
-    versioning = next(r for r in resources if r.name == "registry-operations-dr-versioning")
+    versioning = next(r for r in resources if r.name == "registry-storage-dr-versioning")
     versioning.props["versioningConfiguration"]["status"] = UNKNOWN
     findings = list(check_bucket_versioning(resources, {}))
     assert findings == [Unverifiable(versioning.name, "versioningConfiguration.status")]
@@ -92,7 +92,7 @@ def _named(resources: list[Resource], name: str) -> Resource:
 def test_a_versioning_whose_bucket_is_unknown_pairs_with_the_bucket_its_value_comes_from(plans):
     """During preview the engine names, per input, the resources its value comes from."""
     resources = _prod_resources(plans)
-    dr_versioning = _named(resources, "registry-operations-dr-versioning")
+    dr_versioning = _named(resources, "registry-storage-dr-versioning")
     registry_bucket = _named(resources, "registry-storage-bucket")
     dr_versioning.props["bucket"] = UNKNOWN
     assert list(check_bucket_versioning(resources, {})) == []
@@ -100,7 +100,7 @@ def test_a_versioning_whose_bucket_is_unknown_pairs_with_the_bucket_its_value_co
     dr_versioning.property_dependencies["bucket"] = (registry_bucket.urn,)
     findings = list(check_bucket_versioning(resources, {}))
     assert [type(f) for f in findings] == [Violation]
-    assert "registry-operations-dr-bucket has no BucketVersioning" in findings[0].message
+    assert "registry-storage-dr-bucket has no BucketVersioning" in findings[0].message
 
 
 def _tie_to_one_more(resources: list[Resource], name: str, input_name: str, other: str) -> None:
@@ -115,14 +115,14 @@ def _tie_to_one_more(resources: list[Resource], name: str, input_name: str, othe
 
 def test_a_companion_tied_to_no_single_bucket_leaves_that_bucket_unverified_not_violated(plans):
     resources = _prod_resources(plans)
-    _tie_to_one_more(resources, "registry-operations-dr-versioning", "bucket", "registry-storage-bucket")
-    assert list(check_bucket_versioning(resources, {})) == [Unverifiable("registry-operations-dr-versioning", "bucket")]
+    _tie_to_one_more(resources, "registry-storage-dr-versioning", "bucket", "registry-storage-bucket")
+    assert list(check_bucket_versioning(resources, {})) == [Unverifiable("registry-storage-dr-versioning", "bucket")]
 
 
 def test_a_bucket_policy_with_an_unknown_bucket_is_checked_for_shape_and_left_unverified(plans):
-    policy = as_resource(plans["prod"].one("aws:s3/bucketPolicy:BucketPolicy", "registry-operations-dr-tls-only"))
+    policy = as_resource(plans["prod"].one("aws:s3/bucketPolicy:BucketPolicy", "registry-storage-dr-tls-only"))
     policy.props["bucket"] = UNKNOWN
-    assert list(check_tls_only_policy(policy, {})) == [Unverifiable("registry-operations-dr-tls-only", "bucket")]
+    assert list(check_tls_only_policy(policy, {})) == [Unverifiable("registry-storage-dr-tls-only", "bucket")]
 
 
 def test_an_unknown_image_does_not_hide_a_root_container(plans):
@@ -225,50 +225,50 @@ def test_an_unknown_iam_document_cannot_be_verified():
 
 def test_a_role_the_config_does_not_declare_may_reach_nothing(plans):
     config = _policy_config("iam-registry-role-scoped")
-    del config["roleAccess"]["registry-operations-gc-role"]
+    del config["roleAccess"]["registry-storage-gc-role"]
     findings = list(check_registry_role_scoped(_prod_resources(plans), config))
-    assert {f.message.split(":")[0] for f in findings} == {"registry-operations-gc-access"}
+    assert {f.message.split(":")[0] for f in findings} == {"registry-storage-gc-access"}
     assert len(findings) == 3  # the bucket, its objects, its key
-    assert all("roleAccess declares no bucket or key for registry-operations-gc-role" in f.message for f in findings)
+    assert all("roleAccess declares no bucket or key for registry-storage-gc-role" in f.message for f in findings)
 
 
 def test_the_stack_policy_config_decides_which_role_reaches_which_bucket(plans):
     """The replication role's own access, given to the GC role, lets the GC policy reach the DR replica."""
     resources = _prod_resources(plans)
-    gc_access = _named(resources, "registry-operations-gc-access")
+    gc_access = _named(resources, "registry-storage-gc-access")
     document = json.loads(gc_access.props["policy"])
-    dr_objects = "arn:aws:s3:::" + _named(resources, "registry-operations-dr-bucket").props["bucket"] + "/*"
+    dr_objects = "arn:aws:s3:::" + _named(resources, "registry-storage-dr-bucket").props["bucket"] + "/*"
     document["Statement"][1]["Resource"] = [document["Statement"][1]["Resource"], dr_objects]
     gc_access.props["policy"] = json.dumps(document)
     config = _policy_config("iam-registry-role-scoped")
     assert [type(f) for f in check_registry_role_scoped(resources, config)] == [Violation]
     roles = config["roleAccess"]
-    roles["registry-operations-gc-role"] = roles["registry-operations-replication-role"]
+    roles["registry-storage-gc-role"] = roles["registry-storage-replication-role"]
     assert list(check_registry_role_scoped(resources, config)) == []
 
 
 def test_a_role_policy_whose_role_is_unknown_belongs_to_the_role_its_value_comes_from(plans):
     resources = _prod_resources(plans)
-    gc_access = _named(resources, "registry-operations-gc-access")
+    gc_access = _named(resources, "registry-storage-gc-access")
     gc_access.props["role"] = UNKNOWN
     config = _policy_config("iam-registry-role-scoped")
-    config["roleAccess"]["registry-operations-gc-role"] = {}
+    config["roleAccess"]["registry-storage-gc-role"] = {}
     findings = list(check_registry_role_scoped(resources, config))
-    assert len(findings) == 3 and all(f.message.startswith("registry-operations-gc-access:") for f in findings)
+    assert len(findings) == 3 and all(f.message.startswith("registry-storage-gc-access:") for f in findings)
     gc_access.property_dependencies["role"] = (_named(resources, "registry-storage-role").urn,)
     assert list(check_registry_role_scoped(resources, config)) == []
 
 
 def test_a_role_policy_tied_to_no_single_role_cannot_be_verified(plans):
     resources = _prod_resources(plans)
-    _tie_to_one_more(resources, "registry-operations-gc-access", "role", "registry-storage-role")
+    _tie_to_one_more(resources, "registry-storage-gc-access", "role", "registry-storage-role")
     findings = list(check_registry_role_scoped(resources, _policy_config("iam-registry-role-scoped")))
-    assert findings == [Unverifiable("registry-operations-gc-access", "role")]
+    assert findings == [Unverifiable("registry-storage-gc-access", "role")]
 
 
 def test_a_role_policy_for_a_role_outside_the_stack_is_known_by_that_role_name(plans):
     resources = _prod_resources(plans)
-    _named(resources, "registry-operations-gc-access").props["role"] = "someone-elses-role"
+    _named(resources, "registry-storage-gc-access").props["role"] = "someone-elses-role"
     findings = list(check_registry_role_scoped(resources, _policy_config("iam-registry-role-scoped")))
     assert len(findings) == 3
     assert all("roleAccess declares no bucket or key for someone-elses-role" in f.message for f in findings)

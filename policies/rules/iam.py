@@ -45,15 +45,15 @@ POLICY_TYPES = (ROLE_POLICY, POLICY, USER_POLICY, GROUP_POLICY)
 BUCKET_TYPES = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
 KMS_KEY = "aws:kms/key:Key"
 
-# components/storage.py registers the registry's bucket and role, components/operations.py the
-# garbage collector's role and, in prod, the DR bucket with its replication role.
+# components/storage.py registers the registry's bucket, its key, the registry's and the
+# garbage collector's roles and, in prod, the DR bucket with its key and the replication role.
 REGISTRY_ACCESS = {"buckets": ["registry-storage-bucket"], "keys": ["registry-storage-key"]}
 DEFAULT_ROLE_ACCESS = {
     "registry-storage-role": REGISTRY_ACCESS,
-    "registry-operations-gc-role": REGISTRY_ACCESS,
-    "registry-operations-replication-role": {
-        "buckets": ["registry-storage-bucket", "registry-operations-dr-bucket"],
-        "keys": ["registry-storage-key", "registry-operations-dr-key"],
+    "registry-storage-gc-role": REGISTRY_ACCESS,
+    "registry-storage-replication-role": {
+        "buckets": ["registry-storage-bucket", "registry-storage-dr-bucket"],
+        "keys": ["registry-storage-key", "registry-storage-dr-key"],
     },
 }
 NAMES = {"type": "array", "items": {"type": "string"}}
