@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 
 from .policy_runner import PolicyAnalyzer, PolicyPackError
-from .recorder import PROJECT_DIR, ConfigFileError, Plan, record_plan
+from .recorder import PROJECT_DIR, ConfigFileError, Plan, discover_stacks, record_plan
 from .render import print_plan, write_plan
-
-DEFAULT_STACKS = ("staging", "prod")
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -37,8 +35,10 @@ def _override(text: str) -> tuple[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m offline_plan", description=__doc__.splitlines()[0])
-    parser.add_argument("stacks", nargs="*", default=list(DEFAULT_STACKS), help="stacks to plan (default: staging prod)")
-    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "build", help="output directory (default: build/)")
+    parser.add_argument("stacks", nargs="*", help="stacks to plan (default: every Pulumi.<stack>.yaml of the project)")
+    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR,
+                        help="the Pulumi project to plan (default: this repository's program)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: <project dir>/build/)")
     parser.add_argument("--config", action="append", type=_override, default=[], metavar="KEY=VALUE",
                         help="override a config value, as `pulumi config set` would; a JSON list stays a list (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary line per stack")
@@ -48,13 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy-config", type=Path, metavar="FILE",
                         help="policy pack config, JSON as for `pulumi preview --policy-pack-config`")
     args = parser.parse_args(argv)
+    args.out = args.out or args.project_dir / "build"
+    if not args.stacks:
+        args.stacks = list(discover_stacks(args.project_dir))
 
     failed = False
     planned: list[Plan] = []
     for stack in args.stacks:
         started = time.perf_counter()
         try:
-            plan = record_plan(stack, overrides=dict(args.config), preview=args.preview)
+            plan = record_plan(stack, args.project_dir, overrides=dict(args.config), preview=args.preview)
         except ConfigFileError as exc:
             print(f"error: stack {stack}: {exc}", file=sys.stderr)
             failed = True

@@ -167,6 +167,14 @@ def stack_config(
     return config.project, config.plain, config.secret_keys
 
 
+def discover_stacks(project_dir: Path = PROJECT_DIR) -> tuple[str, ...]:
+    """Every stack of the project: one ``Pulumi.<stack>.yaml`` each, as ``pulumi stack ls`` would find them
+    (staging before prod, then the rest by name, so plans print in promotion order)."""
+    found = [path.name[len("Pulumi."):-len(".yaml")] for path in project_dir.glob("Pulumi.*.yaml")]
+    order = {"staging": 0, "prod": 1}
+    return tuple(sorted(found, key=lambda stack: (order.get(stack, 2), stack)))
+
+
 # --- the mock runtime -------------------------------------------------------------------------
 
 

@@ -6,9 +6,9 @@ import pytest
 
 from components.settings import Settings, parse_settings
 from offline_plan import Plan, record_plan
-from offline_plan.recorder import stack_config
+from offline_plan.recorder import discover_stacks, stack_config
 
-STACKS = ("staging", "prod")
+STACKS = discover_stacks()
 
 
 def settings_for(stack: str, **overrides: str | None) -> Settings:

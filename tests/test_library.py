@@ -1,0 +1,74 @@
+"""The components as a library: installed from pyproject.toml, used by a second program that imports
+nothing else of this repository."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "second-registry"
+# What the example must not inherit from this program: its names, namespace and KV/Vault paths.
+PROGRAM_NAMES = ("data-registry-0", "registry-gc", "registry-snapshot", "registry-headless", "registry/team-a")
+
+PLAN_EXAMPLE = """
+import json, sys
+from pathlib import Path
+from offline_plan import record_plan
+import components
+plan = record_plan("team-a", project_dir=Path(sys.argv[1]))
+print(json.dumps({"components": components.__file__, "error": plan.error,
+                  "resources": [[r.type, r.name, r.plain_inputs] for r in plan.registrations]}, default=str))
+"""
+
+
+def install_package(target: Path) -> Path:
+    """``pip install`` of a copy of the package source (the build writes into its source tree)."""
+    source = target / "source"
+    source.mkdir(parents=True)
+    shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copytree(ROOT / "components", source / "components", ignore=shutil.ignore_patterns("__pycache__"))
+    site = target / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--no-build-isolation", "--target", str(site), str(source)], check=True, timeout=120)
+    return site
+
+
+def plan_example_with_only_the_package(tmp_path: Path) -> dict:
+    site = install_package(tmp_path)
+    recorder = tmp_path / "recorder"
+    shutil.copytree(ROOT / "offline_plan", recorder / "offline_plan", ignore=shutil.ignore_patterns("__pycache__"))
+    # -P: neither the working directory nor this repository on sys.path, only the package and the recorder.
+    result = subprocess.run([sys.executable, "-P", "-c", PLAN_EXAMPLE, str(EXAMPLE)], cwd=tmp_path,
+                            env={"PYTHONPATH": f"{site}:{recorder}", "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_the_example_plans_from_the_installed_package_with_its_own_names_and_namespace(tmp_path):
+    plan = plan_example_with_only_the_package(tmp_path)
+
+    assert plan["components"].startswith(str(tmp_path / "site")), "the example must use the installed package"
+    assert plan["error"] is None
+    objects = [(typ, inputs["metadata"]) for typ, _, inputs in plan["resources"] if typ.startswith("kubernetes:")]
+    assert len(objects) >= 20
+    assert {metadata["namespace"] for _, metadata in objects} == {"team-a-registry"}
+    assert all(metadata["name"].startswith("team-registry") for _, metadata in objects), objects
+    assert all(name.startswith("team-registry") for typ, name, _ in plan["resources"] if typ != "pulumi:pulumi:Stack")
+    # Whole values only: script file names, temporary paths and the probe repository may stay the same.
+    text = json.dumps([inputs for typ, _, inputs in plan["resources"] if typ != "kubernetes:core/v1:ConfigMap"])
+    assert not [name for name in PROGRAM_NAMES if re.search(rf"(?<![\w/-]){re.escape(name)}(?![\w./:-])", text)]
+    prefix = next(inputs for typ, _, inputs in plan["resources"] if typ == "consul:index/keyPrefix:KeyPrefix")
+    assert prefix["pathPrefix"] == "team-registry/team-a/config/"
+
+
+def test_the_package_declares_a_version_and_ships_the_operations_scripts(tmp_path):
+    site = install_package(tmp_path)
+    metadata = next(site.glob("registry_components-*.dist-info")) / "METADATA"
+    assert "Version: 0.1.0" in metadata.read_text()
+    assert (site / "components" / "scripts" / "registry-gc.sh").is_file()
