@@ -8,10 +8,11 @@ SIGTERM).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -43,10 +44,13 @@ class PulumiProject:
     directory: Path
     home: Path
     state: Path
+    extra_path: list[Path] = field(default_factory=list)
+    provider_records: Path | None = None
 
     def env(self) -> dict[str, str]:
         return clean_env({
-            "PATH": f"{Path(self.binary).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": os.pathsep.join([*map(str, self.extra_path), str(Path(self.binary).parent),
+                                     os.environ.get("PATH", "")]),
             "PULUMI_HOME": str(self.home),
             "PULUMI_BACKEND_URL": f"file://{self.state}",
             "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
@@ -67,6 +71,26 @@ class PulumiProject:
         if run.returncode != 0:
             raise AssertionError(f"{' '.join(run.argv)} exited {run.returncode}:\n{run.output}")
         return run
+
+    def use_engine_doubles(self) -> None:
+        """Put the test-only language host and echo providers on the CLI's PATH (tests/support/engine)."""
+        from .engine import install_engine_doubles
+
+        self.provider_records = self.directory.parent / "provider-records"
+        self.extra_path.insert(0, install_engine_doubles(self.directory.parent / "engine-bin",
+                                                         self.provider_records))
+
+    def recorded_provider_inputs(self) -> dict[tuple[str, str], dict]:
+        """{(type, name): inputs} of every Check the echo providers answered."""
+        records = {}
+        for path in sorted((self.provider_records or Path("/nonexistent")).glob("*/*.json")):
+            record = json.loads(path.read_text())
+            records[(record["type"], record["name"])] = record["inputs"]
+        return records
+
+    def exported_resources(self, stack: str) -> list[dict]:
+        """The stack's state as the engine wrote it (``pulumi stack export``)."""
+        return json.loads(self.must("stack", "export", "--stack", stack).stdout)["deployment"]["resources"]
 
     def stacks(self) -> list[str]:
         """Stack names from the Pulumi.<stack>.yaml files of the project."""
