@@ -232,3 +232,5 @@ def test_pdb_stays_healthy_while_a_gc_job_runs(applied: KubeCluster):
     status = pdb_conditions()
     reasons = {c["type"]: c.get("reason") for c in status["conditions"]}
     assert reasons.get("DisruptionAllowed") != "SyncFailed", status
+    # The budget counts the StatefulSet's replicas, not the GC pod.
+    assert status.get("expectedPods") == int(stack_value(applied.stack, "replicas", 1)), status
