@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import yaml
 
 from offline_plan.render import write_plan
 from tests.support.kube_cluster import NAMESPACE, KubeCluster
+from tests.support.processes import clean_env
 
 pytest_plugins = ["tests.support.peer_fixtures"]
 
@@ -234,3 +236,71 @@ def test_pdb_stays_healthy_while_a_gc_job_runs(applied: KubeCluster):
     assert reasons.get("DisruptionAllowed") != "SyncFailed", status
     # The budget counts the StatefulSet's replicas, not the GC pod.
     assert status.get("expectedPods") == int(stack_value(applied.stack, "replicas", 1)), status
+
+
+def service_account_kubeconfig(cluster: KubeCluster, account: str, path: Path) -> Path:
+    """A kubeconfig holding a real token of the service account (TokenRequest), as its pod would."""
+    token = cluster.kubectl("create", "token", account, "-n", NAMESPACE, "--duration=20m").stdout.strip()
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": "admin", "user": {"token": token}}]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_the_snapshot_job_script_works_against_the_api_server_as_its_service_account(
+        applied: KubeCluster, manifest_dir: Path, tmp_path: Path):
+    """registry-snapshot.sh from the ConfigMap, with the CronJob's env and the registry-snapshot token: it
+    creates a VolumeSnapshot the CRD accepts, waits until it is ready and prunes beyond the retention."""
+    files = manifests(manifest_dir)
+    if "cronjob-registry-snapshot.yaml" not in files:
+        assert stack_value(applied.stack, "storageMode") != "filesystem"
+        pytest.skip("no volume snapshots outside filesystem mode (S3 versioning instead)")
+    cronjob = files["cronjob-registry-snapshot.yaml"]
+    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    script_path = container["command"][-1]
+    script = tmp_path / Path(script_path).name
+    script.write_text(files["configmap-registry-snapshot.yaml"]["data"][Path(script_path).name])
+    retention = int(env["RETENTION"])
+    assert retention == int(stack_value(applied.stack, "snapshotRetention", 14))
+    labels = dict(pair.split("=", 1) for pair in env["SELECTOR_LABELS"].split(","))
+
+    def snapshot(name: str, labelled: bool = True) -> dict:
+        return {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                "metadata": {"name": name, "namespace": NAMESPACE, **({"labels": labels} if labelled else {})},
+                "spec": {"volumeSnapshotClassName": env["SNAPSHOT_CLASS"],
+                         "source": {"persistentVolumeClaimName": env["CLAIM"]}}}
+
+    older = [f"{env['CLAIM']}-20200101-{i:06d}" for i in range(retention + 2)]
+    for name in older:
+        applied.kubectl("create", "-f", "-", input=json.dumps(snapshot(name)))
+    applied.kubectl("create", "-f", "-", input=json.dumps(snapshot("someone-elses-snapshot", labelled=False)))
+
+    kubeconfig = service_account_kubeconfig(applied, cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+                                            ["serviceAccountName"], tmp_path / "kubeconfig")
+    job = subprocess.Popen(["sh", str(script)], env=clean_env({**env, "KUBECONFIG": str(kubeconfig),
+                                                                "HOME": str(tmp_path), "POLL_SECONDS": "1",
+                                                                "READY_TIMEOUT_SECONDS": "60"}),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def new_snapshot():
+            items = applied.get(f"/apis/snapshot.storage.k8s.io/v1/namespaces/{NAMESPACE}/volumesnapshots")["items"]
+            return next((s["metadata"]["name"] for s in items
+                         if s["metadata"]["name"] not in older + ["someone-elses-snapshot"]), None)
+
+        created = applied.wait_for("the job's VolumeSnapshot", new_snapshot, timeout=30)
+        # What the snapshot controller would report once the CSI driver cut the snapshot (none runs here).
+        applied.kubectl("patch", "-n", NAMESPACE, f"volumesnapshot/{created}", "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": {"readyToUse": True}}))
+        output, _ = job.communicate(timeout=90)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, output
+    remaining = sorted(s["metadata"]["name"] for s in
+                       applied.get(f"/apis/snapshot.storage.k8s.io/v1/namespaces/{NAMESPACE}/volumesnapshots")["items"])
+    labelled_left = [name for name in remaining if name != "someone-elses-snapshot"]
+    assert "someone-elses-snapshot" in remaining
+    assert len(labelled_left) == retention
+    assert created in labelled_left
+    assert labelled_left == sorted(older + [created])[-retention:]

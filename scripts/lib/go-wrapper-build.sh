@@ -11,6 +11,8 @@
 # The build uses its own module and build caches, removed afterwards: only the binaries are kept (the Go caches
 # of these builds reach several GiB; the builds are reproducible, so they are cheaper to redo than to keep).
 # Set REGISTRY_IAC_KEEP_GO_CACHES=1 to use and keep the user's normal Go caches instead.
+# A PACKAGE starting with ./ is a package of the wrapper module itself, written by a `go_wrapper_prebuild`
+# function the caller defines (see install-pulumi-kubernetes.sh).
 
 # REPLACES_FN helper: for each replace in GOMOD that points into the module's own tree (`=> ./api`), a replace of
 # that module path by its published version: VERSION if given, else the version GOMOD requires.
@@ -69,8 +71,14 @@ go_wrapper_build() {
             go mod edit -replace="${replace}"
         done < <("${replaces_fn}" "${gomod}")
         for pkg in "${packages[@]}"; do
-            go get "${pkg}@${module_version}" >&2
+            [[ "${pkg}" == ./* ]] || go get "${pkg}@${module_version}" >&2
         done
+        # Optional hook for a module whose command cannot be built as published (generated files missing
+        # from its module zip): called in the wrapper module with the module's directory.
+        if declare -F go_wrapper_prebuild >/dev/null; then
+            go get "${module}@${module_version}" >&2
+            go_wrapper_prebuild "$(go list -m -f '{{.Dir}}' "${module}")" >&2
+        fi
         mkdir -p "${work}/bin"
         go build -trimpath -ldflags="${ldflags}" -o "${work}/bin/" "${packages[@]}" >&2
     )
