@@ -17,6 +17,7 @@ from components import monitoring
 from components.names import DEBUG_PORT, HTTP_PORT
 from components.settings import SettingsError
 from offline_plan.render import plain_numbers
+from tests.alerting import cases as alert_cases
 from tests.alerting.promql import exposition_series, metric_names, selector_labels
 from tests.conftest import settings_for
 from tests.support.oci import OciClient, make_image
@@ -25,7 +26,6 @@ from tests.support.registry_server import start_registry, write_htpasswd
 pytest_plugins = ["tests.support.fixtures"]
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-ALERT_TESTS = Path(__file__).parent / "alerting"
 RUNBOOKS = Path(__file__).parent.parent / "README.md"
 SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
 PROMETHEUS_RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
@@ -137,8 +137,7 @@ def test_metric_names_are_found_past_functions_keywords_and_label_names():
 def rules_dir(stack_plan, tmp_path) -> Path:
     """The stack's rules as a rule file, with the promtool unit tests that apply to the stack beside it."""
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules_from_plan(stack_plan), sort_keys=False))
-    for name in ("common.test.yaml", f"{stack_plan.stack}.test.yaml"):
-        shutil.copy(ALERT_TESTS / name, tmp_path / name)
+    alert_cases.render(settings_for(stack_plan.stack), tmp_path)
     return tmp_path
 
 
@@ -148,14 +147,14 @@ def test_planned_rules_pass_promtool_check(rules_dir):
 
 
 def test_planned_rules_pass_their_promtool_unit_tests(rules_dir, stack_plan):
-    result = promtool("test", "rules", "common.test.yaml", f"{stack_plan.stack}.test.yaml", cwd=rules_dir)
+    result = promtool("test", "rules", *alert_cases.test_files(settings_for(stack_plan.stack)), cwd=rules_dir)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_alert_has_a_firing_and_a_silent_unit_test(stack_plan):
+def test_every_alert_has_a_firing_and_a_silent_unit_test(stack_plan, tmp_path):
     firing, silent = set(), set()
-    for name in ("common.test.yaml", f"{stack_plan.stack}.test.yaml"):
-        for case in yaml.safe_load((ALERT_TESTS / name).read_text())["tests"]:
+    for name in alert_cases.render(settings_for(stack_plan.stack), tmp_path):
+        for case in yaml.safe_load((tmp_path / name).read_text())["tests"]:
             for check in case.get("alert_rule_test", []):
                 if check["exp_alerts"]:
                     firing.add(check["alertname"])

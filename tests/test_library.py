@@ -1,5 +1,5 @@
 """The components as a library: installed from pyproject.toml, used by a second program that imports
-nothing else of this repository."""
+nothing else of this repository, and a third stack that is one new file."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "second-registry"
 # What the example must not inherit from this program: its names, namespace and KV/Vault paths.
 PROGRAM_NAMES = ("data-registry-0", "registry-gc", "registry-snapshot", "registry-headless", "registry/team-a")
+
+# The per-stack tests: each runs once per stack file (test_offline_plan's plan command covers all stacks at once).
+STACK_TESTS = ("test_alerting.py", "test_manifests.py", "test_registry_env.py", "test_rotation.py",
+               "test_operations_plan.py", "test_offline_plan.py")
 
 PLAN_EXAMPLE = """
 import json, sys
@@ -72,3 +78,27 @@ def test_the_package_declares_a_version_and_ships_the_operations_scripts(tmp_pat
     metadata = next(site.glob("registry_components-*.dist-info")) / "METADATA"
     assert "Version: 0.1.0" in metadata.read_text()
     assert (site / "components" / "scripts" / "registry-gc.sh").is_file()
+
+
+def test_a_third_stack_is_one_new_file(tmp_path):
+    """A copy of the repository with a Pulumi.dev.yaml added: planned, policy-checked, in the settings table
+    and in the tests' stacks, with no other edit."""
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("venv", "build", "__pycache__", ".git", "*.egg-info"))
+    dev = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())
+    dev["config"]["registry:namespace"] = "cicd-dev"
+    (copy / "Pulumi.dev.yaml").write_text(yaml.safe_dump(dev))
+    (copy / "venv").symlink_to(sys.prefix)  # the policy pack runs from ../venv, as PulumiPolicy.yaml says
+
+    plan = subprocess.run([sys.executable, "-m", "offline_plan", "--quiet"], cwd=copy,
+                          capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 0, plan.stderr
+    assert "dev: policies: 0 mandatory violations" in plan.stdout
+    assert list((copy / "build" / "dev" / "kubernetes").glob("statefulset-*.yaml"))
+
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-k", "dev or plan_command",
+                            *[f"tests/{name}" for name in STACK_TESTS]], cwd=copy, capture_output=True, text=True, timeout=600)
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    ran = {line.split("::")[0] for line in tests.stdout.splitlines() if "[dev" in line and "PASSED" in line}
+    assert ran == {f"tests/{name}" for name in STACK_TESTS if name != "test_offline_plan.py"}, tests.stdout[-3000:]
+    assert "test_plan_command_prints_every_stack_and_writes_their_manifests PASSED" in tests.stdout

@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.conftest import STACKS
 from offline_plan.render import write_plan
 
 # The cluster's Kubernetes minor version: the schemas the manifests must satisfy.
@@ -31,7 +32,7 @@ def _manifests(directory: Path) -> list[tuple[Path, dict]]:
     return [(path, yaml.safe_load(path.read_text())) for path in sorted(directory.glob("*.yaml"))]
 
 
-@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_manifests_validate_against_the_kubernetes_schemas(rendered, stack):
     checked = 0
     for path, manifest in _manifests(rendered[stack]):
@@ -60,7 +61,7 @@ def _checkov(directory: Path) -> dict:
     return report[0] if isinstance(report, list) else report
 
 
-@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_checkov_finds_no_failed_kubernetes_check_and_every_skip_is_justified(rendered, stack):
     report = _checkov(rendered[stack])
     summary = report.get("summary", {})

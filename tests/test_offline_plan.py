@@ -10,12 +10,13 @@ from pathlib import Path
 import yaml
 
 from offline_plan import record_plan
+from tests.conftest import STACKS
 from offline_plan.render import display_type
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
-def test_plan_command_prints_both_stacks_and_writes_their_manifests(tmp_path):
+def test_plan_command_prints_every_stack_and_writes_their_manifests(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "offline_plan", "--out", str(tmp_path)],
         cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
@@ -23,7 +24,7 @@ def test_plan_command_prints_both_stacks_and_writes_their_manifests(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    for stack in ("staging", "prod"):
+    for stack in STACKS:
         assert f"Offline plan of stack registry/{stack}" in result.stdout
         assert f"{stack}: policies: 0 mandatory violations" in result.stdout
         manifests = list((tmp_path / stack / "kubernetes").glob("*.yaml"))

@@ -12,7 +12,7 @@ from components.storage import replication_policy
 from components.settings import SettingsError
 from components.workload import client_service, container_security_context, pod_security_context, selector_labels
 from offline_plan import record_plan
-from tests.conftest import settings_for
+from tests.conftest import STACKS, settings_for
 
 CRONJOB = "kubernetes:batch/v1:CronJob"
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
@@ -67,7 +67,7 @@ def test_gc_role_deletes_only_the_registry_pods_and_reads_only_its_statefulset(s
     assert all(r["resources"] in (["pods"], ["statefulsets"]) for r in rules)
     binding = named(stack_plan, BINDING, GC_NAME)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": GC_NAME}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": GC_NAME, "namespace": "cicd"}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": GC_NAME, "namespace": settings_for(stack_plan.stack).namespace}]
     assert gc_pod(stack_plan)["spec"]["serviceAccountName"] == GC_NAME
     assert named(stack_plan, ACCOUNT, GC_NAME)["automountServiceAccountToken"] is False
 
@@ -270,7 +270,7 @@ def test_replication_waits_for_versioning_of_both_buckets(prod_plan):
         "aws:s3/bucketVersioning:BucketVersioning", "registry-storage-versioning").urn in replication.dependencies
 
 
-@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_operations_manifests_validate_against_the_kubernetes_schemas(stack):
     import kubernetes_validate
 

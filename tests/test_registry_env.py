@@ -7,7 +7,7 @@ import json
 import pytest
 
 from components.registry_config import registry_environment
-from tests.conftest import settings_for
+from tests.conftest import STACKS, settings_for
 from tests.test_config_settings import HTPASSWD_ONLY
 
 KMS_ARN = "arn:aws:kms:eu-west-1:123456789012:key/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
@@ -82,7 +82,7 @@ def test_minio_environment_forces_path_style_and_references_vault_for_keys():
     assert "plain-access" not in json.dumps(env) and "plain-secret" not in json.dumps(env)
 
 
-@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_http_secret_is_a_vault_reference_shared_by_every_replica(stack):
     env = registry_environment(settings_for(stack), kms_key_arn=KMS_ARN)
     assert env["REGISTRY_HTTP_SECRET"] == f"vault:secret/registry/{stack}#http_secret"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from components.vault_secrets import GENERATION_ANNOTATION
+from tests.conftest import STACKS
 from offline_plan import Plan, record_plan
 
 ANNOTATIONS = ("spec", "template", "metadata", "annotations")
@@ -48,7 +49,7 @@ def plan_differences(before: Plan, after: Plan) -> dict[str, list[tuple]]:
 
 
 
-@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_next_generation_changes_credentials_secret_kv_generation_and_pod_annotation_only(stack):
     current = record_plan(stack, overrides={"registry:credentialsGeneration": "1"})
     again = record_plan(stack, overrides={"registry:credentialsGeneration": "1"})
