@@ -1,4 +1,4 @@
-"""Operations: safe garbage collection, volume snapshots and the S3 disaster-recovery copy.
+"""Operations: safe garbage collection and volume snapshots (the S3 DR replica is in storage.py).
 
 Garbage collection (``registry-gc`` CronJob, ``scripts/registry-gc.sh``). Distribution must be
 read-only (or stopped) while ``registry garbage-collect`` runs, or a concurrent push can lose layers;

@@ -4,6 +4,7 @@ the docs say, and the Pulumi jobs know where Consul and Vault are reached from."
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from offline_plan.recorder import discover_stacks
 
 PROJECT = Path(__file__).resolve().parent.parent
 WORKFLOWS = PROJECT / ".github" / "workflows"
@@ -74,8 +77,8 @@ def test_pull_requests_preview_each_stack_with_the_pack_only_when_credentials_ex
     workflow = _workflow("pull-request.yml")
     preview = workflow["jobs"]["preview"]
     assert preview["if"] == "needs.credentials.outputs.available == 'true'"
-    assert set(preview["needs"]) == {"test", "credentials"}
-    assert preview["strategy"]["matrix"]["stack"] == ["staging", "prod"]
+    assert set(preview["needs"]) == {"test", "credentials", "stacks"}
+    assert preview["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.list) }}"
     [step] = _pulumi_steps({"jobs": {"preview": preview}})
     assert step["with"]["command"] == "preview" and step["with"]["policyPacks"] == "policies"
     assert step["with"]["comment-on-pr"] is True
@@ -87,7 +90,7 @@ def _stack_config(stack: str) -> dict:
 
 def test_every_pulumi_job_reaches_consul_and_vault_where_its_stack_file_says():
     """The providers read consul:address and vault:address from the stack; nothing else may name them."""
-    stacks = {"staging", "prod"}
+    stacks = discover_stacks()
     for stack in stacks:
         config = _stack_config(stack)
         for key in ("consul:address", "vault:address"):
@@ -125,4 +128,21 @@ def test_drift_check_expects_no_changes_on_every_stack():
     assert workflow[True]["schedule"]  # YAML 1.1 reads the key `on` as True
     [step] = _pulumi_steps(workflow)
     assert step["with"]["expect-no-changes"] is True and step["with"]["refresh"] is True
-    assert {entry["stack"] for entry in workflow["jobs"]["drift"]["strategy"]["matrix"]["include"]} == {"staging", "prod"}
+    assert workflow["jobs"]["drift"]["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.list) }}"
+
+
+def test_preview_and_drift_take_their_stacks_from_the_stack_files(tmp_path):
+    """One list, from the files: a new Pulumi.<stack>.yaml is previewed and drift-checked without an edit here."""
+    for name in ("pull-request.yml", "drift.yml"):
+        [step] = [s for s in _workflow(name)["jobs"]["stacks"]["steps"] if "run" in s]
+        assert step["run"].strip() == 'echo "list=$(scripts/stacks.sh)" >> "${GITHUB_OUTPUT}"', name
+
+    listed = subprocess.run([str(PROJECT / "scripts" / "stacks.sh")], capture_output=True, text=True, check=True)
+    assert sorted(json.loads(listed.stdout)) == sorted(discover_stacks()) and {"staging", "prod"} <= set(discover_stacks())
+    copy = tmp_path / "repo"
+    (copy / "scripts").mkdir(parents=True)
+    shutil.copy(PROJECT / "scripts" / "stacks.sh", copy / "scripts")
+    for stack in ("staging", "prod", "dev"):
+        (copy / f"Pulumi.{stack}.yaml").write_text("config: {}\n")
+    listed = subprocess.run([str(copy / "scripts" / "stacks.sh")], capture_output=True, text=True, check=True)
+    assert sorted(json.loads(listed.stdout)) == ["dev", "prod", "staging"]
