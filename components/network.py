@@ -9,7 +9,7 @@ NetworkPolicy an empty ``from`` would admit everybody.
 Kubelets and developers are outside the mesh, and the registry port accepts only the sidecar's mTLS, so a
 node or developer CIDR admitted to it would be a path that cannot work. They reach the registry through
 the Ingress (HTTPS with a certificate they trust), whose source ranges hold both; without an Ingress host
-the nodes have no pull path (README, "How clients reach the registry").
+the nodes have no pull path (docs/security.md, "How clients reach the registry").
 
 Traffic from the node a pod runs on (the kubelet's probes) is always allowed by Kubernetes, whatever
 the policies say, so the probes need no rule here.

@@ -565,14 +565,14 @@ def image_registry_host(reference: str) -> Optional[str]:
 def _refuse_self_hosted_image(key: str, reference: str, namespace: str, ingress_host: Optional[str]) -> None:
     """The registry's own pods (and its operations jobs) must never need this registry to start: a cold
     start, a node loss or a disaster recovery would wait for itself. Their images come from the bootstrap
-    registry (README, "Bootstrap"), which this registry does not serve."""
+    registry (docs/security.md, "Bootstrap"), which this registry does not serve."""
     host = image_registry_host(reference)
     served = {f"{names.CLIENT_SERVICE_NAME}.{namespace}.svc", f"{names.CLIENT_SERVICE_NAME}.{namespace}.svc.cluster.local"}
     if ingress_host:
         served.add(ingress_host)
     if host in served:
         raise SettingsError(key, reference, f"an image outside this registry ({host} is served by it, so a cold start "
-                                            "would wait for itself); use the bootstrap registry (README, \"Bootstrap\")")
+                                            "would wait for itself); use the bootstrap registry (docs/security.md, \"Bootstrap\")")
 
 
 def _parse_storage_budget(read: _Raw, storage: Storage) -> Optional[int]:

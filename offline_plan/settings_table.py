@@ -1,7 +1,7 @@
-"""``python -m offline_plan.settings_table [--write]``: the README's settings table, from Pulumi.yaml.
+"""``python -m offline_plan.settings_table [--write]``: the settings table of docs/settings.md, from Pulumi.yaml.
 
-Pulumi.yaml's ``config:`` block is the one place settings are declared; the README table is printed
-from it (and a test fails when the README's copy differs), so the two cannot drift apart.
+Pulumi.yaml's ``config:`` block is the one place settings are declared; the table is printed from it (and a
+test fails when the document's copy differs), so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -59,15 +59,18 @@ def settings_table(project_dir: Path = PROJECT_DIR) -> str:
     return "\n".join(lines)
 
 
-def write_into_readme(readme: Path = PROJECT_DIR / "README.md") -> None:
-    """Replace the table between the markers in the README with a freshly generated one."""
-    text = readme.read_text()
+SETTINGS_DOCUMENT = PROJECT_DIR / "docs" / "settings.md"
+
+
+def write_into_document(document: Path = SETTINGS_DOCUMENT) -> None:
+    """Replace the table between the markers in the document with a freshly generated one."""
+    text = document.read_text()
     start, end = text.index(BEGIN), text.index(END) + len(END)
-    readme.write_text(text[:start] + settings_table() + text[end:])
+    document.write_text(text[:start] + settings_table() + text[end:])
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
-        write_into_readme()
+        write_into_document()
     else:
         sys.stdout.write(settings_table() + "\n")

@@ -5,7 +5,7 @@ A delete in a versioned bucket (garbage collection, `DELETE /v2/.../manifests/..
 `aws s3 rm`) only adds a delete marker on top of the object's versions. Removing a marker makes the
 version below it current again, byte for byte. This tool removes the markers newer than --since
 under --prefix, so everything deleted after that moment is back; objects deleted earlier stay
-deleted. Run it with the registry read-only (README, Runbooks: Restore).
+deleted. Run it with the registry read-only (docs/runbooks.md, "Restore").
 
     s3-undelete.py --bucket example-cicd-registry-prod-eu-west-1 --prefix registry/docker/registry/v2/ \
         --since 2026-11-26T03:00:00Z [--dry-run]

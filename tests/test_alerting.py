@@ -26,7 +26,7 @@ from tests.support.registry_server import start_registry, write_htpasswd
 pytest_plugins = ["tests.support.fixtures"]
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-RUNBOOKS = Path(__file__).parent.parent / "README.md"
+RUNBOOKS = Path(__file__).parent.parent / "docs" / "runbooks.md"
 SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
 PROMETHEUS_RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
 SERVICE = "kubernetes:core/v1:Service"
@@ -189,13 +189,15 @@ def test_alerts_carry_severity_summary_description_and_runbook(stack_plan):
 
 
 def test_every_runbook_url_points_at_a_runbook_heading(stack_plan):
-    headings = re.findall(r"^### (.+?)\s*$", RUNBOOKS.read_text(), re.M)
+    headings = re.findall(r"^## (.+?)\s*$", RUNBOOKS.read_text(), re.M)
     anchors = {monitoring.github_anchor(heading) for heading in headings}
     base = settings_for(stack_plan.stack).runbook_base_url
+    # The URL names the document these headings are read from.
+    assert base.endswith("/blob/main/" + RUNBOOKS.relative_to(RUNBOOKS.parents[1]).as_posix()), base
     for rule in alerts(rules_from_plan(stack_plan)):
         url = rule["annotations"]["runbook_url"]
         assert url.startswith(base + "#"), url
-        assert url.split("#", 1)[1] in anchors, f"{rule['alert']}: no '### {rule['alert']}' in {RUNBOOKS.name}"
+        assert url.split("#", 1)[1] in anchors, f"{rule['alert']}: no '## {rule['alert']}' in {RUNBOOKS.name}"
 
 
 def test_github_anchor_matches_githubs_heading_ids():

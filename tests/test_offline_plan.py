@@ -84,11 +84,11 @@ def test_display_type_shortens_like_the_cli():
     assert display_type("kubernetes:apps/v1:StatefulSet") == "kubernetes:apps/v1:StatefulSet"
 
 
-def test_readme_settings_table_is_the_one_generated_from_pulumi_yaml():
-    from offline_plan.settings_table import settings_table
+def test_the_settings_table_is_the_one_generated_from_pulumi_yaml():
+    from offline_plan.settings_table import SETTINGS_DOCUMENT, settings_table
 
-    assert settings_table() in (PROJECT_DIR / "README.md").read_text(), (
-        "README's settings table is stale: run `python -m offline_plan.settings_table --write`"
+    assert settings_table() in SETTINGS_DOCUMENT.read_text(), (
+        "docs/settings.md's settings table is stale: run `python -m offline_plan.settings_table --write`"
     )
 
 
