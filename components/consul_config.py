@@ -163,6 +163,10 @@ def _config_json(value: dict) -> str:
 class RegistryConsulConfig(pulumi.ComponentResource):
     """The registry's KV args, its service-defaults and service-intentions, and its ACL policy."""
 
+    key_prefix: consul.KeyPrefix
+    service_defaults: consul.ConfigEntry
+    service_intentions: consul.ConfigEntry
+    acl_roles: dict[str, consul.AclRole]  # by service account
     kv_prefix: pulumi.Output[str]
     acl_policy_name: pulumi.Output[str]
 
@@ -172,7 +176,7 @@ class RegistryConsulConfig(pulumi.ComponentResource):
 
         # KeyPrefix owns the whole prefix: a key dropped here (a setting removed, the other auth mode's
         # keys after a switch) is deleted from Consul, so config-cli never exports a stale variable.
-        consul.KeyPrefix(
+        self.key_prefix = consul.KeyPrefix(
             f"{name}-kv",
             path_prefix=args.names.config_kv_prefix,
             # Only the KMS key ARN waits for AWS; every other value stays known during preview, so the
@@ -180,11 +184,11 @@ class RegistryConsulConfig(pulumi.ComponentResource):
             subkeys=kv_subkeys(args, args.kms_key_arn),
             opts=child,
         )
-        consul.ConfigEntry(
+        self.service_defaults = consul.ConfigEntry(
             f"{name}-service-defaults", kind="service-defaults", name=args.names.consul_service,
             config_json=_config_json(service_defaults()), opts=child,
         )
-        consul.ConfigEntry(
+        self.service_intentions = consul.ConfigEntry(
             f"{name}-service-intentions", kind="service-intentions", name=args.names.consul_service,
             config_json=_config_json(service_intentions(args)), opts=child,
         )
@@ -202,10 +206,11 @@ class RegistryConsulConfig(pulumi.ComponentResource):
             rules=gc_acl_policy_rules(args),
             opts=child,
         )
+        self.acl_roles = {}
         policy_ids = {acl_policy_name(args): policy.id, gc_acl_policy_name(args): gc_policy.id}
         for identity in acl_identities(args):
             short = "gc" if identity["account"] == args.names.gc else "registry"
-            role = consul.AclRole(
+            role = self.acl_roles[identity["account"]] = consul.AclRole(
                 f"{name}-{short}-acl-role",
                 name=identity["role"],
                 description=f"Service account {args.namespace}/{identity['account']} ({args.environment})",

@@ -178,6 +178,9 @@ def _secret_json(data: dict[str, str]) -> str:
 class RegistryVaultSecrets(pulumi.ComponentResource):
     """Generated credentials in Vault, the read-only policy and the Kubernetes auth role."""
 
+    secret: vault.kv.SecretV2
+    policy: vault.Policy
+    auth_roles: dict[str, vault.kubernetes.AuthBackendRole]  # by service account
     secret_path: pulumi.Output[str]
     policy_name: pulumi.Output[str]
     auth_role_name: pulumi.Output[str]
@@ -216,7 +219,7 @@ class RegistryVaultSecrets(pulumi.ComponentResource):
         data_json = pulumi.Output.all(http_secret.result, htpasswd, minio_keys).apply(
             lambda values: _secret_json(registry_secret_data(args, values[0], values[1], _pair(values[2])))
         )
-        vault.kv.SecretV2(
+        self.secret = vault.kv.SecretV2(
             f"{name}-secret",
             mount=args.vault_kv_mount,
             name=args.vault_secret_path,
@@ -224,7 +227,7 @@ class RegistryVaultSecrets(pulumi.ComponentResource):
             opts=child,
         )
 
-        policy = vault.Policy(f"{name}-policy", name=vault_policy_name(args), policy=vault_policy(args),
+        policy = self.policy = vault.Policy(f"{name}-policy", name=vault_policy_name(args), policy=vault_policy(args),
                               opts=child)
         roles = {}
         registry_account, gc_account = config_cli_accounts(args.names)
@@ -235,6 +238,7 @@ class RegistryVaultSecrets(pulumi.ComponentResource):
                 **{**kubernetes_auth_role(args, account), "token_policies": [policy.name]},
                 opts=child,
             )
+        self.auth_roles = roles
         role = roles[registry_account]
 
         self.secret_path = pulumi.Output.from_input(f"{args.vault_kv_mount}/{args.vault_secret_path}")
