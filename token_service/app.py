@@ -42,6 +42,8 @@ from .vault import VaultSource, VaultState, VaultUnavailable
 log = logging.getLogger("token_service")
 
 MAX_AUTHORIZATION_BYTES = 8192
+# All request headers together; h11 only bounds a head that arrives in pieces, not one sent at once.
+MAX_HEADER_BYTES = 16384
 MAX_FORM_BYTES = 16384
 MAX_USERNAME = 256
 MAX_PASSWORD = 8192
@@ -124,7 +126,9 @@ class TokenService:
     def refresh_once(self) -> None:
         try:
             state = self.vault.read()
-        except VaultUnavailable as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the cause, the refresher lives on and logins fail closed
+            if not isinstance(exc, VaultUnavailable):
+                exc = VaultUnavailable(f"unexpected {type(exc).__name__}: {exc}")
             self.metrics.vault_up.set(0)
             now = self.monotonic()
             if str(exc) != self._vault_error or now - self._vault_error_logged > VAULT_ERROR_LOG_INTERVAL:
@@ -458,13 +462,34 @@ def create_app(service: TokenService) -> Starlette:
         finally:
             service.stop()
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route(c.TOKEN_PATH, token, methods=["GET", "POST"]),
         Route(c.HEALTH_PATH, healthz, methods=["GET"]),
         Route(c.READY_PATH, readyz, methods=["GET"]),
         Route(c.JWKS_PATH, jwks, methods=["GET"]),
         Route(c.METRICS_PATH, metrics_endpoint, methods=["GET"]),
     ], lifespan=lifespan)
+    return HeaderLimit(app, metrics)
+
+
+class HeaderLimit:
+    """ASGI wrapper: a request whose headers exceed ``MAX_HEADER_BYTES`` gets 431 before any handler runs."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > MAX_HEADER_BYTES:
+                self.metrics.requests.labels("oversized", "431").inc()
+                log.warning("request refused: %d bytes of headers", size, extra={"event": "oversized_headers"})
+                response = JSONResponse({"error": "invalid_request",
+                                         "error_description": f"headers larger than {MAX_HEADER_BYTES} bytes"},
+                                        status_code=431, headers={"Connection": "close"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class JsonFormatter(logging.Formatter):

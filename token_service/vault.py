@@ -17,6 +17,7 @@ from typing import Mapping, Optional
 import hvac
 import hvac.exceptions
 import requests
+from joserfc.errors import JoseError
 
 from . import contract as c
 from .config import VaultConfig
@@ -113,11 +114,12 @@ class VaultSource:
                                    "(run python -m token_service.keys init)")
         jwks = trust.get(c.TRUST_JWKS_FIELD, "")
         try:
-            published = {key.kid for key in trust_keyset(jwks).keys}
+            published = {key.get("kid") for key in json.loads(jwks or '{"keys": []}').get("keys", [])}
             if kid not in published:
                 raise RotationError(f"active key {kid} is not in the trust secret's JWKS: the registry would "
                                     "refuse its tokens")
+            trust_keyset(jwks)  # every published key must parse: refresh tokens are verified against them
             signing_key = load_signing_key(kid, key_pem, trust.get(c.TRUST_CERTIFICATES_FIELD, ""))
-        except (RotationError, ValueError, KeyError) as exc:
+        except (RotationError, JoseError, ValueError, KeyError) as exc:
             raise VaultUnavailable(f"signing key unusable: {exc}") from None
         return VaultState(robots=robots, signing_key=signing_key, trust_jwks=jwks)
