@@ -594,3 +594,38 @@ def test_a_signing_key_missing_from_the_trust_bundle_is_never_used(openbao, tmp_
         refused_without_token(_attempt(running, "ci-push", layout.robots["ci-push"].password, "10.0.5.1"), 503)
     finally:
         running.stop()
+
+
+# --- the robots the program itself generates ------------------------------------------------------------------------
+
+
+def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_them(openbao, tmp_path):
+    """The staging plan's own Vault secret (hashes and access list as components/vault_secrets.py writes them)
+    and its client secrets (the passwords), applied to OpenBao as recorded, then used by the service."""
+    from offline_plan import record_plan
+    from tests.support.stack_registry import robot_accounts
+    from tests.support.vault_plan import POLICY_TYPE, SECRET_TYPE, apply_vault_objects
+
+    plan = record_plan("staging")
+    assert plan.error is None, plan.error
+    root = openbao.client()
+    apply_vault_objects(root, plan)
+    secret = plan.one(SECRET_TYPE, "registry-secrets-secret").plain_inputs
+    assert secret["mount"] == KV_MOUNT
+    layout = provision_vault(root, openbao.url, {})
+    # The service may read the stack's secret through the registry's own read-only policy, nothing more.
+    token = root.auth.token.create(policies=[f"{layout.prefix}-token-service", plan.one(POLICY_TYPE).plain_inputs["name"]],
+                                   no_default_policy=True, ttl="1h")["auth"]["client_token"]
+    env = service_environment(layout, openbao.url, **{c.ENV_VAULT_ROBOTS_PATH: secret["name"], c.ENV_VAULT_TOKEN: token})
+    running = start_token_service(env, tmp_path)
+    keys = KeySet.import_key_set(json.loads(read_trust(root, layout)[c.TRUST_JWKS_FIELD]))
+    try:
+        accounts = robot_accounts(root, plan)
+        assert {a.access for a in accounts.values()} == {c.ROLE_PUSH, c.ROLE_PULL}
+        for name, account in accounts.items():
+            answer = get_token(running, name, account.password, ["repository:ci/app:pull,push,delete"])
+            expected = ["pull", "push"] if account.access == c.ROLE_PUSH else ["pull"]
+            assert access_of(answer, keys) == {"repository:ci/app": expected}, name
+            refused_without_token(get_token(running, name, account.password + "x", ["repository:ci/app:pull"]), 401)
+    finally:
+        running.stop()

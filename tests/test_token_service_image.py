@@ -84,3 +84,9 @@ def test_the_service_starts_from_the_image_contents_alone(image_environment):
     assert started.returncode == 2
     assert started.stderr.strip() == (f"token-service: {c.ENV_ISSUER}: (not set) is not allowed; the tokens' issuer "
                                       "(REGISTRY_AUTH_TOKEN_ISSUER) is required")
+
+
+def test_the_docs_describe_every_setting():
+    docs = (REPO_ROOT / "docs" / "token-service.md").read_text()
+    missing = [name for name in c.SETTING_NAMES if f"`{name}`" not in docs]
+    assert not missing, f"docs/token-service.md does not describe {missing}"
