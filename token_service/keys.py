@@ -39,7 +39,6 @@ from . import contract as c
 from .config import MAX_TOKEN_TTL
 
 SIGNING_ALGORITHM = "ES256"
-CURVE = "P-256"
 DEFAULT_VALID_DAYS = 400
 # The registry accepts a token up to 60 s past its exp (Distribution's Leeway).
 REGISTRY_LEEWAY_SECONDS = 60
