@@ -22,7 +22,8 @@ from typing import Any, Iterable, Mapping
 from .scopes import REGISTRY, REPOSITORY, Scope
 
 ACTIONS_BY_TYPE = {REPOSITORY: ("pull", "push", "delete"), REGISTRY: ("*",)}
-_GLOB_COMPONENT = re.compile(r"^(?:\*\*|[a-z0-9._*-]+)$")
+# A component is ``**`` alone, or characters of a repository name with single ``*`` wildcards.
+_GLOB_COMPONENT = re.compile(r"^(?:\*\*|(?:[a-z0-9._-]|\*(?!\*))+)$")
 _ROLE_OR_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 
 
