@@ -10,7 +10,9 @@ import base64
 import binascii
 import datetime
 import hashlib
+import hmac
 import json
+import secrets
 import logging
 import re
 import threading
@@ -52,6 +54,9 @@ _CLIENT_ID = re.compile(r"^[\x20-\x7e]{1,128}$")
 REFRESH_TOKEN_USE = "refresh"
 BASIC_REALM = "registry token service"
 VAULT_ERROR_LOG_INTERVAL = 60
+# A robot's password, once checked with bcrypt, is remembered for this long (as an HMAC under a per-process
+# random key, never in clear): a cluster's nodes pulling at once would otherwise queue behind bcrypt.
+VERIFIED_PASSWORD_SECONDS = 60
 
 
 class HttpError(Exception):
@@ -120,6 +125,8 @@ class TokenService:
         self._dummy_hash = bcrypt.hashpw(b"not a password", bcrypt.gensalt(10))
         self._stop = threading.Event()
         self._refresher: Optional[threading.Thread] = None
+        self._verified_key = secrets.token_bytes(32)
+        self._verified: dict[str, tuple[bytes, bytes, float]] = {}  # name -> (stored hash, HMAC, until)
 
     # --- Vault state --------------------------------------------------------------------------------------
 
@@ -205,7 +212,7 @@ class TokenService:
         state = self.fresh_state()
         robot = state.robots.get(username)
         if robot is not None:
-            if bcrypt.checkpw(password.encode(), robot.password_hash):
+            if self._robot_password_ok(robot.name, robot.password_hash, password):
                 self.by_identity.reset(f"user:{username}")
                 roles = (robot.role,) if robot.role else ()
                 return Identity("robot", robot.name, roles, credential=_fingerprint(robot.password_hash))
@@ -229,6 +236,18 @@ class TokenService:
                             groups=developer.groups)
         bcrypt.checkpw(password.encode(), self._dummy_hash)
         raise self._failed(username, source, "unknown_identity")
+
+    def _robot_password_ok(self, name: str, stored_hash: bytes, password: str) -> bool:
+        mac = hmac.new(self._verified_key, password.encode(), hashlib.sha256).digest()
+        remembered = self._verified.get(name)
+        if remembered and remembered[0] == stored_hash and remembered[2] > self.monotonic() \
+                and hmac.compare_digest(remembered[1], mac):
+            return True
+        if not bcrypt.checkpw(password.encode(), stored_hash):
+            return False
+        # Keyed by robot name and stored hash: bounded by the robots in Vault, forgotten on rotation.
+        self._verified[name] = (stored_hash, mac, self.monotonic() + VERIFIED_PASSWORD_SECONDS)
+        return True
 
     def authenticate_refresh(self, token: str, source: str) -> Identity:
         self._limited("(refresh token)", source)
