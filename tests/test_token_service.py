@@ -417,14 +417,15 @@ def test_no_secret_reaches_the_log(service, layout, issuer):
 @pytest.fixture(scope="module")
 def limited_service(layout, openbao, tmp_path_factory):
     env = service_environment(layout, openbao.url, **{c.ENV_FAILURES_PER_IDENTITY: "3",
-                                                      c.ENV_FAILURES_PER_SOURCE: "6", c.ENV_FAILURE_WINDOW: "60"})
+                                                      c.ENV_FAILURES_PER_SOURCE: "6", c.ENV_FAILURE_WINDOW: "60",
+                                                      c.ENV_TRUSTED_PROXIES: "127.0.0.1"})
     running = start_token_service(env, tmp_path_factory.mktemp("token-service-limited"))
     yield running
     running.stop()
 
 
 def _from(source: str) -> dict:
-    # The service believes X-Forwarded-For from 127.0.0.1 only (TOKEN_SERVICE_TRUSTED_PROXIES): the mesh sidecar.
+    # The limited service believes X-Forwarded-For from 127.0.0.1 (TOKEN_SERVICE_TRUSTED_PROXIES): a proxy there.
     return {"X-Forwarded-For": source}
 
 
@@ -454,6 +455,21 @@ def test_a_burst_of_guesses_from_one_source_is_limited_across_identities(limited
     assert _attempt(limited_service, robot.name, robot.password, "10.0.1.2").status_code == 200
     events = [e for e in limited_service.log_events() if e.get("event") == "rate_limited"]
     assert {e["limit"] for e in events} >= {"source"}
+
+
+def test_a_forwarded_for_header_from_an_untrusted_peer_does_not_change_the_source(layout, openbao, tmp_path):
+    env = service_environment(layout, openbao.url, **{c.ENV_FAILURES_PER_IDENTITY: "100",
+                                                      c.ENV_FAILURES_PER_SOURCE: "4"})
+    running = start_token_service(env, tmp_path)
+    try:
+        for number in range(4):
+            assert _attempt(running, f"guessed-{number}", "guess", f"10.9.0.{number}").status_code == 401
+        robot = layout.robots["ci-push"]
+        refused_without_token(_attempt(running, robot.name, robot.password, "10.9.9.9"), 429, "too_many_requests")
+        limited = [e for e in running.log_events() if e.get("event") == "rate_limited"]
+        assert limited and limited[-1]["source"] == "127.0.0.1"
+    finally:
+        running.stop()
 
 
 # --- dependencies down: fail closed ---------------------------------------------------------------------------------

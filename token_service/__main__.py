@@ -36,7 +36,7 @@ def main() -> int:
     service = TokenService(config, VaultSource(config.vault), OidcVerifier(config.oidc) if config.oidc else None)
     uvicorn.run(
         create_app(service), host=config.listen_host, port=config.listen_port,
-        proxy_headers=True, forwarded_allow_ips=",".join(config.trusted_proxies),
+        proxy_headers=bool(config.trusted_proxies), forwarded_allow_ips=",".join(config.trusted_proxies) or None,
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES, access_log=False, log_config=None,
         server_header=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )

@@ -118,7 +118,10 @@ SETTINGS: tuple[Setting, ...] = (
              "JSON: roles -> [{type, names (globs), actions}], groups -> [roles]"),
     _setting(ENV_LISTEN_HOST, "0.0.0.0", "address uvicorn binds"),
     _setting(ENV_LISTEN_PORT, str(HTTP_PORT), "port uvicorn binds"),
-    _setting(ENV_TRUSTED_PROXIES, "127.0.0.1", "comma-separated addresses whose X-Forwarded-For is believed"),
+    # Empty by default: behind an L4 sidecar a client's own X-Forwarded-For would arrive from 127.0.0.1 and,
+    # believed, let it pick the address its failures are counted against.
+    _setting(ENV_TRUSTED_PROXIES, "", "comma-separated addresses whose X-Forwarded-For is believed (a proxy "
+             "that appends the client's address, e.g. an HTTP-mode mesh sidecar or the ingress controller)"),
     _setting(ENV_LOG_LEVEL, "info", "debug, info, warning or error"),
     _setting(ENV_VAULT_ADDR, None, "Vault (or OpenBao) URL"),
     _setting(ENV_VAULT_CACERT, "", "CA bundle for Vault's TLS certificate (empty: the system's)"),
