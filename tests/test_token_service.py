@@ -24,8 +24,10 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from tests.support.openbao import start_openbao
+from tests.support.vault_plan import throwaway_ca_certificate
 from tests.support.processes import clean_env, free_port
-from tests.support.token_service import (ISSUER, KV_MOUNT, REPO_ROOT, SERVICE, OidcIssuer, http, provision_vault,
+from tests.support.token_service import (ISSUER, KV_MOUNT, REPO_ROOT, SERVICE, OidcIssuer, TokenReviewApi, http,
+                                         provision_vault,
                                          read_trust, run_keys, service_environment, start_token_service, wait_until,
                                          write_robots)
 from token_service import contract as c
@@ -645,3 +647,50 @@ def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_t
             refused_without_token(get_token(running, name, account.password + "x", ["repository:ci/app:pull"]), 401)
     finally:
         running.stop()
+
+
+# --- Vault's Kubernetes auth, as the pod logs in ------------------------------------------------------------------
+
+
+def test_the_service_logs_in_with_its_projected_service_account_token_and_again_when_it_expires(
+        openbao, tmp_path):
+    root = openbao.client()
+    layout = provision_vault(root, openbao.url, {"ci-push": c.ROLE_PUSH})
+    api = TokenReviewApi()
+    auth_path = f"{layout.prefix}-kubernetes"
+    try:
+        root.sys.enable_auth_method("kubernetes", path=auth_path)
+        root.write(f"auth/{auth_path}/config", kubernetes_host=api.url, disable_local_ca_jwt=True,
+                   kubernetes_ca_cert=throwaway_ca_certificate(), token_reviewer_jwt="reviewer")
+        # Tokens that expire within seconds: the service must log in again by itself.
+        root.write(f"auth/{auth_path}/role/token-service", bound_service_account_names=["token-service"],
+                   bound_service_account_namespaces=["cicd"], audience="vault", token_no_default_policy=True,
+                   token_policies=[f"{layout.prefix}-token-service"], token_ttl=2, token_max_ttl=2)
+        projected = tmp_path / "vault-token"
+        projected.write_text(api.mint("cicd", "token-service", "vault"))
+        env = service_environment(layout, openbao.url, **FAST_VAULT, **{
+            c.ENV_VAULT_AUTH: "kubernetes", c.ENV_VAULT_ROLE: "token-service", c.ENV_VAULT_AUTH_PATH: auth_path,
+            c.ENV_VAULT_JWT_FILE: str(projected)})
+        env.pop(c.ENV_VAULT_TOKEN)
+        running = start_token_service(env, tmp_path)
+        try:
+            robot = layout.robots["ci-push"]
+            assert _attempt(running, robot.name, robot.password, "10.0.6.1").status_code == 200
+            wait_until(lambda: len(api.reviews) >= 3, timeout=15, message="logins again after the Vault token expired")
+            assert http().get(running.url + c.READY_PATH).status_code == 200
+            assert _attempt(running, robot.name, robot.password, "10.0.6.1").status_code == 200
+            assert all(r["spec"]["token"] == projected.read_text() for r in api.reviews)
+        finally:
+            running.stop()
+
+        projected.write_text(api.mint("other-namespace", "token-service", "vault"))
+        refused = start_token_service(env, tmp_path, name="token-service-wrong-account", wait_ready=False)
+        try:
+            wait_until(lambda: _events(refused, "vault_unavailable"), timeout=10, message="the refused login logged")
+            assert "Vault refused the Kubernetes login" in _events(refused, "vault_unavailable")[0]["message"]
+            assert http().get(refused.url + c.READY_PATH).status_code == 503
+            refused_without_token(_attempt(refused, "ci-push", layout.robots["ci-push"].password, "10.0.6.2"), 503)
+        finally:
+            refused.stop()
+    finally:
+        api.stop()

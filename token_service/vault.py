@@ -75,8 +75,15 @@ class VaultSource:
         if self.config.auth == "token":
             client.token = self.config.token
         else:
-            jwt = Path(self.config.jwt_file).read_text().strip()
-            client.auth.kubernetes.login(role=self.config.role, jwt=jwt, mount_point=self.config.auth_path)
+            try:
+                jwt = Path(self.config.jwt_file).read_text().strip()
+            except OSError as exc:
+                raise VaultUnavailable(f"service account token {self.config.jwt_file} unreadable: {exc}") from None
+            try:
+                client.auth.kubernetes.login(role=self.config.role, jwt=jwt, mount_point=self.config.auth_path)
+            except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest) as exc:
+                raise VaultUnavailable(f"Vault refused the Kubernetes login (auth/{self.config.auth_path}, role "
+                                       f"{self.config.role}): {str(exc).split(', on ')[0]}") from None
         return client
 
     def _read(self, path: str) -> dict[str, str]:
