@@ -262,8 +262,11 @@ def service_environment(layout: VaultLayout, vault_url: str, oidc: Optional[Oidc
 
 
 def start_token_service(env: Mapping[str, str], workdir: Path, name: str = "token-service",
-                        wait_ready: bool = True, timeout: float = 30.0) -> RunningTokenService:
-    port = free_port()
+                        wait_ready: bool = True, timeout: float = 30.0, port: Optional[int] = None
+                        ) -> RunningTokenService:
+    """``port``: one chosen beforehand (``free_port()``), when the realm URL must be known before the service
+    starts (a plan recorded with ``registry:tokenRealm`` pointing at it)."""
+    port = port or free_port()
     full_env = clean_env({c.ENV_LISTEN_HOST: LOOPBACK, c.ENV_LISTEN_PORT: str(port), **env},
                          drop=("VAULT_ADDR", "VAULT_TOKEN", "BAO_ADDR", "BAO_TOKEN"))
     full_env.update({k: v for k, v in env.items() if k in ("VAULT_ADDR", "VAULT_TOKEN")})
