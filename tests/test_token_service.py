@@ -327,6 +327,15 @@ def test_docker_login_gets_a_refresh_token_that_buys_scoped_tokens(service, layo
     assert answer.json()["refresh_token"] == refresh  # the spec: the same refresh token, not a new one
 
 
+def test_the_password_grant_takes_a_space_separated_scope_list_as_containerd_sends_it(service, layout,
+                                                                                     published_keys):
+    robot = layout.robots["kubelet-pull"]
+    answer = _login(service, robot.name, robot.password, client_id="containerd-client", access_type="online",
+                    scope="repository:apps/web:pull repository:apps/api:pull,push")
+    assert access_of(answer, published_keys) == {"repository:apps/web": ["pull"], "repository:apps/api": ["pull"]}
+    assert "refresh_token" not in answer.json()
+
+
 def test_get_with_offline_token_returns_a_refresh_token(service, layout):
     answer = robot_token(service, layout, "kubelet-pull", "repository:apps/web:pull", offline_token="true")
     assert answer.status_code == 200 and answer.json()["refresh_token"]
