@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -64,7 +65,9 @@ def service(layout, openbao, issuer, tmp_path_factory):
                               **GENEROUS_LIMITS, **FAST_VAULT)
     running = start_token_service(env, tmp_path_factory.mktemp("token-service"))
     yield running
-    running.stop()
+    # uvicorn drains, shuts the application down, then re-raises the SIGTERM it caught (exit -15 by design).
+    assert running.stop() in (0, -signal.SIGTERM)
+    assert "Application shutdown complete." in running.log_text(), "SIGTERM must stop the service gracefully"
 
 
 @pytest.fixture(scope="module")

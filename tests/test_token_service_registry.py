@@ -29,8 +29,6 @@ pytest_plugins = ["tests.support.fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROBOTS = {"ci-push": c.ROLE_PUSH, "kubelet-pull": c.ROLE_PULL, "retention-cleanup": c.ROLE_CLEANUP}
-TRUST_FILES = {"jwks": ("REGISTRY_AUTH_TOKEN_JWKS", c.TRUST_JWKS_FIELD, "jwks.json"),
-               "rootcertbundle": ("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", c.TRUST_CERTIFICATES_FIELD, "certs.pem")}
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +45,7 @@ def vault_layout(openbao):
     return provision_vault(openbao.client(), openbao.url, ROBOTS)
 
 
-@pytest.fixture(scope="module", params=sorted(TRUST_FILES))
+@pytest.fixture(scope="module", params=sorted(c.REGISTRY_TRUST_FILES))
 def trust_mode(request) -> str:
     return request.param
 
@@ -63,7 +61,7 @@ def token_service(trust_mode, vault_layout, openbao, tmp_path_factory):
 @pytest.fixture
 def registry(registry_factory, token_service, trust_mode, vault_layout, openbao, tmp_path):
     """The registry trusting what the keys command published, as config-cli would hand it over."""
-    variable, field, filename = TRUST_FILES[trust_mode]
+    variable, field, filename = c.REGISTRY_TRUST_FILES[trust_mode]
     trust_file = tmp_path / "run" / filename
     trust_file.parent.mkdir()
     trust_file.write_text(read_trust(openbao.client(), vault_layout)[field])
@@ -75,7 +73,7 @@ def registry(registry_factory, token_service, trust_mode, vault_layout, openbao,
         "REGISTRY_AUTH_TOKEN_SERVICE": SERVICE,
         "REGISTRY_AUTH_TOKEN_ISSUER": ISSUER,
         variable: str(trust_file),
-        "REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS": "[ES256]",
+        "REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS": f"[{','.join(c.REGISTRY_SIGNING_ALGORITHMS)}]",
         "REGISTRY_STORAGE": "filesystem",
         "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data"),
         "REGISTRY_STORAGE_DELETE_ENABLED": "true",

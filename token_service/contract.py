@@ -72,6 +72,15 @@ DEFAULT_ACCESS_RULES = {
     "groups": {},
 }
 
+# For each trust mode: the registry's variable naming the trust file, the trust secret's field config-cli
+# writes into that file, and the file's name (beside the registry's other files config-cli writes).
+REGISTRY_TRUST_FILES = {
+    "jwks": ("REGISTRY_AUTH_TOKEN_JWKS", TRUST_JWKS_FIELD, "token-jwks.json"),
+    "rootcertbundle": ("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", TRUST_CERTIFICATES_FIELD, "token-root-certs.pem"),
+}
+# The only algorithm the service signs with; the registry should accept no other.
+REGISTRY_SIGNING_ALGORITHMS = ("ES256",)
+
 ENV_ISSUER = "TOKEN_SERVICE_ISSUER"
 ENV_REGISTRY_SERVICE = "TOKEN_SERVICE_REGISTRY_SERVICE"
 ENV_REGISTRY_TRUST = "TOKEN_SERVICE_REGISTRY_TRUST"

@@ -38,7 +38,7 @@ from joserfc.jwk import ECKey, KeySet
 from . import contract as c
 from .config import MAX_TOKEN_TTL
 
-SIGNING_ALGORITHM = "ES256"
+SIGNING_ALGORITHM = c.REGISTRY_SIGNING_ALGORITHMS[0]
 DEFAULT_VALID_DAYS = 400
 # The registry accepts a token up to 60 s past its exp (Distribution's Leeway).
 REGISTRY_LEEWAY_SECONDS = 60

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlparse
 from typing import Any, Callable, Optional
 
 import requests
@@ -71,7 +72,12 @@ class OidcVerifier:
         if discovery.get("issuer") != self.config.issuer:
             raise IssuerUnavailable(f"discovery document names issuer {discovery.get('issuer')!r}, "
                                     f"not {self.config.issuer!r}")
-        return discovery["jwks_uri"]
+        jwks_uri = discovery["jwks_uri"]
+        parsed = urlparse(jwks_uri)
+        if parsed.scheme != "https" and not (parsed.scheme == "http" and parsed.hostname in ("127.0.0.1", "::1",
+                                                                                             "localhost")):
+            raise IssuerUnavailable(f"discovery document's jwks_uri {jwks_uri!r} is not https")
+        return jwks_uri
 
     def _refresh(self, now: float) -> None:
         self._last_attempt = now
