@@ -58,13 +58,12 @@ def token_service(trust_mode, vault_layout, openbao, tmp_path_factory):
     service.stop()
 
 
-@pytest.fixture
-def registry(registry_factory, token_service, trust_mode, vault_layout, openbao, tmp_path):
-    """The registry trusting what the keys command published, as config-cli would hand it over."""
+def _boot(registry_factory, token_service, trust_mode, vault_layout, openbao, tmp_path, algorithms=None):
     variable, field, filename = c.REGISTRY_TRUST_FILES[trust_mode]
     trust_file = tmp_path / "run" / filename
-    trust_file.parent.mkdir()
+    trust_file.parent.mkdir(exist_ok=True)
     trust_file.write_text(read_trust(openbao.client(), vault_layout)[field])
+    algorithms = algorithms or c.REGISTRY_SIGNING_ALGORITHMS
     return registry_factory({
         "REGISTRY_AUTH": "token",
         # A host name, as in production: go-containerregistry refuses a realm that is an IP literal in a
@@ -73,13 +72,31 @@ def registry(registry_factory, token_service, trust_mode, vault_layout, openbao,
         "REGISTRY_AUTH_TOKEN_SERVICE": SERVICE,
         "REGISTRY_AUTH_TOKEN_ISSUER": ISSUER,
         variable: str(trust_file),
-        "REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS": f"[{','.join(c.REGISTRY_SIGNING_ALGORITHMS)}]",
+        "REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS": f"[{','.join(algorithms)}]",
         "REGISTRY_STORAGE": "filesystem",
         "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "data"),
         "REGISTRY_STORAGE_DELETE_ENABLED": "true",
         "REGISTRY_HTTP_DRAINTIMEOUT": "5s",  # without it SIGTERM kills the registry instead of draining it
         "OTEL_TRACES_EXPORTER": "none",
-    }, name=f"registry-{trust_mode}")
+    }, name=f"registry-{trust_mode}-{'-'.join(algorithms).lower()}")
+
+
+@pytest.fixture
+def registry(registry_factory, token_service, trust_mode, vault_layout, openbao, tmp_path):
+    """The registry trusting what the keys command published, as config-cli would hand it over."""
+    return _boot(registry_factory, token_service, trust_mode, vault_layout, openbao, tmp_path)
+
+
+def test_the_registry_takes_its_algorithm_pin_from_the_environment(registry_factory, token_service, trust_mode,
+                                                                   vault_layout, openbao, tmp_path):
+    """With the pin set to another algorithm our tokens are refused: the variable is in effect."""
+    robot = vault_layout.robots["ci-push"]
+    token = http().get(token_service.token_url, params={"service": SERVICE, "scope": "repository:ci/pin:pull"},
+                       auth=(robot.name, robot.password)).json()["token"]
+    for algorithms, allowed in ((("RS256",), False), (c.REGISTRY_SIGNING_ALGORITHMS, True)):
+        pinned = _boot(registry_factory, token_service, trust_mode, vault_layout, openbao, tmp_path, algorithms)
+        answer = http().get(pinned.base_url + "/v2/ci/pin/tags/list", headers={"Authorization": f"Bearer {token}"})
+        assert (answer.status_code != 401) == allowed, (algorithms, answer.status_code, answer.text)
 
 
 class Crane:
