@@ -31,7 +31,7 @@ from components.settings import RegistryUser
 from components.vault_secrets import htpasswd_content, registry_secret_data
 from token_service import contract as c
 
-from .processes import LOOPBACK, ManagedProcess, clean_env, free_port, log_tail, start_process, wait_for_http
+from .processes import LOOPBACK, ManagedProcess, clean_env, free_port, start_process, wait_for_http
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KV_MOUNT = "secret"  # OpenBao dev mode's KV v2 mount
@@ -301,5 +301,5 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1, message:
 
 
 __all__ = ["OidcIssuer", "TokenReviewApi", "RunningTokenService", "VaultLayout", "provision_vault", "start_token_service",
-           "service_environment", "read_trust", "run_keys", "write_robots", "http", "wait_until", "log_tail",
+           "service_environment", "read_trust", "run_keys", "write_robots", "http", "wait_until",
            "ISSUER", "SERVICE", "KV_MOUNT"]
