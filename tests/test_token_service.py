@@ -461,6 +461,16 @@ def test_a_burst_of_guesses_at_one_identity_is_limited_even_for_the_right_passwo
     assert _attempt(limited_service, other.name, other.password, "10.0.0.1").status_code == 200
 
 
+def test_guesses_at_a_robots_name_do_not_lock_out_the_robot_itself(limited_service, layout):
+    robot = layout.robots["retention-cleanup"]
+    assert _attempt(limited_service, robot.name, robot.password, "10.0.7.1").status_code == 200
+    for _ in range(3):
+        assert _attempt(limited_service, robot.name, "guess", "10.0.7.66").status_code == 401
+    refused_without_token(_attempt(limited_service, robot.name, "guess", "10.0.7.66"), 429)
+    # The robot's own pods, with the password this replica verified a moment ago, still get tokens.
+    assert _attempt(limited_service, robot.name, robot.password, "10.0.7.2").status_code == 200
+
+
 def test_a_burst_of_guesses_from_one_source_is_limited_across_identities(limited_service, layout):
     for number in range(6):
         assert _attempt(limited_service, f"guessed-user-{number}", "guess", "10.0.1.1").status_code == 401

@@ -186,9 +186,11 @@ class TokenService:
 
     # --- authentication -------------------------------------------------------------------------------------
 
-    def _limited(self, username: str, source: str) -> None:
-        for limiter, key, label in ((self.by_identity, f"user:{username}", "identity"),
-                                    (self.by_source, f"source:{source}", "source")):
+    def _limited(self, username: str, source: str, known_good: bool = False) -> None:
+        checks = [(self.by_source, f"source:{source}", "source")]
+        if not known_good:
+            checks.insert(0, (self.by_identity, f"user:{username}", "identity"))
+        for limiter, key, label in checks:
             wait = limiter.retry_after(key)
             if wait > 0:
                 self.metrics.limited.labels(label).inc()
@@ -208,11 +210,15 @@ class TokenService:
     def authenticate_password(self, username: str, password: str, source: str) -> Identity:
         if not username or len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
             raise self._failed(username[:MAX_USERNAME], source, "malformed_credentials")
-        self._limited(username, source)
+        state = self._state
+        robot = state.robots.get(username) if state else None
+        # A robot presenting the password this replica verified minutes ago is not guessing: someone else's
+        # failed guesses at its name must not lock the cluster's nodes out of pulling.
+        self._limited(username, source, known_good=robot is not None and self._remembered(robot, password))
         state = self.fresh_state()
         robot = state.robots.get(username)
         if robot is not None:
-            if self._robot_password_ok(robot.name, robot.password_hash, password):
+            if self._robot_password_ok(robot, password):
                 self.by_identity.reset(f"user:{username}")
                 roles = (robot.role,) if robot.role else ()
                 return Identity("robot", robot.name, roles, credential=_fingerprint(robot.password_hash))
@@ -237,16 +243,22 @@ class TokenService:
         bcrypt.checkpw(password.encode(), self._dummy_hash)
         raise self._failed(username, source, "unknown_identity")
 
-    def _robot_password_ok(self, name: str, stored_hash: bytes, password: str) -> bool:
-        mac = hmac.new(self._verified_key, password.encode(), hashlib.sha256).digest()
-        remembered = self._verified.get(name)
-        if remembered and remembered[0] == stored_hash and remembered[2] > self.monotonic() \
-                and hmac.compare_digest(remembered[1], mac):
+    def _mac(self, password: str) -> bytes:
+        return hmac.new(self._verified_key, password.encode(), hashlib.sha256).digest()
+
+    def _remembered(self, robot, password: str) -> bool:
+        remembered = self._verified.get(robot.name)
+        return bool(remembered and remembered[0] == robot.password_hash and remembered[2] > self.monotonic()
+                    and hmac.compare_digest(remembered[1], self._mac(password)))
+
+    def _robot_password_ok(self, robot, password: str) -> bool:
+        if self._remembered(robot, password):
             return True
-        if not bcrypt.checkpw(password.encode(), stored_hash):
+        if not bcrypt.checkpw(password.encode(), robot.password_hash):
             return False
         # Keyed by robot name and stored hash: bounded by the robots in Vault, forgotten on rotation.
-        self._verified[name] = (stored_hash, mac, self.monotonic() + VERIFIED_PASSWORD_SECONDS)
+        until = self.monotonic() + VERIFIED_PASSWORD_SECONDS
+        self._verified[robot.name] = (robot.password_hash, self._mac(password), until)
         return True
 
     def authenticate_refresh(self, token: str, source: str) -> Identity:
