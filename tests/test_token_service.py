@@ -716,3 +716,18 @@ def test_the_service_logs_in_with_its_projected_service_account_token_and_again_
             refused.stop()
     finally:
         api.stop()
+
+
+def test_the_keys_status_command_shows_what_signs_and_what_is_published(openbao):
+    root = openbao.client()
+    layout = provision_vault(root, openbao.url, {})
+    assert run_keys(layout, openbao.url, root.token, "stage").returncode == 0
+    status = run_keys(layout, openbao.url, root.token, "status")
+    shown = json.loads(status.stdout)
+    assert shown["active"] and shown["next"] and shown["active"] != shown["next"]
+    assert set(shown["published"]) == {shown["active"], shown["next"]} and shown["retiring"] == {}
+    again = run_keys(layout, openbao.url, root.token, "init")
+    assert again.returncode == 2 and again.stderr.strip() == \
+        "error: a signing key exists already: rotate with stage, activate, retire"
+    no_token = run_keys(layout, openbao.url, "", "status")
+    assert no_token.returncode == 2 and "VAULT_TOKEN" in no_token.stderr and "Traceback" not in no_token.stderr

@@ -212,10 +212,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         signing, signing_version = read_versioned(client, mount, signing_path)
         trust, trust_version = read_versioned(client, mount, trust_path)
         if args.step == "status":
-            retiring = json.loads(trust.get(c.TRUST_RETIRING_FIELD) or "{}")
-            print(json.dumps({"active": signing.get(c.SIGNING_ACTIVE_KID_FIELD), "next": signing.get(c.SIGNING_NEXT_KID_FIELD),
-                              "published": [k["kid"] for k in json.loads(trust.get(c.TRUST_JWKS_FIELD, '{"keys":[]}'))["keys"]],
-                              "retiring": retiring}, indent=2))
+            published = json.loads(trust.get(c.TRUST_JWKS_FIELD) or '{"keys": []}')["keys"]
+            print(json.dumps({"active": signing.get(c.SIGNING_ACTIVE_KID_FIELD),
+                              "next": signing.get(c.SIGNING_NEXT_KID_FIELD),
+                              "published": [k["kid"] for k in published],
+                              "retiring": json.loads(trust.get(c.TRUST_RETIRING_FIELD) or "{}")}, indent=2))
             return 0
         if args.step == "init":
             if signing.get(c.SIGNING_ACTIVE_KID_FIELD):
