@@ -309,6 +309,29 @@ def test_the_good_token_of_the_bad_token_cases_is_accepted(service, issuer, publ
     assert access_of(answer, published_keys) == {"repository:dev/tools": ["pull"]}
 
 
+def test_the_issuers_key_rotation_is_followed_and_its_old_key_dropped(layout, openbao, tmp_path, published_keys):
+    issuer = OidcIssuer(audience="registry-developers")
+    env = service_environment(layout, openbao.url, issuer, **{c.ENV_ACCESS_RULES: json.dumps(RULES),
+                                                             c.ENV_OIDC_JWKS_REFRESH: "2"})
+    running = start_token_service(env, tmp_path)
+    try:
+        def login(token):
+            return get_token(running, "alice", token, ["repository:dev/tools:pull"])
+
+        before = issuer.mint(issuer.claims("alice", [DEVELOPER_GROUP]))
+        assert access_of(login(before), published_keys) == {"repository:dev/tools": ["pull"]}
+        requests_before = issuer.jwks_requests
+        issuer.rotate()
+        time.sleep(2.5)  # past the refetch interval
+        after = issuer.mint(issuer.claims("alice", [DEVELOPER_GROUP]))
+        assert access_of(login(after), published_keys) == {"repository:dev/tools": ["pull"]}
+        assert issuer.jwks_requests > requests_before
+        refused_without_token(login(before), 401)  # signed by a key the issuer no longer publishes
+    finally:
+        running.stop()
+        issuer.stop()
+
+
 # --- docker login: the OAuth2 form, refresh tokens ----------------------------------------------------------------
 
 

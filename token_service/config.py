@@ -188,7 +188,7 @@ def _oidc_config(read: _Reader) -> Optional[OidcConfig]:
         issuer=issuer, audience=audience, algorithms=algorithms, jwks_uri=jwks_uri,
         ca_file=read.text(c.ENV_OIDC_CA_FILE), username_claim=read.text(c.ENV_OIDC_USERNAME_CLAIM),
         groups_claim=read.text(c.ENV_OIDC_GROUPS_CLAIM),
-        jwks_refresh_seconds=read.integer(c.ENV_OIDC_JWKS_REFRESH, 10, 86400),
+        jwks_refresh_seconds=read.integer(c.ENV_OIDC_JWKS_REFRESH, 2, 86400),
     )
 
 

@@ -98,7 +98,8 @@ class OidcVerifier:
             stale = now - self._fetched_at > self.config.jwks_refresh_seconds
             missing = wanted_kid is not None and self._keys is not None and not any(
                 k.kid == wanted_kid for k in self._keys.keys)
-            if self._keys is None or stale or (missing and now - self._last_attempt >= MIN_REFETCH_SECONDS):
+            refetch_after = min(MIN_REFETCH_SECONDS, self.config.jwks_refresh_seconds)
+            if self._keys is None or stale or (missing and now - self._last_attempt >= refetch_after):
                 try:
                     self._refresh(now)
                 except IssuerUnavailable:

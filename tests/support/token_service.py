@@ -147,6 +147,11 @@ class OidcIssuer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="oidc-issuer", daemon=True)
         self._thread.start()
 
+    def rotate(self) -> None:
+        """A new signing key replaces the old one in the JWKS, as an issuer's key rotation does."""
+        number = int(self.key.kid.rsplit("-", 1)[1]) + 1
+        self.key = RSAKey.generate_key(2048, parameters={"kid": f"issuer-key-{number}", "use": "sig"})
+
     def claims(self, username: str, groups: list[str], lifetime: int = 300, **overrides) -> dict:
         now = int(time.time())
         claims = {"iss": self.url, "aud": self.audience, "sub": f"id-{username}", "preferred_username": username,
@@ -154,7 +159,8 @@ class OidcIssuer:
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not None}
 
-    def mint(self, claims: dict, key=None, alg: str = "RS256", kid: Optional[str] = "issuer-key-1") -> str:
+    def mint(self, claims: dict, key=None, alg: str = "RS256", kid: Optional[str] = "current") -> str:
+        kid = self.key.kid if kid == "current" else kid
         header = {"alg": alg, **({"kid": kid} if kid else {})}
         return jwt.encode(header, claims, key or self.key, algorithms=[alg])
 
