@@ -526,15 +526,21 @@ def _events(service, event: str) -> list[dict]:
     return [e for e in service.log_events() if e.get("event") == event]
 
 
-def test_vault_becoming_unreachable_fails_closed_with_a_clear_log_line(tmp_path):
-    vault = start_openbao(tmp_path / "openbao", name="openbao-doomed")
-    try:
-        layout = provision_vault(vault.client(), vault.url, {"ci-push": c.ROLE_PUSH})
-        running = start_token_service(service_environment(layout, vault.url, **FAST_VAULT), tmp_path)
-        robot = layout.robots["ci-push"]
-        assert _attempt(running, robot.name, robot.password, "10.0.2.1").status_code == 200
-    finally:
-        vault.stop()
+@pytest.fixture
+def own_openbao(tmp_path):
+    """An OpenBao of the test's own, to stop, or to hold what the session's must not be changed for."""
+    server = start_openbao(tmp_path / "openbao", name="openbao-own")
+    yield server
+    server.stop()
+
+
+def test_vault_becoming_unreachable_fails_closed_with_a_clear_log_line(own_openbao, tmp_path):
+    vault = own_openbao
+    layout = provision_vault(vault.client(), vault.url, {"ci-push": c.ROLE_PUSH})
+    running = start_token_service(service_environment(layout, vault.url, **FAST_VAULT), tmp_path)
+    robot = layout.robots["ci-push"]
+    assert _attempt(running, robot.name, robot.password, "10.0.2.1").status_code == 200
+    vault.stop()
     try:
         wait_until(lambda: http().get(running.url + c.READY_PATH).status_code == 503, timeout=15,
                    message="readiness failing once Vault is gone")
@@ -662,15 +668,17 @@ def test_a_signing_key_missing_from_the_trust_bundle_is_never_used(openbao, tmp_
 # --- the robots the program itself generates ------------------------------------------------------------------------
 
 
-def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_them(openbao, tmp_path):
+def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_them(own_openbao, tmp_path):
     """The staging plan's own Vault secret (hashes and access list as components/vault_secrets.py writes them)
-    and its client secrets (the passwords), applied to OpenBao as recorded, then used by the service."""
+    and its client secrets (the passwords), applied to OpenBao as recorded, then used by the service.
+    Its own OpenBao: the session's holds ``registry/staging`` as other tests' stack variants wrote it."""
     from offline_plan import record_plan
     from tests.support.stack_registry import robot_accounts
     from tests.support.vault_plan import POLICY_TYPE, SECRET_TYPE, apply_vault_objects
 
     plan = record_plan("staging")
     assert plan.error is None, plan.error
+    openbao = own_openbao
     root = openbao.client()
     apply_vault_objects(root, plan)
     secret = plan.one(SECRET_TYPE, "registry-secrets-secret").plain_inputs
