@@ -538,10 +538,10 @@ def test_vault_becoming_unreachable_fails_closed_with_a_clear_log_line(own_openb
     vault = own_openbao
     layout = provision_vault(vault.client(), vault.url, {"ci-push": c.ROLE_PUSH})
     running = start_token_service(service_environment(layout, vault.url, **FAST_VAULT), tmp_path)
-    robot = layout.robots["ci-push"]
-    assert _attempt(running, robot.name, robot.password, "10.0.2.1").status_code == 200
-    vault.stop()
     try:
+        robot = layout.robots["ci-push"]
+        assert _attempt(running, robot.name, robot.password, "10.0.2.1").status_code == 200
+        vault.stop()
         wait_until(lambda: http().get(running.url + c.READY_PATH).status_code == 503, timeout=15,
                    message="readiness failing once Vault is gone")
         refused_without_token(_attempt(running, robot.name, robot.password, "10.0.2.1"), 503, "temporarily_unavailable")
@@ -689,8 +689,8 @@ def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_t
                                    no_default_policy=True, ttl="1h")["auth"]["client_token"]
     env = service_environment(layout, openbao.url, **{c.ENV_VAULT_ROBOTS_PATH: secret["name"], c.ENV_VAULT_TOKEN: token})
     running = start_token_service(env, tmp_path)
-    keys = KeySet.import_key_set(json.loads(read_trust(root, layout)[c.TRUST_JWKS_FIELD]))
     try:
+        keys = KeySet.import_key_set(json.loads(read_trust(root, layout)[c.TRUST_JWKS_FIELD]))
         accounts = robot_accounts(root, plan)
         assert {a.access for a in accounts.values()} == {c.ROLE_PUSH, c.ROLE_PULL}
         for name, account in accounts.items():
