@@ -9,16 +9,14 @@ carry ``x5c``).
 from __future__ import annotations
 
 import base64
-import io
 import json
-import os
 import re
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from tests.support.crane import Crane, basic_auth, build_crane, layer_tarball
 from tests.support.oci import OciClient, make_image
 from tests.support.token_server import RegistryTokenAuth
 from tests.support.token_service import (ISSUER, SERVICE, http, provision_vault, read_trust, service_environment,
@@ -27,17 +25,12 @@ from token_service import contract as c
 
 pytest_plugins = ["tests.support.fixtures"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ROBOTS = {"ci-push": c.ROLE_PUSH, "kubelet-pull": c.ROLE_PULL, "retention-cleanup": c.ROLE_CLEANUP}
-
 
 @pytest.fixture(scope="session")
 def crane() -> str:
-    result = subprocess.run(["bash", str(REPO_ROOT / "scripts/go-install.sh"), "crane",
-                             "github.com/google/go-containerregistry/cmd/crane", "v0.22.1"],
-                            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, f"building crane failed:\n{result.stderr[-4000:]}"
-    return result.stdout.strip().splitlines()[-1]
+    return build_crane()
+
+ROBOTS = {"ci-push": c.ROLE_PUSH, "kubelet-pull": c.ROLE_PULL, "retention-cleanup": c.ROLE_CLEANUP}
 
 
 @pytest.fixture(scope="module")
@@ -99,49 +92,14 @@ def test_the_registry_takes_its_algorithm_pin_from_the_environment(registry_fact
         assert (answer.status_code != 401) == allowed, (algorithms, answer.status_code, answer.text)
 
 
-class Crane:
-    """crane with its own DOCKER_CONFIG holding one identity's credentials, as CI or a developer has them."""
-
-    def __init__(self, binary: str, registry_host: str, home: Path, auth: dict):
-        self.binary, self.host = binary, registry_host
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "config.json").write_text(json.dumps({"auths": {registry_host: auth}}))
-        self.env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "DOCKER_CONFIG": str(home)}
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([self.binary, *args, "--insecure"], env=self.env, capture_output=True, text=True,
-                                timeout=120, stdin=subprocess.DEVNULL)
-        if check:
-            assert result.returncode == 0, f"crane {' '.join(args)} failed: {result.stderr[-2000:]}"
-        return result
-
-    def ref(self, repository: str) -> str:
-        return f"{self.host}/{repository}"
-
-
-def _basic(user: str, password: str) -> dict:
-    return {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
 def _crane_for(crane: str, registry, vault_layout, user: str, tmp_path: Path) -> Crane:
     host = registry.base_url.removeprefix("http://")
-    return Crane(crane, host, tmp_path / f"docker-{user}", _basic(user, vault_layout.robots[user].password))
-
-
-def _layer(tmp_path: Path, content: bytes) -> Path:
-    path = tmp_path / f"layer-{len(content)}.tar.gz"
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        info = tarfile.TarInfo("hello.txt")
-        info.size = len(content)
-        tar.addfile(info, io.BytesIO(content))
-    path.write_bytes(buffer.getvalue())
-    return path
+    return Crane(crane, host, tmp_path / f"docker-{user}", basic_auth(user, vault_layout.robots[user].password))
 
 
 def test_ci_robot_pushes_and_pull_robot_pulls_with_crane(crane, registry, vault_layout, tmp_path):
     ci = _crane_for(crane, registry, vault_layout, "ci-push", tmp_path)
-    ci("append", "-f", str(_layer(tmp_path, b"built by CI\n")), "-t", ci.ref("ci/app:1"))
+    ci("append", "-f", str(layer_tarball(tmp_path, b"built by CI\n")), "-t", ci.ref("ci/app:1"))
     kubelet = _crane_for(crane, registry, vault_layout, "kubelet-pull", tmp_path)
     kubelet("export", kubelet.ref("ci/app:1"), str(tmp_path / "filesystem.tar"))
     with tarfile.open(tmp_path / "filesystem.tar") as tar:
@@ -150,7 +108,7 @@ def test_ci_robot_pushes_and_pull_robot_pulls_with_crane(crane, registry, vault_
 
 def test_pull_robot_is_refused_push(crane, registry, vault_layout, tmp_path):
     kubelet = _crane_for(crane, registry, vault_layout, "kubelet-pull", tmp_path)
-    refused = kubelet("append", "-f", str(_layer(tmp_path, b"not allowed\n")), "-t", kubelet.ref("ci/app:evil"),
+    refused = kubelet("append", "-f", str(layer_tarball(tmp_path, b"not allowed\n")), "-t", kubelet.ref("ci/app:evil"),
                       check=False)
     assert refused.returncode != 0
     assert "UNAUTHORIZED" in refused.stderr or "DENIED" in refused.stderr, refused.stderr[-1000:]
@@ -183,14 +141,14 @@ def test_two_scopes_in_one_parameter_allow_a_cross_repository_mount(registry, va
 
 def test_crane_copy_between_repositories(crane, registry, vault_layout, tmp_path):
     ci = _crane_for(crane, registry, vault_layout, "ci-push", tmp_path)
-    ci("append", "-f", str(_layer(tmp_path, b"copied\n")), "-t", ci.ref("ci/copy-source:1"))
+    ci("append", "-f", str(layer_tarball(tmp_path, b"copied\n")), "-t", ci.ref("ci/copy-source:1"))
     ci("copy", ci.ref("ci/copy-source:1"), ci.ref("ci/copy-target:1"))
     assert ci("digest", ci.ref("ci/copy-target:1")).stdout == ci("digest", ci.ref("ci/copy-source:1")).stdout
 
 
 def test_only_the_cleanup_identity_deletes(crane, registry, vault_layout, tmp_path):
     ci = _crane_for(crane, registry, vault_layout, "ci-push", tmp_path)
-    ci("append", "-f", str(_layer(tmp_path, b"old artifact\n")), "-t", ci.ref("ci/old:1"))
+    ci("append", "-f", str(layer_tarball(tmp_path, b"old artifact\n")), "-t", ci.ref("ci/old:1"))
     digest = ci("digest", ci.ref("ci/old:1")).stdout.strip()
     refused = ci("delete", ci.ref(f"ci/old@{digest}"), check=False)
     assert refused.returncode != 0 and "UNAUTHORIZED" in refused.stderr, refused.stderr[-1000:]
@@ -215,7 +173,7 @@ def test_docker_login_refresh_token_works_for_crane_and_is_refused_by_the_regist
     host = registry.base_url.removeprefix("http://")
     with_refresh = Crane(crane, host, tmp_path / "docker-refresh", {"identitytoken": refresh,
                                                                       "auth": base64.b64encode(b"<token>:").decode()})
-    with_refresh("append", "-f", str(_layer(tmp_path, b"via refresh\n")), "-t", with_refresh.ref("ci/refresh:1"))
+    with_refresh("append", "-f", str(layer_tarball(tmp_path, b"via refresh\n")), "-t", with_refresh.ref("ci/refresh:1"))
 
     # The refresh token is signed by the same key, but is not a bearer token for the registry.
     answer = http().get(registry.base_url + "/v2/ci/refresh/tags/list", headers={"Authorization": f"Bearer {refresh}"})
