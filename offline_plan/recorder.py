@@ -275,7 +275,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return tuple(sorted(urns))
 
     def _stack_urn(self) -> str:
-        return next((r.urn for r in self.registrations if r.type == "pulumi:pulumi:Stack"), "")
+        return next((r.urn for r in self.registrations if r.type == STACK_TYPE), "")
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         """The engine's URN (pkg/resource/urn.go): a parent's type qualifies a child's, except the root stack's.
