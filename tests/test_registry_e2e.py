@@ -18,6 +18,7 @@ import os
 import pytest
 
 from components.registry_config import SECRETS_DIRECTORY
+from tests.conftest import STACKS, settings_for
 from tests.support.config_cli import ConfigCliError, load, parse_vault_reference
 from tests.support.oci import (OCI_MANIFEST, cosign_signature_tag, make_cosign_signature, make_image,
                                make_referrer_artifact, make_referrers_index, referrers_tag)
@@ -26,11 +27,10 @@ from tests.support.stack_registry import TEST_OVERRIDES
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.stack_fixtures"]
 
-STACKS = ("staging", "prod")
 HARNESS_OVERRIDES = {"REGISTRY_HTTP_ADDR", "REGISTRY_HTTP_DEBUG_ADDR"}
-BACKEND_OVERRIDES = {
-    "staging": {"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"},
-    "prod": {"REGISTRY_STORAGE_S3_REGIONENDPOINT", "REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "REGISTRY_STORAGE_S3_SECURE",
+BACKEND_OVERRIDES = {  # by storage mode
+    "filesystem": {"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"},
+    "s3": {"REGISTRY_STORAGE_S3_REGIONENDPOINT", "REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "REGISTRY_STORAGE_S3_SECURE",
              "REGISTRY_STORAGE_S3_ACCESSKEY", "REGISTRY_STORAGE_S3_SECRETKEY", "REGISTRY_STORAGE_S3_KEYID"},
 }
 
@@ -106,7 +106,7 @@ def test_only_the_listed_overrides_separate_the_test_from_the_plan(stack_setup, 
 
     tested = setup.environment_for_test(loaded)
     changed = {key for key in set(tested) | set(loaded.environment) if tested.get(key) != loaded.environment.get(key)}
-    assert changed == BACKEND_OVERRIDES[stack]
+    assert changed == BACKEND_OVERRIDES[settings_for(stack).storage.mode]
     registry = setup.boot(registry_factory, name=f"{stack}-overrides")  # loads into the same run directory
     booted = {key for key in set(registry.env) | set(tested) if registry.env.get(key) != tested.get(key)}
     assert booted == HARNESS_OVERRIDES

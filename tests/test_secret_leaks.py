@@ -19,6 +19,7 @@ from offline_plan import Plan, record_plan
 from offline_plan.__main__ import main as offline_plan_main
 from offline_plan.recorder import PROJECT_DIR, SECURE_PLACEHOLDER
 from offline_plan.render import print_plan, write_plan
+from tests.conftest import STACKS
 
 SECRET_TYPE = "vault:kv/secretV2:SecretV2"
 NOT_SECRET_FIELDS = {"access", "credentials_generation", "username"}
@@ -55,8 +56,8 @@ def leaks(secrets: set[str], texts: dict[str, str]) -> list[tuple[str, str]]:
 def test_stack_plans_show_no_generated_secret(tmp_path):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert offline_plan_main(["staging", "prod", "--out", str(tmp_path)]) == 0
-    for stack in ("staging", "prod"):
+        assert offline_plan_main([*STACKS, "--out", str(tmp_path)]) == 0
+    for stack in STACKS:
         plan = record_plan(stack)  # same process, same keepers: the values the printed run generated
         secrets = generated_secrets(plan)
         # http secret + 2 passwords + 2 hashes, each distinct: the scan has something to find.
