@@ -73,6 +73,21 @@ def test_the_example_plans_from_the_installed_package_with_its_own_names_and_nam
     assert prefix["pathPrefix"] == "team-registry/team-a/config/"
 
 
+def test_the_policy_pack_holds_the_example_to_its_own_prefixes_and_registries():
+    """The pack's defaults are this program's names; the example's policy config names its own
+    (`pulumi preview --policy-pack policies --policy-pack-config policy-config.json`)."""
+    from offline_plan import record_plan
+    from offline_plan.policy_runner import PolicyAnalyzer
+
+    plan = record_plan("team-a", project_dir=EXAMPLE)
+    assert plan.error is None
+    with PolicyAnalyzer() as defaults:
+        flagged = {d.policy for d in defaults.analyze(plan).mandatory}
+    assert {"consul-kv-registry-prefix", "vault-policy-read-only", "workload-image-pinned"} <= flagged
+    with PolicyAnalyzer(config=json.loads((EXAMPLE / "policy-config.json").read_text())) as configured:
+        assert configured.analyze(plan).mandatory == []
+
+
 def test_the_package_declares_a_version_and_ships_the_operations_scripts(tmp_path):
     site = install_package(tmp_path)
     metadata = next(site.glob("registry_components-*.dist-info")) / "METADATA"
