@@ -80,3 +80,19 @@ def test_the_staging_volume_claims_keep_their_names(staging_plan):
     templates = [t["metadata"]["name"] for t in workload["spec"]["volumeClaimTemplates"]]
     assert workload["metadata"]["name"] == WORKLOAD_NAME
     assert [f"{t}-{workload['metadata']['name']}-0" for t in templates] == [data_claim_name()]
+
+
+@pytest.mark.parametrize("stack", RECORDED_STACKS)
+def test_the_providers_of_stateful_resources_keep_their_urn_or_an_alias_to_it(plans, stack):
+    """A provider that moves without an alias is a new provider to the engine, and every resource it
+    manages would be diffed against it as a changed provider."""
+    before = {r["urn"] for r in BEFORE[stack]}
+    plan = plans[stack]
+    by_urn = {r.urn: r for r in plan.registrations}
+    providers = {r.provider.rsplit("::", 1)[0] for r in plan.registrations
+                 if r.custom and r.provider and stateful({"protect": r.protect, "type": r.type})}
+    assert providers or stack == "staging"
+    for urn in providers:
+        if urn.split("::")[2] == "pulumi:providers:kubernetes":
+            continue  # the default provider, not created by the program
+        assert {urn, *by_urn[urn].aliases} & before, f"{urn} has no URN of the plan before"
