@@ -37,7 +37,8 @@ def install_package(target: Path) -> Path:
     source = target / "source"
     source.mkdir(parents=True)
     shutil.copy(ROOT / "pyproject.toml", source)
-    shutil.copytree(ROOT / "components", source / "components", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("components", "token_service"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     site = target / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
                     "--no-build-isolation", "--target", str(site), str(source)], check=True, timeout=120)
