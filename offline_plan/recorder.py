@@ -269,8 +269,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 urns.add(alias.urn)
                 continue
             spec = alias.spec
-            parent = spec.parentUrn if spec.WhichOneof("parent") == "parentUrn" else (
-                self._stack_urn() if spec.noParent else request.parent)
+            parent = request.parent
+            if spec.WhichOneof("parent") == "parentUrn":
+                parent = spec.parentUrn
+            elif spec.noParent:
+                parent = self._stack_urn()
             urns.add(self.make_urn(parent, spec.type or request.type, spec.name or request.name))
         return tuple(sorted(urns))
 

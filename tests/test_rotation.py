@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from components.vault_secrets import GENERATION_ANNOTATION
-from tests.conftest import STACKS
+from tests.conftest import STACKS, settings_for
 from offline_plan import Plan, record_plan
 
 ANNOTATIONS = ("spec", "template", "metadata", "annotations")
@@ -60,16 +60,18 @@ def test_next_generation_changes_credentials_secret_kv_generation_and_pod_annota
     changed = plan_differences(current, rotated)
 
     keepers = [("keepers", "credentialsGeneration")]
+    # Every robot of the stack: a new password and salt, and its client secret's password.
+    robots = {}
+    for user in settings_for(stack).users:
+        robots[f"registry-secrets-{user.name}-password"] = keepers
+        robots[f"registry-secrets-{user.name}-salt"] = keepers
+        robots[f"registry-secrets-{user.name}-client"] = [("dataJson", "password")]
+    assert len(robots) >= 6
     assert changed == {
         "registry-secrets-http-secret": keepers,
-        "registry-secrets-ci-runner-password": keepers,
-        "registry-secrets-ci-runner-salt": keepers,
-        "registry-secrets-cluster-pull-password": keepers,
-        "registry-secrets-cluster-pull-salt": keepers,
+        **robots,
         "registry-secrets-secret": [("dataJson", field) for field in
                                     ("credentials_generation", "htpasswd", "http_secret")],
-        "registry-secrets-ci-runner-client": [("dataJson", "password")],
-        "registry-secrets-cluster-pull-client": [("dataJson", "password")],
         "registry-consul-kv": [("subkeys", "credentials-generation")],
         "registry-statefulset": [ANNOTATIONS + (GENERATION_ANNOTATION,)],
     }
