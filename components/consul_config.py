@@ -1,4 +1,4 @@
-"""What the registry finds in Consul: its KV consul, its mesh rules, its ACL identities and its health check.
+"""What the registry finds in Consul: its KV settings, its mesh rules, its ACL identities and its health check.
 
 Pure functions compute each piece as plain data; ``RegistryConsulConfig`` registers them. The key layout
 under ``registry/<env>/`` is the contract with config-cli (components/names.py, docs/config-cli.md); the
@@ -161,7 +161,7 @@ def _config_json(value: dict) -> str:
 
 
 class RegistryConsulConfig(pulumi.ComponentResource):
-    """The registry's KV args, its service-defaults and service-intentions, and its ACL policy."""
+    """The registry's KV settings, its service-defaults and service-intentions, and its ACL policy."""
 
     key_prefix: consul.KeyPrefix
     service_defaults: consul.ConfigEntry
