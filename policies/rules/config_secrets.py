@@ -75,8 +75,9 @@ VAULT_POLICY_CONFIG = schema({
     },
     "pathPattern": {
         "type": "string",
-        "description": "Regular expression for the one path a registry Vault policy may name (KV v2 data path).",
-        "default": r"^[A-Za-z0-9_-]+/data/registry/[a-z0-9-]+$",
+        "description": "Regular expression for the paths a registry Vault policy may name (KV v2 data paths): its "
+                       "own secret, and the token service's public trust secret beside it. Never the signing keys.",
+        "default": r"^[A-Za-z0-9_-]+/data/registry/[a-z0-9-]+(/token-trust)?$",
     },
 })
 VAULT_ROLE_CONFIG = schema({
@@ -193,8 +194,10 @@ def check_vault_policy_read_only(resource: Resource, config: Mapping[str, Any]) 
             yield Violation(f"path {path!r} grants {extra}; the registry may only {sorted(allowed)}")
         if not pattern.match(path):
             yield Violation(f"path {path!r} is not the registry's own secret (expected to match {pattern.pattern})")
-    if len(paths) > 1:
-        yield Violation(f"the policy names {len(paths)} paths {sorted(paths)}; the registry reads exactly one secret")
+    environments = {path.split("/data/", 1)[-1].split("/")[1] for path in paths if "/data/registry/" in path}
+    if len(environments) > 1:
+        yield Violation(f"the policy names paths of {len(environments)} environments {sorted(paths)}; the registry "
+                        "reads its own environment's secrets only")
 
 
 def check_vault_role_binding(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
