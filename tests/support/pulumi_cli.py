@@ -22,7 +22,7 @@ from .processes import clean_env
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "registry-iac-test-passphrase"
 # What `pulumi preview` needs of the project: the program, its components, the policy pack and the stack files.
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "policies")
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "token_service", "policies")
 DEFAULT_TIMEOUT = 120
 
 
