@@ -306,6 +306,213 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
 }
 
 
+# --- what each resource grants or exposes (issue 12) -----------------------------------------------
+
+IAM_ROLE = "aws:iam/role:Role"
+ACL_POLICY = "consul:index/aclPolicy:AclPolicy"
+CONFIG_ENTRY = "consul:index/configEntry:ConfigEntry"
+REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
+REGISTRY_ROLE = "registry-storage-role"
+GC_ROLE = "registry-operations-gc-role"
+REPLICATION_ROLE = "registry-operations-replication-role"
+INTENTIONS = "registry-consul-service-intentions"
+SERVICE_DEFAULTS = "registry-consul-service-defaults"
+ACL = "registry-consul-acl-policy"
+FOREIGN_ACCOUNT = "210987654321"  # not the stacks' 123456789012
+
+
+def _trust(change: Callable[[dict], Any]) -> Callable[[dict], None]:
+    """Edit the (only) statement of a role's trust policy."""
+    return _json_edit("assumeRolePolicy", lambda document: change(document["Statement"][0]))
+
+
+def _trust_everyone(statement: dict) -> None:
+    statement.update(Principal={"AWS": "*"}, Action="sts:AssumeRole")
+    statement.pop("Condition")
+
+
+def _claims(statement: dict) -> dict:
+    return statement["Condition"]["StringEquals"]
+
+
+def _sub_key(statement: dict) -> str:
+    return next(key for key in _claims(statement) if key.endswith(":sub"))
+
+
+def _sub_pattern(statement: dict) -> None:
+    key = _sub_key(statement)
+    statement["Condition"]["StringLike"] = {key: "system:serviceaccount:cicd:*"}
+    del _claims(statement)[key]
+
+
+def _foreign_provider(statement: dict) -> None:
+    statement["Principal"]["Federated"] = statement["Principal"]["Federated"].replace("123456789012", FOREIGN_ACCOUNT)
+
+
+def _add_statement(statement: dict) -> Callable[[dict], None]:
+    return _json_edit("policy", lambda document: document["Statement"].append(statement))
+
+
+def _bucket_grant(principal: Any, prefix: str) -> Callable[[Plan], Plan]:
+    def apply(plan: Plan) -> Plan:
+        return edit(plan, BUCKET_POLICY, f"{prefix}-tls-only", _add_statement({
+            "Sid": "ReadImages", "Effect": "Allow", "Principal": principal, "Action": "s3:GetObject",
+            "Resource": f"{_bucket_arn(plan, prefix)}/*"}))
+    return apply
+
+
+def _key_policy(principal: Any) -> Callable[[dict], None]:
+    def apply(props: dict) -> None:
+        props["policy"] = json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Sid": "EnableIamPolicies", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+             "Action": "kms:*", "Resource": "*"},
+            {"Sid": "Use", "Effect": "Allow", "Principal": principal,
+             "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*"}]})
+    return apply
+
+
+def _foreign_key(props: dict) -> None:
+    default = props["rules"][0]["applyServerSideEncryptionByDefault"]
+    default["kmsMasterKeyId"] = default["kmsMasterKeyId"].replace("123456789012", FOREIGN_ACCOUNT)
+
+
+def _foreign_replica_key(props: dict) -> None:
+    encryption = props["rules"][0]["destination"]["encryptionConfiguration"]
+    encryption["replicaKmsKeyId"] = encryption["replicaKmsKeyId"].replace("123456789012", FOREIGN_ACCOUNT)
+
+
+def _config_json(change: Callable[[dict], Any]) -> Callable[[dict], None]:
+    return _json_edit("configJson", change)
+
+
+def _everyone_allowed(body: dict) -> None:
+    wildcard = next(source for source in body["Sources"] if source["Name"] == "*")
+    wildcard.update(Action="allow", Description="everyone")
+
+
+def _no_wildcard_deny(body: dict) -> None:
+    body["Sources"] = [source for source in body["Sources"] if source["Name"] != "*"]
+
+
+def _acl_rules(extra: str) -> Callable[[dict], None]:
+    def apply(props: dict) -> None:
+        props["rules"] += extra
+    return apply
+
+
+def _drop_auth(props: dict) -> None:
+    for key in [k for k in props["subkeys"] if k.startswith("env/REGISTRY_AUTH")]:
+        del props["subkeys"][key]
+
+
+def _vault_policy(extra: str = "", replace: tuple[str, str] = ("", "")) -> Callable[[dict], None]:
+    def apply(props: dict) -> None:
+        if replace[0] and replace[0] not in props["policy"]:
+            raise LookupError(f"{replace[0]!r} is not in the Vault policy")
+        props["policy"] = props["policy"].replace(*replace) + extra
+    return apply
+
+
+# Nested braces hid this block from the pack's former regular expression; HCL sees it.
+SUDO_BEHIND_A_MAP = 'path "sys/*" {\n  allowed_parameters = {\n    "*" = []\n  }\n  capabilities = ["sudo", "update"]\n}\n'
+
+# case -> (stack, mutation, the one policy expected to fire, a phrase its message must contain)
+GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
+    # IAM trust, attachments, history
+    "a role trusting every AWS principal": ("prod", lambda p: edit(p, IAM_ROLE, REGISTRY_ROLE, _trust(
+        _trust_everyone)), "iam-role-trust-bound", "trusts every AWS principal"),
+    "a GC role trust without a :sub condition": ("prod", lambda p: edit(p, IAM_ROLE, GC_ROLE, _trust(
+        lambda s: _claims(s).pop(_sub_key(s)))), "iam-role-trust-bound", "every service account of the cluster"),
+    "a trust matching service accounts by pattern": ("prod", lambda p: edit(p, IAM_ROLE, REGISTRY_ROLE, _trust(
+        _sub_pattern)), "iam-role-trust-bound", "StringLike"),
+    "a trust bound to the wrong service account": ("prod", lambda p: edit(p, IAM_ROLE, GC_ROLE, _trust(
+        lambda s: _claims(s).update({_sub_key(s): "system:serviceaccount:cicd:registry"}))),
+        "iam-role-trust-bound", "system:serviceaccount:cicd:registry-gc"),
+    "the OIDC provider of another account": ("prod", lambda p: edit(p, IAM_ROLE, REGISTRY_ROLE, _trust(
+        _foreign_provider)), "iam-role-trust-bound", f"account {FOREIGN_ACCOUNT}"),
+    "the replication role trusted by EC2": ("prod", lambda p: edit(p, IAM_ROLE, REPLICATION_ROLE, _trust(
+        lambda s: s["Principal"].update(Service="ec2.amazonaws.com"))), "iam-role-trust-bound", "ec2.amazonaws.com"),
+    "an AWS-managed policy on the registry role": ("prod", lambda p: edit(p, IAM_ROLE, REGISTRY_ROLE, _set(
+        "managedPolicyArns", ["arn:aws:iam::aws:policy/AmazonS3FullAccess"])), "iam-no-foreign-managed-policies",
+        "AWS-managed policy 'arn:aws:iam::aws:policy/AmazonS3FullAccess'"),
+    "an inline wildcard policy on the GC role": ("prod", lambda p: edit(p, IAM_ROLE, GC_ROLE, lambda i: i.update(
+        inlinePolicies=[{"name": "read-all", "policy": json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "s3:Get*", "Resource": f"{_bucket_arn(p, REGISTRY)}/*"}]})}])),
+        "iam-no-wildcards", "inlinePolicies[0].policy"),
+    "the GC role deleting object versions": ("prod", lambda p: edit(p, ROLE_POLICY, GC_ACCESS, _statement(
+        "RegistryObjects", lambda s: s["Action"].append("s3:DeleteObjectVersion"))),
+        "iam-no-history-destroying-actions", "s3:DeleteObjectVersion"),
+    "the registry role suspending versioning": ("prod", lambda p: edit(p, ROLE_POLICY, REGISTRY_ACCESS, _statement(
+        "RegistryBucket", lambda s: s["Action"].append("s3:PutBucketVersioning"))),
+        "iam-no-history-destroying-actions", "suspend versioning"),
+    "the registry role deleting its key": ("prod", lambda p: edit(p, ROLE_POLICY, REGISTRY_ACCESS, _statement(
+        "RegistryKmsKey", lambda s: s["Action"].append("kms:ScheduleKeyDeletion"))),
+        "iam-no-history-destroying-actions", "kms:ScheduleKeyDeletion"),
+    # S3 and KMS resource policies, lifecycle, force destroy, whose key
+    "a bucket granted to another account": ("prod", _bucket_grant(
+        {"AWS": f"arn:aws:iam::{FOREIGN_ACCOUNT}:root"}, REGISTRY), "s3-bucket-policy-allows-nothing",
+        f"another account ({FOREIGN_ACCOUNT})"),
+    "a public DR bucket": ("prod", _bucket_grant("*", DR), "s3-bucket-policy-allows-nothing", "everyone ('*')"),
+    "a key policy open to *": ("prod", lambda p: edit(p, KMS_KEY, f"{REGISTRY}-key", _key_policy("*")),
+                               "kms-key-policy-own-account", "to everyone ('*')"),
+    "a DR key policy granting another account": ("prod", lambda p: edit(p, KMS_KEY, f"{DR}-key", _key_policy(
+        {"AWS": f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/reader"})), "kms-key-policy-own-account",
+        f"another account ({FOREIGN_ACCOUNT})"),
+    "a lifecycle expiring current versions": ("prod", lambda p: edit(p, LIFECYCLE, f"{REGISTRY}-lifecycle", _set(
+        "rules", 0, "expiration", {"days": 90})), "s3-lifecycle-keeps-current-versions", "expires current object versions"),
+    "noncurrent versions kept one day": ("prod", lambda p: edit(p, LIFECYCLE, f"{DR}-lifecycle", _set(
+        "rules", 0, "noncurrentVersionExpiration", "noncurrentDays", 1)), "s3-lifecycle-keeps-current-versions",
+        "after 1 days"),
+    "forceDestroy on the registry bucket": ("prod", lambda p: edit(p, BUCKET, f"{REGISTRY}-bucket", _set(
+        "forceDestroy", True)), "s3-bucket-no-force-destroy", "forceDestroy"),
+    "encryption with another account's key": ("prod", lambda p: edit(p, ENCRYPTION, f"{REGISTRY}-encryption",
+                                                                     _foreign_key), "s3-encrypted-with-own-key",
+                                              f"a key of account {FOREIGN_ACCOUNT}"),
+    "the replica encrypted with another account's key": ("prod", lambda p: edit(
+        p, REPLICATION, "registry-operations-replication", _foreign_replica_key), "s3-encrypted-with-own-key",
+        "replicaKmsKeyId"),
+    # Consul
+    "an intention admitting every service": ("staging", lambda p: edit(p, CONFIG_ENTRY, INTENTIONS, _config_json(
+        _everyone_allowed)), "consul-intentions-deny-by-default", "Name='*'"),
+    "intentions without a * deny": ("prod", lambda p: edit(p, CONFIG_ENTRY, INTENTIONS, _config_json(
+        _no_wildcard_deny)), "consul-intentions-deny-by-default", "default intention is allow"),
+    "permissive mTLS for the registry": ("prod", lambda p: edit(p, CONFIG_ENTRY, SERVICE_DEFAULTS, _config_json(
+        lambda body: body.update(MutualTLSMode="permissive"))), "consul-mesh-strict-mtls", "permissive"),
+    "an ACL policy with operator write": ("prod", lambda p: edit(p, ACL_POLICY, ACL, _acl_rules(
+        'operator = "write"\n')), "consul-acl-policy-least-privilege", "operator = 'write'"),
+    "an ACL policy writing the whole KV folder": ("staging", lambda p: edit(p, ACL_POLICY, ACL, _acl_rules(
+        'key_prefix "registry/staging/" {\n  policy = "write"\n}\n')), "consul-acl-policy-least-privilege",
+        "write on every key under registry/staging/"),
+    "an ACL policy reading every KV key": ("prod", lambda p: edit(p, ACL_POLICY, ACL, _acl_rules(
+        'key_prefix "" {\n  policy = "read"\n}\n')), "consul-acl-policy-least-privilege", "outside the registry's folder"),
+    "an ACL policy registering any service": ("prod", lambda p: edit(p, ACL_POLICY, ACL, _acl_rules(
+        'service_prefix "" {\n  policy = "write"\n}\n')), "consul-acl-policy-least-privilege", "act as any service"),
+    "an anonymous registry": ("prod", lambda p: edit(p, CONSUL_KEY_PREFIX, CONSUL_KV, _drop_auth),
+                              "registry-auth-required", "anonymously"),
+    "silly auth": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, CONSUL_KV, _set("subkeys", "env/REGISTRY_AUTH",
+                                                                                  "silly")),
+                   "registry-auth-required", "REGISTRY_AUTH='silly'"),
+    "token auth without its root certificates": ("prod", lambda p: edit(p, CONSUL_KEY_PREFIX, CONSUL_KV, _kv_drop(
+        "env/REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE")), "registry-auth-required", "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE"),
+    # Vault
+    "sudo hidden behind a map in the Vault policy": ("prod", lambda p: edit(p, VAULT_POLICY, VAULT_POLICY_NAME,
+                                                                            _vault_policy(SUDO_BEHIND_A_MAP)),
+                                                     "vault-policy-read-only", "'sys/*' grants ['sudo', 'update']"),
+    "write through the policy shorthand": ("staging", lambda p: edit(p, VAULT_POLICY, VAULT_POLICY_NAME, _vault_policy(
+        replace=('capabilities = ["read"]', 'policy = "write"'))), "vault-policy-read-only", "'create'"),
+    "a Vault token max TTL of a day": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
+        "tokenMaxTtl", 86400)), "vault-kubernetes-role-single-binding", "tokenMaxTtl is 86400"),
+    "periodic Vault tokens": ("staging", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set("tokenPeriod", 3600)),
+                              "vault-kubernetes-role-single-binding", "renewable forever"),
+    "the Vault default policy": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
+        "tokenNoDefaultPolicy", False)), "vault-kubernetes-role-single-binding", "tokenNoDefaultPolicy: true"),
+    "a Vault role granting a policy defined elsewhere": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, lambda i: i[
+        "tokenPolicies"].append("admin")), "vault-role-policies-defined", "'admin'"),
+}
+MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
+MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}
+
+
 def mutated(plans: dict[str, Plan], case: str) -> Plan:
     """A copy of the stack's recorded plan with the case's mutation applied (the recorded plan is shared)."""
     stack, mutation, _ = MUTATIONS[case]
@@ -339,4 +546,4 @@ def violations_by_policy(plan: Plan, policies: list) -> dict[str, list[str]]:
     return found
 
 
-__all__ = ["MUTATIONS", "UNKNOWN", "UNKNOWN_WIRE", "edit", "mutated", "violations_by_policy"]
+__all__ = ["MESSAGES", "MUTATIONS", "UNKNOWN", "UNKNOWN_WIRE", "edit", "mutated", "violations_by_policy"]

@@ -82,13 +82,15 @@ def test_an_unknown_value_does_not_hide_a_known_violation(policy_analyzer, plans
 
 def test_prod_previewed_before_its_kms_key_exists_gets_advisories_not_violations(policy_analyzer, plans):
     """The real KeyPrefix's subkeys are one apply over the KMS key ARN, so a preview that creates the key
-    sends the whole map as unknown: the Consul rules cannot verify it, and none may fail the preview."""
+    sends the whole map as unknown: the Consul rules (the registry's auth settings among them) cannot
+    verify it, and none may fail the preview."""
     plan = copy.deepcopy(plans["prod"])
     edit(plan, "consul:index/keyPrefix:KeyPrefix", "registry-consul-kv", lambda props: props.update(subkeys=UNKNOWN_WIRE))
     report = policy_analyzer.analyze(plan)
     assert report.mandatory == [], "\n".join(map(str, report.mandatory))
     assert sorted(d.policy for d in report.advisory) == [
-        "consul-kv-no-plaintext-secrets", "consul-kv-registry-prefix", "registry-shared-http-secret"]
+        "consul-kv-no-plaintext-secrets", "consul-kv-registry-prefix", "registry-auth-required",
+        "registry-shared-http-secret"]
 
 
 def test_stack_policy_config_tunes_rules_and_their_enforcement(plans):

@@ -13,17 +13,29 @@ from policies.rules import POLICIES
 from policies.rules.config_secrets import (
     check_consul_kv_no_secrets,
     check_consul_kv_prefix,
+    check_vault_policy_read_only,
     check_vault_role_binding,
     key_looks_secret,
     secret_value_kind,
 )
-from policies.rules.iam import check_no_wildcards, check_registry_role_scoped
+from policies.rules.consul import check_consul_acl_policy, check_intentions_deny_by_default
+from policies.rules.iam import (
+    check_managed_policy_attachments,
+    check_no_wildcards,
+    check_registry_role_scoped,
+    check_role_trust,
+)
 from policies.rules.network import check_default_deny
 from policies.rules.rbac import check_rbac_least_privilege
-from policies.rules.s3 import check_bucket_versioning, check_tls_only_policy
+from policies.rules.s3 import (
+    check_bucket_versioning,
+    check_encrypted_with_own_key,
+    check_key_policy,
+    check_tls_only_policy,
+)
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
 from policies.rules.workload import check_debug_port_not_on_client_service, check_pod_security, check_shared_http_secret
-from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, as_resource, mutated, violations_by_policy
+from tests.plan_mutations import MESSAGES, MUTATIONS, UNKNOWN_WIRE, as_resource, mutated, violations_by_policy
 
 POLICY_NAMES = [policy.name for policy in POLICIES]
 
@@ -60,6 +72,15 @@ def test_broken_plan_fails_exactly_its_rule(plans, case):
     _, _, expected = MUTATIONS[case]
     found = violations_by_policy(mutated(plans, case), POLICIES)
     assert set(found) == {expected}, found
+
+
+@pytest.mark.parametrize("case", list(MESSAGES))
+def test_a_broken_grant_is_reported_with_what_it_grants_and_the_fix(plans, case):
+    """The message names the resource, the grant (the case's phrase) and what to do instead."""
+    _, _, expected = MUTATIONS[case]
+    messages = violations_by_policy(mutated(plans, case), POLICIES)[expected]
+    assert any(MESSAGES[case] in message for message in messages), messages
+    assert all("; " in message for message in messages), "every message ends with '; <the fix>'"
 
 
 # --- unknown values during preview ---------------------------------------------------------------
@@ -382,3 +403,126 @@ def test_secret_key_names(path, secret):
 ])
 def test_secret_looking_values(value, kind):
     assert secret_value_kind(value) == kind
+
+
+# --- grants: what the rules accept, and what they cannot verify -----------------------------------
+
+
+GC_ACL_RULES = '''key_prefix "registry/prod/" {
+  policy = "read"
+}
+key "registry/prod/env/REGISTRY_STORAGE_MAINTENANCE_READONLY" {
+  policy = "write"
+}
+service_prefix "" {
+  policy = "read"
+}
+node_prefix "" {
+  policy = "read"
+}
+'''
+
+
+@pytest.mark.parametrize("rules, violates", [
+    (GC_ACL_RULES, False),  # the garbage collector's identity: one exact key, read everything else
+    (GC_ACL_RULES.replace('key "registry/prod/env/', 'key_prefix "registry/prod/env/'), True),
+    (GC_ACL_RULES.replace("READONLY", "READONLY_OTHER"), True),
+    (GC_ACL_RULES.replace('key "registry/prod/env/REGISTRY_STORAGE_MAINTENANCE_READONLY"',
+                          'key "vault/config"'), True),
+    (GC_ACL_RULES + 'acl = "read"\n', True),
+    (GC_ACL_RULES + 'keyring = "write"\n', True),
+    (GC_ACL_RULES + 'service "registry" {\n  policy = "write"\n  intentions = "write"\n}\n', True),
+    (GC_ACL_RULES + 'agent_prefix "" {\n  policy = "write"\n}\n', True),
+    ('{"key": {"registry/prod/env/REGISTRY_AUTH": {"policy": "write"}}}', True),  # the JSON form
+    ('key_prefix "registry/prod/" {{', True),  # unparseable
+])
+def test_a_consul_acl_policy_may_write_only_a_declared_exact_key(rules, violates):
+    acl = _resource("consul:index/aclPolicy:AclPolicy", {"name": "registry-gc-prod", "rules": rules})
+    findings = list(check_consul_acl_policy(acl, _policy_config("consul-acl-policy-least-privilege")))
+    assert bool(findings) is violates, findings
+    assert all(isinstance(f, Violation) and "registry-gc-prod" in f.message for f in findings)
+
+
+def test_an_unknown_acl_policy_or_intention_cannot_be_verified():
+    acl = _resource("consul:index/aclPolicy:AclPolicy", {"name": "x", "rules": UNKNOWN_WIRE}, name="acl")
+    assert list(check_consul_acl_policy(acl, _policy_config("consul-acl-policy-least-privilege"))) == [
+        Unverifiable("acl", "rules")]
+    entry = _resource("consul:index/configEntry:ConfigEntry", {"kind": "service-intentions", "name": "registry",
+                                                               "configJson": UNKNOWN_WIRE}, name="intentions")
+    assert list(check_intentions_deny_by_default(entry, {})) == [Unverifiable("intentions", "configJson")]
+
+
+@pytest.mark.parametrize("policy, violates", [
+    ('path "secret/data/registry/prod" {\n  capabilities = ["read"]\n}\n', False),
+    ('# read only\npath "secret/data/registry/prod" { capabilities = ["read"] } // same\n', False),
+    ('{"path": {"secret/data/registry/prod": {"capabilities": ["read"]}}}', False),
+    ('{"path": {"secret/data/registry/prod": {"capabilities": ["read", "update"]}}}', True),
+    ('path "secret/data/registry/prod" {\n  capabilities = ["read"]\n  path "sys/*" {\n'
+     '    capabilities = ["sudo"]\n  }\n}\n', True),  # a nested block Vault would reject
+    ('path "secret/data/registry/prod" {\n  policy = "sudo"\n}\n', True),
+    ('path "secret/data/registry/+" {\n  capabilities = ["read"]\n}\n', True),
+    ('path "secret/data/registry/prod" {\n  capabilities = ["read"]\n}\npath "secret/data/registry/staging" {\n'
+     '  capabilities = ["read"]\n}\n', True),
+    ('capabilities = ["read"]\n', True),
+    ('path "secret/data/registry/prod" {', True),
+])
+def test_the_vault_policy_is_read_with_a_real_hcl_parser(policy, violates):
+    resource = _resource("vault:index/policy:Policy", {"name": "registry-prod", "policy": policy})
+    findings = list(check_vault_policy_read_only(resource, _policy_config("vault-policy-read-only")))
+    assert bool(findings) is violates, findings
+    assert all(isinstance(f, Violation) and "registry-prod" in f.message for f in findings)
+
+
+def test_a_managed_policy_attachment_is_judged_like_managed_policy_arns(plans):
+    resources = _prod_resources(plans)
+    role = _named(resources, "registry-storage-role")
+    attachment = _resource("aws:iam/rolePolicyAttachment:RolePolicyAttachment", {
+        "role": role.props["name"], "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}, name="admin")
+    findings = list(check_managed_policy_attachments([*resources, attachment], {}))
+    assert [type(f) for f in findings] == [Violation]
+    assert "AWS-managed policy 'arn:aws:iam::aws:policy/AdministratorAccess'" in findings[0].message
+    own = _resource("aws:iam/policy:Policy", {"arn": "arn:aws:iam::123456789012:policy/registry", "policy": "{}"})
+    attachment.props["policyArn"] = own.props["arn"]
+    assert list(check_managed_policy_attachments([*resources, attachment, own], {})) == []
+    attachment.props["policyArn"] = UNKNOWN
+    assert list(check_managed_policy_attachments([*resources, attachment, own], {})) == [
+        Unverifiable("admin", "policyArn")]
+
+
+def test_a_trust_policy_of_a_new_stack_cannot_be_tied_to_an_account_yet(plans):
+    """Before the first ``pulumi up`` no ARN of the stack is known; the provider's account is then
+    unverifiable, while everything else about the trust is still checked."""
+    resources = [dataclasses.replace(r, props={k: v for k, v in r.props.items() if k != "arn"})
+                 for r in _prod_resources(plans)]
+    config = _policy_config("iam-role-trust-bound")
+    findings = list(check_role_trust(resources, config))
+    assert findings and all(isinstance(f, Unverifiable) for f in findings)
+    config["accountIds"] = ["123456789012"]
+    assert list(check_role_trust(resources, config)) == []
+    config["accountIds"] = ["210987654321"]
+    assert {type(f) for f in check_role_trust(resources, config)} == {Violation}
+
+
+def test_a_key_policy_open_to_star_passes_only_when_limited_to_the_stack_s_account(plans):
+    resources = _prod_resources(plans)
+    key = _named(resources, "registry-storage-key")
+    statement = {"Sid": "ViaS3", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt",
+                 "Resource": "*", "Condition": {"StringEquals": {"kms:CallerAccount": "123456789012"}}}
+    key.props["policy"] = json.dumps({"Statement": [statement]})
+    assert list(check_key_policy(resources, _policy_config("kms-key-policy-own-account"))) == []
+    statement["Condition"]["StringEquals"]["kms:CallerAccount"] = "210987654321"
+    key.props["policy"] = json.dumps({"Statement": [statement]})
+    assert [type(f) for f in check_key_policy(resources, _policy_config("kms-key-policy-own-account"))] == [Violation]
+
+
+def test_an_encryption_key_computed_from_the_stack_s_key_is_its_own(plans):
+    resources = _prod_resources(plans)
+    encryption = _named(resources, "registry-storage-encryption")
+    encryption.props["rules"][0]["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"] = UNKNOWN
+    encryption.property_dependencies.clear()
+    resources[resources.index(encryption)] = dataclasses.replace(encryption, dependencies=())
+    path = "rules[0].applyServerSideEncryptionByDefault.kmsMasterKeyId"
+    assert list(check_encrypted_with_own_key(resources, {})) == [Unverifiable("registry-storage-encryption", path)]
+    encryption = _named(resources, "registry-storage-encryption")
+    encryption.property_dependencies["rules"] = (_named(resources, "registry-storage-key").urn,)
+    assert list(check_encrypted_with_own_key(resources, {})) == []

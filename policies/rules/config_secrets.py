@@ -10,12 +10,12 @@ Vault policy or role field, is reported as "cannot verify during preview".
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Iterable, Mapping
 
 from .support import (
     CONSUL_KEY_PREFIX,
+    HclError,
     CONSUL_KV_TYPES,
     UNKNOWN,
     Finding,
@@ -25,8 +25,11 @@ from .support import (
     as_list,
     consul_kv_entries,
     dig,
+    hcl_blocks,
+    parse_hcl,
     resource_policy,
     schema,
+    stack_policy,
 )
 
 VAULT_POLICY = "vault:index/policy:Policy"
@@ -82,6 +85,11 @@ VAULT_ROLE_CONFIG = schema({
     "maxTokenTtlSeconds": {
         "type": "integer",
         "description": "Longest token TTL the registry's Kubernetes auth role may issue.",
+        "default": 3600,
+    },
+    "maxTokenMaxTtlSeconds": {
+        "type": "integer",
+        "description": "Longest token max TTL (renewals included) the Kubernetes auth roles may issue.",
         "default": 3600,
     },
 })
@@ -150,75 +158,147 @@ def check_consul_kv_prefix(resource: Resource, config: Mapping[str, Any]) -> Ite
             yield Violation(f"KV key {path!r} is outside the registry's prefix (expected to match {pattern.pattern})")
 
 
-PATH_BLOCK = re.compile(r'path\s+"(?P<path>[^"]*)"\s*\{(?P<body>[^{}]*)\}', re.S)
-CAPABILITIES = re.compile(r"capabilities\s*=\s*\[(?P<items>[^\]]*)\]", re.S)
+# Vault's policy syntax: what each ``policy = "..."`` shorthand grants, and the attributes a path
+# block may hold (anything else, a nested block included, Vault itself rejects).
+POLICY_SHORTHAND = {
+    "deny": ["deny"],
+    "read": ["read", "list"],
+    "write": ["create", "read", "update", "delete", "list"],
+    "sudo": ["create", "read", "update", "delete", "list", "sudo"],
+}
+PATH_ATTRIBUTES = frozenset({
+    "capabilities", "policy", "comment", "allowed_parameters", "denied_parameters", "required_parameters",
+    "min_wrapping_ttl", "max_wrapping_ttl", "mfa_methods", "control_group", "subscribe_event_types",
+})
 
 
-def vault_policy_rules(text: str) -> list[tuple[str, list[str]]]:
-    """(path, capabilities) of each rule of a Vault policy in HCL or JSON."""
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            document = json.loads(stripped)
-        except json.JSONDecodeError:
-            return []
-        paths = document.get("path", {}) if isinstance(document, dict) else {}
-        return [(p, list(as_list(dig(rule, "capabilities", default=[])))) for p, rule in paths.items()]
-    without_comments = re.sub(r"(?m)(#|//).*$", "", text)
-    rules = []
-    for block in PATH_BLOCK.finditer(without_comments):
-        found = CAPABILITIES.search(block["body"])
-        items = re.findall(r'"([^"]*)"', found["items"]) if found else []
-        rules.append((block["path"], items))
-    return rules
+def vault_policy_rules(text: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """((path, capabilities) of each path rule, what in the policy is not a Vault policy rule).
+
+    Parsed with a real HCL parser (python-hcl2; JSON policies too), so a rule hidden in a nested
+    block or after a map-valued attribute is seen like any other. Raises ``HclError`` for text that
+    is neither HCL nor JSON.
+    """
+    document = parse_hcl(text)
+    rules: list[tuple[str, list[str]]] = []
+    unreadable = [f"top-level {key!r}" for key in document if key != "path"]
+    for path, body in hcl_blocks(document, "path"):
+        if not isinstance(path, str) or not isinstance(body, dict):
+            unreadable.append(f"path {path!r} without a block body")
+            continue
+        capabilities = [str(c) for c in as_list(body.get("capabilities"))]
+        shorthand = body.get("policy")
+        if shorthand is not None:
+            capabilities += POLICY_SHORTHAND.get(str(shorthand), [f"policy={shorthand}"])
+        unreadable += [f"path {path!r} attribute {key!r}" for key in body if key not in PATH_ATTRIBUTES]
+        rules.append((path, capabilities))
+    return rules, unreadable
 
 
 def check_vault_policy_read_only(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
     text = dig(resource.props, "policy")
+    name = dig(resource.props, "name", default=resource.name)
     if text is UNKNOWN:
         yield Unverifiable(resource.name, "policy")
         return
-    rules = vault_policy_rules(text) if isinstance(text, str) else []
+    try:
+        rules, unreadable = vault_policy_rules(text) if isinstance(text, str) else ([], [])
+    except HclError as error:
+        yield Violation(f"Vault policy {name}: {error}; write it as path \"<mount>/data/registry/<env>\" "
+                        "{ capabilities = [\"read\"] }")
+        return
+    for what in unreadable:
+        yield Violation(f"Vault policy {name}: {what} is not a Vault path rule; remove it (Vault rejects it, and "
+                        "this pack cannot judge what it would grant)")
     if not rules:
-        yield Violation("the policy has no path rule this pack can read; write it as path \"...\" { capabilities = "
-                        "[\"read\"] }")
+        yield Violation(f"Vault policy {name} has no path rule; write it as path \"...\" "
+                        "{ capabilities = [\"read\"] }")
         return
     allowed = set(config["allowedCapabilities"])
     pattern = re.compile(config["pathPattern"])
     paths = {path for path, _ in rules}
     for path, capabilities in rules:
-        extra = sorted(set(capabilities) - allowed)
+        extra = sorted(set(capabilities) - allowed - {"deny"})
         if extra:
-            yield Violation(f"path {path!r} grants {extra}; the registry may only {sorted(allowed)}")
+            yield Violation(f"Vault policy {name}: path {path!r} grants {extra}; the registry may only "
+                            f"{sorted(allowed)}: drop the other capabilities")
         if not pattern.match(path):
-            yield Violation(f"path {path!r} is not the registry's own secret (expected to match {pattern.pattern})")
+            yield Violation(f"Vault policy {name}: path {path!r} is not the registry's own secret (expected to match "
+                            f"{pattern.pattern}); name the one KV v2 data path it reads")
     if len(paths) > 1:
-        yield Violation(f"the policy names {len(paths)} paths {sorted(paths)}; the registry reads exactly one secret")
+        yield Violation(f"Vault policy {name} names {len(paths)} paths {sorted(paths)}; the registry reads exactly "
+                        "one secret: keep only its own path")
+
+
+def _seconds_within(value: Any, limit: int) -> bool:
+    return isinstance(value, (int, float)) and 0 < value <= limit
 
 
 def check_vault_role_binding(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    role = dig(resource.props, "roleName", default=resource.name)
     for field in ("boundServiceAccountNames", "boundServiceAccountNamespaces"):
         values = dig(resource.props, field, default=[])
         if values is UNKNOWN or UNKNOWN in as_list(values):
             yield Unverifiable(resource.name, field)
         elif len(as_list(values)) != 1 or any("*" in str(v) for v in as_list(values)):
-            yield Violation(f"{field} is {as_list(values)}; bind exactly one, without wildcards")
+            yield Violation(f"Vault role {role}: {field} is {as_list(values)}; bind exactly one, without wildcards")
     policies = dig(resource.props, "tokenPolicies", default=[])
     if policies is UNKNOWN:
         yield Unverifiable(resource.name, "tokenPolicies")
     elif "root" in as_list(policies):
-        yield Violation("tokenPolicies includes 'root'")
+        yield Violation(f"Vault role {role}: tokenPolicies includes 'root', which grants everything; name the "
+                        "registry's own policy only")
+    elif not as_list(policies):
+        yield Violation(f"Vault role {role} grants no tokenPolicies; name the registry's own policy")
+    default_policy = dig(resource.props, "tokenNoDefaultPolicy")
+    if default_policy is UNKNOWN:
+        yield Unverifiable(resource.name, "tokenNoDefaultPolicy")
+    elif default_policy is not True:
+        yield Violation(f"Vault role {role} also grants Vault's 'default' policy (cubbyhole, token self-management, "
+                        "whatever the cluster added to it); set tokenNoDefaultPolicy: true")
     audience = dig(resource.props, "audience")
     if audience is UNKNOWN:
         yield Unverifiable(resource.name, "audience")
     elif not audience:
-        yield Violation("no audience: any service account token for this cluster, whatever its audience, could log in")
-    ttl = dig(resource.props, "tokenTtl")
-    limit = config["maxTokenTtlSeconds"]
-    if ttl is UNKNOWN:
-        yield Unverifiable(resource.name, "tokenTtl")
-    elif not isinstance(ttl, (int, float)) or not 0 < ttl <= limit:
-        yield Violation(f"tokenTtl is {ttl!r}; set 1 to {limit} seconds (0 or unset means the mount's long default)")
+        yield Violation(f"Vault role {role} has no audience: any service account token for this cluster, whatever "
+                        "its audience, could log in; set audience")
+    limits = {"tokenTtl": config["maxTokenTtlSeconds"], "tokenMaxTtl": config["maxTokenMaxTtlSeconds"]}
+    for field, limit in limits.items():
+        value = dig(resource.props, field)
+        if value is UNKNOWN:
+            yield Unverifiable(resource.name, field)
+        elif not _seconds_within(value, limit):
+            yield Violation(f"Vault role {role}: {field} is {value!r}; set 1 to {limit} seconds (0 or unset means "
+                            "the mount's long default)")
+    period = dig(resource.props, "tokenPeriod")
+    if period is UNKNOWN:
+        yield Unverifiable(resource.name, "tokenPeriod")
+    elif period not in (None, 0):
+        yield Violation(f"Vault role {role}: tokenPeriod {period!r} issues periodic tokens, renewable forever past "
+                        "tokenMaxTtl; leave it unset")
+
+
+def check_vault_role_policies_defined(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A Kubernetes auth role grants only policies this stack defines, so the pack has judged each of them."""
+    defined, unknown_names = set(), False
+    for policy in (r for r in resources if r.type == VAULT_POLICY):
+        name = dig(policy.props, "name")
+        if isinstance(name, str):
+            defined.add(name)
+        else:
+            unknown_names = True
+    for role in (r for r in resources if r.type == VAULT_K8S_ROLE):
+        granted = dig(role.props, "tokenPolicies", default=[])
+        if granted is UNKNOWN:
+            yield Unverifiable(role.name, "tokenPolicies")
+            continue
+        for policy in as_list(granted):
+            if policy is UNKNOWN or (policy not in defined and unknown_names):
+                yield Unverifiable(role.name, "tokenPolicies (the names of the stack's Vault policies)")
+            elif policy not in defined:
+                yield Violation(f"Vault role {dig(role.props, 'roleName', default=role.name)} grants the policy "
+                                f"{policy!r}, which this stack does not define: what it allows cannot be checked; "
+                                "grant only the stack's own vault.Policy", role.urn)
 
 
 POLICIES = [
@@ -233,7 +313,10 @@ POLICIES = [
                     "The registry's Vault policy only reads its own secret path.",
                     (VAULT_POLICY,), check_vault_policy_read_only, VAULT_POLICY_CONFIG),
     resource_policy("vault-kubernetes-role-single-binding",
-                    "The Vault Kubernetes auth role is bound to one service account in one namespace, with an "
-                    "audience and a short token TTL.",
+                    "Each Vault Kubernetes auth role is bound to one service account in one namespace, with an "
+                    "audience, short token TTLs, no periodic tokens, no root or default policy.",
                     (VAULT_K8S_ROLE,), check_vault_role_binding, VAULT_ROLE_CONFIG),
+    stack_policy("vault-role-policies-defined",
+                 "Vault Kubernetes auth roles grant only Vault policies the stack defines (and the pack checks).",
+                 check_vault_role_policies_defined),
 ]

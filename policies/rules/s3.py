@@ -24,10 +24,16 @@ from .support import (
     Unverifiable,
     Violation,
     as_list,
+    ACCOUNTS_PROPERTY,
+    arn_account,
     dig,
+    own_accounts,
     parse_json_document,
+    principals,
     resource_policy,
+    schema,
     stack_policy,
+    statements,
 )
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -244,6 +250,190 @@ def check_key_rotation(resource: Resource, config: Mapping[str, Any]) -> Iterabl
         yield Violation("enableKeyRotation must be true")
 
 
+# --- who the resource policies admit ------------------------------------------------------------
+
+
+def _who(kind: str, value: Any, accounts: set[str]) -> str:
+    """How a principal reads in a message: everyone, another account, or one of this stack's account."""
+    if kind == "*" or value == "*":
+        return "everyone ('*')"
+    account = arn_account(value)
+    if account and accounts and account not in accounts:
+        return f"{kind} {value!r} of another account ({account})"
+    return f"{kind} {value!r}"
+
+
+def check_bucket_policy_grants(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A bucket policy only denies: the roles' own policies grant access (and ``iam-registry-role-scoped``
+    judges them), so any Allow in a bucket policy is a grant no other rule sees."""
+    accounts = own_accounts(resources, config["accountIds"])
+    for policy in (r for r in resources if r.type == BUCKET_POLICY):
+        document = parse_json_document(dig(policy.props, "policy"))
+        if document is UNKNOWN:
+            yield Unverifiable(policy.name, "policy")
+            continue
+        for statement in statements(document, "Allow"):
+            sid = statement.get("Sid", "(no Sid)")
+            actions = as_list(statement.get("Action") or statement.get("NotAction"))
+            who = [_who(kind, value, accounts) for kind, value in principals(statement)] or ["NotPrincipal: everyone else"]
+            condition = " under conditions" if statement.get("Condition") else ""
+            yield Violation(f"bucket policy {policy.name} statement {sid} allows {actions} to {', '.join(who)}"
+                            f"{condition}; a bucket policy here only denies: grant access through the role's own "
+                            "policy (roleAccess)", policy.urn)
+
+
+KEY_POLICY = "aws:kms/keyPolicy:KeyPolicy"
+
+
+def _restricted_to(statement: dict, accounts: set[str]) -> bool:
+    """Whether a ``*`` statement is limited to callers of this stack's accounts (kms:CallerAccount)."""
+    callers = as_list(dig(statement, "Condition", "StringEquals", "kms:CallerAccount"))
+    return bool(callers) and bool(accounts) and set(callers) <= accounts
+
+
+def check_key_policy(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A KMS key policy admits only principals of the stack's accounts: never ``*`` (unless limited to
+    those accounts' callers), never another account; no lockout safety bypass. A key without a policy
+    gets AWS's default (its own account decides through IAM), which is fine."""
+    accounts = own_accounts(resources, config["accountIds"])
+    for key in (r for r in resources if r.type in (KMS_KEY, KEY_POLICY)):
+        if dig(key.props, "bypassPolicyLockoutSafetyCheck") is True:
+            yield Violation(f"KMS key {key.name} sets bypassPolicyLockoutSafetyCheck: its policy could lock the "
+                            "account out of the key; remove it", key.urn)
+        text = dig(key.props, "policy")
+        if text is None:
+            continue
+        document = parse_json_document(text)
+        if document is UNKNOWN:
+            yield Unverifiable(key.name, "policy")
+            continue
+        if not isinstance(document, dict):
+            yield Violation(f"KMS key {key.name}: policy is not a JSON policy document", key.urn)
+            continue
+        for statement in statements(document, "Allow"):
+            sid = statement.get("Sid", "(no Sid)")
+            actions = as_list(statement.get("Action") or statement.get("NotAction"))
+            if "NotPrincipal" in statement:
+                yield Violation(f"KMS key {key.name} statement {sid} allows {actions} to everyone but a list "
+                                "(NotPrincipal); name the principals", key.urn)
+            for kind, value in principals(statement):
+                account = arn_account(value)
+                if kind == "*" or value == "*":
+                    if not _restricted_to(statement, accounts):
+                        yield Violation(f"KMS key {key.name} statement {sid} allows {actions} to everyone ('*'); "
+                                        "name this account's principals, or limit '*' with StringEquals "
+                                        "kms:CallerAccount", key.urn)
+                elif kind == "AWS" and account and not accounts:
+                    yield Unverifiable(key.name, "the stack's AWS account (accountIds)")
+                elif kind == "AWS" and account not in accounts:
+                    yield Violation(f"KMS key {key.name} statement {sid} allows {actions} to {value!r} of another "
+                                    f"account ({account or '?'}); only this stack's accounts {sorted(accounts)} may "
+                                    "use the key", key.urn)
+
+
+# --- lifecycle, force destroy, whose key ---------------------------------------------------------
+
+LIFECYCLE_CONFIG = schema({
+    "minNoncurrentDays": {
+        "type": "integer",
+        "description": "Fewest days a noncurrent version is kept (the window to restore a deleted image).",
+        "default": 7,
+    },
+})
+
+
+def check_lifecycle_keeps_current_versions(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    """No enabled rule expires current versions (every image would turn into a delete marker, and then,
+    with noncurrent expiration, disappear), and noncurrent versions are kept long enough to restore."""
+    rules = dig(resource.props, "rules")
+    if rules is UNKNOWN:
+        yield Unverifiable(resource.name, "rules")
+        return
+    minimum = config["minNoncurrentDays"]
+    for index, rule in enumerate(as_list(rules)):
+        status = dig(rule, "status")
+        if status is UNKNOWN:
+            yield Unverifiable(resource.name, f"rules[{index}].status")
+            continue
+        if status != "Enabled":
+            continue
+        name = dig(rule, "id", default=index)
+        for field in ("days", "date"):
+            value = dig(rule, "expiration", field)
+            if value is UNKNOWN:
+                yield Unverifiable(resource.name, f"rules[{index}].expiration.{field}")
+            elif value not in (None, 0, ""):
+                yield Violation(f"lifecycle {resource.name} rule {name} expires current object versions "
+                                f"(expiration.{field} = {value!r}): every image ages out of the registry; expire "
+                                "only noncurrent versions and delete markers")
+        days = dig(rule, "noncurrentVersionExpiration", "noncurrentDays")
+        if days is UNKNOWN:
+            yield Unverifiable(resource.name, f"rules[{index}].noncurrentVersionExpiration.noncurrentDays")
+        elif isinstance(days, (int, float)) and days < minimum:
+            yield Violation(f"lifecycle {resource.name} rule {name} deletes noncurrent versions after {days:g} days, "
+                            f"less than the {minimum}-day restore window; keep them at least {minimum} days")
+
+
+def check_no_force_destroy(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    value = dig(resource.props, "forceDestroy")
+    if value is UNKNOWN:
+        yield Unverifiable(resource.name, "forceDestroy")
+    elif value is True:
+        yield Violation(f"bucket {resource.name} sets forceDestroy: a destroy (or a replacement) deletes every image "
+                        "and version in it; set forceDestroy: false")
+
+
+KMS_ALIAS = "aws:kms/alias:Alias"
+REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
+
+
+def _stack_key_names(resources: list[Resource]) -> tuple[set[str], list[Resource]]:
+    """Every way an encryption setting can name a KMS key of the stack (ARN, key ID, alias name or ARN)."""
+    keys = [r for r in resources if r.type == KMS_KEY]
+    names = {dig(k.props, field) for k in keys for field in ("arn", "keyId", "id")}
+    names |= {dig(a.props, field) for a in resources if a.type == KMS_ALIAS for field in ("name", "arn")}
+    return {n for n in names if isinstance(n, str)}, keys
+
+
+def _key_settings(resources: list[Resource]) -> Iterable[tuple[Resource, str, Any]]:
+    for resource in resources:
+        if resource.type in (ENCRYPTION, ENCRYPTION_V2):
+            rules = dig(resource.props, "rules", default=[])
+            if rules is UNKNOWN:
+                yield resource, "rules", UNKNOWN
+            for index, rule in enumerate(as_list(rules)):
+                yield (resource, f"rules[{index}].applyServerSideEncryptionByDefault.kmsMasterKeyId",
+                       dig(rule, "applyServerSideEncryptionByDefault", "kmsMasterKeyId"))
+        elif resource.type == REPLICATION:
+            rules = dig(resource.props, "rules", default=[])
+            if rules is UNKNOWN:
+                yield resource, "rules", UNKNOWN
+            for index, rule in enumerate(as_list(rules)):
+                yield (resource, f"rules[{index}].destination.encryptionConfiguration.replicaKmsKeyId",
+                       dig(rule, "destination", "encryptionConfiguration", "replicaKmsKeyId"))
+
+
+def check_encrypted_with_own_key(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """Buckets (and replicas) are encrypted with a KMS key this stack manages: a key of another account
+    (or one nobody here controls) can be disabled or deleted by its owner, and every image with it."""
+    names, keys = _stack_key_names(resources)
+    for resource, where, key in _key_settings(resources):
+        if key in (None, "") or (isinstance(key, str) and key.endswith("alias/aws/s3")):
+            continue  # no customer key at all: s3-sse-kms-customer-key reports it
+        if key is UNKNOWN:
+            sources = resource.property_dependencies.get("rules") or resource.dependencies
+            if not any(k.urn in sources for k in keys):
+                yield Unverifiable(resource.name, where)
+            continue
+        if key in names:
+            continue
+        account = arn_account(key)
+        whose = f"a key of account {account}" if account else "a key"
+        yield Violation(f"{resource.name}: {where} is {key!r}, {whose} this stack does not manage; its owner could "
+                        "disable or delete it and every image with it; encrypt with the stack's own aws.kms.Key",
+                        resource.urn)
+
+
 POLICIES = [
     stack_policy("s3-bucket-versioning-enabled",
                  "Every S3 bucket is paired with a BucketVersioning resource whose status is Enabled.",
@@ -273,4 +463,21 @@ POLICIES = [
     resource_policy("kms-key-rotation-enabled",
                     "KMS keys rotate their key material yearly.",
                     (KMS_KEY,), check_key_rotation),
+    stack_policy("s3-bucket-policy-allows-nothing",
+                 "Bucket policies only deny; no Allow to anyone, any account or any principal (roles get access "
+                 "from their own policies).",
+                 check_bucket_policy_grants, schema(ACCOUNTS_PROPERTY)),
+    stack_policy("kms-key-policy-own-account",
+                 "KMS key policies admit only the stack's accounts: no '*' unless limited by kms:CallerAccount, "
+                 "no other account, no lockout-safety bypass.",
+                 check_key_policy, schema(ACCOUNTS_PROPERTY)),
+    resource_policy("s3-lifecycle-keeps-current-versions",
+                    "No lifecycle rule expires current versions; noncurrent versions are kept minNoncurrentDays.",
+                    (LIFECYCLE, LIFECYCLE_V2), check_lifecycle_keeps_current_versions, LIFECYCLE_CONFIG),
+    resource_policy("s3-bucket-no-force-destroy",
+                    "Buckets do not set forceDestroy.",
+                    BUCKET_TYPES, check_no_force_destroy),
+    stack_policy("s3-encrypted-with-own-key",
+                 "Bucket encryption and replica encryption name a KMS key (or alias) this stack manages.",
+                 check_encrypted_with_own_key),
 ]
