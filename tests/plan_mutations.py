@@ -319,6 +319,20 @@ INTENTIONS = "registry-consul-service-intentions"
 SERVICE_DEFAULTS = "registry-consul-service-defaults"
 ACL = "registry-consul-acl-policy"
 FOREIGN_ACCOUNT = "210987654321"  # not the stacks' 123456789012
+SNAPSHOT_CRONJOB = "registry-operations-snapshot-cronjob"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+INGRESS_NAME = "registry-network-ingress"
+GC_K8S_ROLE = "registry-operations-gc-role"
+SNAPSHOT_K8S_ROLE = "registry-operations-snapshot-role"
+GC_BINDING = "registry-operations-gc-role-binding"
+
+
+def _pod_spec(inputs: dict) -> dict:
+    return inputs["spec"]["template"]["spec"]
+
+
+def _job_spec(inputs: dict) -> dict:
+    return inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def _trust(change: Callable[[dict], Any]) -> Callable[[dict], None]:
@@ -508,6 +522,119 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
         "tokenNoDefaultPolicy", False)), "vault-kubernetes-role-single-binding", "tokenNoDefaultPolicy: true"),
     "a Vault role granting a policy defined elsewhere": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, lambda i: i[
         "tokenPolicies"].append("admin")), "vault-role-policies-defined", "'admin'"),
+    # Kubernetes: the whole Pod Security "restricted" profile, baseline's bans included
+    **{name: (stack, mutation, "workload-pod-security-restricted", phrase) for name, (stack, mutation, phrase) in {
+        "a registry pod on the host network": ("staging", lambda p: edit(p, STS, STATEFULSET, _set(
+            "spec", "template", "spec", "hostNetwork", True)), "hostNetwork is true"),
+        "a snapshot pod in the host PID namespace": ("staging", lambda p: edit(p, CRON_JOB, SNAPSHOT_CRONJOB, _set(
+            "spec", "jobTemplate", "spec", "template", "spec", "hostPID", True)), "hostPID is true"),
+        "the docker socket mounted into the GC pod": ("prod", lambda p: edit(p, CRON_JOB, GC_CRONJOB, lambda i: _job_spec(
+            i)["volumes"].append({"name": "docker", "hostPath": {"path": "/var/run/docker.sock"}})), "hostPath volume"),
+        "an NFS volume": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(i)["volumes"].append(
+            {"name": "shared", "nfs": {"server": "nfs.example.com", "path": "/registry"}})), "of type ['nfs']"),
+        "a hostPort on the registry": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)["ports"][
+            0].update(hostPort=5000)), "hostPort 5000"),
+        "an unmasked /proc": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
+            "securityContext"].update(procMount="Unmasked")), "procMount 'Unmasked'"),
+        "an unsafe sysctl": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(i)[
+            "securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "65536"}])), "'kernel.msgmax'"),
+        "AppArmor unconfined by annotation": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: i["spec"][
+            "template"]["metadata"]["annotations"].update({
+                "container.apparmor.security.beta.kubernetes.io/registry": "unconfined"})), "AppArmor must be"),
+        "AppArmor unconfined in the GC job": ("prod", lambda p: edit(p, CRON_JOB, GC_CRONJOB, lambda i: _job_container(
+            i)["securityContext"].update(appArmorProfile={"type": "Unconfined"})), "appArmorProfile 'Unconfined'"),
+        "a privileged SELinux type": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(i)[
+            "securityContext"].update(seLinuxOptions={"type": "spc_t"})), "SELinux type 'spc_t'"),
+        "an SELinux user": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
+            "securityContext"].update(seLinuxOptions={"user": "system_u"})), "SELinux user 'system_u'"),
+        "SYS_ADMIN added to the GC tools": ("staging", lambda p: edit(p, CRON_JOB, GC_CRONJOB, lambda i: _job_spec(i)[
+            "initContainers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"])), "['SYS_ADMIN']"),
+        "a privileged registry container": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
+            "securityContext"].update(privileged=True)), "is privileged"),
+        "seccomp unconfined for the pod": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(i)[
+            "securityContext"].update(seccompProfile={"type": "Unconfined"})), "seccompProfile Unconfined"),
+        "root for the pod, containers overriding": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(
+            i)["securityContext"].update(runAsUser=0)), "spec.securityContext runs as root"),
+        "a Windows host process": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
+            "securityContext"].update(windowsOptions={"hostProcess": True})), "hostProcess"),
+    }.items()},
+    # Kubernetes: Services, Ingress, secrets in manifests
+    "a LoadBalancer registry Service": ("prod", lambda p: edit(p, SERVICE, "registry-service", _set(
+        "spec", "type", "LoadBalancer")), "kubernetes-service-not-exposed", "type LoadBalancer"),
+    "a NodePort metrics Service": ("staging", lambda p: edit(p, SERVICE, "registry-monitoring-metrics-service", lambda i: i[
+        "spec"].update(type="NodePort", clusterIP=None)), "kubernetes-service-not-exposed", "type NodePort"),
+    "externalIPs on the registry Service": ("staging", lambda p: edit(p, SERVICE, "registry-service", _set(
+        "spec", "externalIPs", ["203.0.113.10"])), "kubernetes-service-not-exposed", "externalIPs"),
+    "an Ingress without TLS": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["spec"].pop("tls")),
+                               "kubernetes-ingress-tls-and-source-ranges", "without TLS"),
+    "an Ingress without source ranges": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["metadata"][
+        "annotations"].pop("nginx.ingress.kubernetes.io/whitelist-source-range")),
+        "kubernetes-ingress-tls-and-source-ranges", "restricts no source ranges"),
+    "an Ingress open to half the internet twice": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i[
+        "metadata"]["annotations"].update({"nginx.ingress.kubernetes.io/whitelist-source-range": "0.0.0.0/1,128.0.0.0/1"})),
+        "kubernetes-ingress-tls-and-source-ranges", "internet addresses"),
+    "an Ingress answering any host": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["spec"]["rules"][
+        0].pop("host")), "kubernetes-ingress-tls-and-source-ranges", "without a host"),
+    "an Ingress serving plain HTTP too": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["metadata"][
+        "annotations"].update({"nginx.ingress.kubernetes.io/ssl-redirect": "false"})),
+        "kubernetes-ingress-tls-and-source-ranges", "ssl-redirect: false"),
+    "a password in the GC ConfigMap": ("prod", lambda p: edit(p, CONFIG_MAP, "registry-operations-gc-script", lambda i: i[
+        "data"].update({"probe-password": "correct-horse-battery"})), "kubernetes-no-secrets-in-manifests",
+        "probe-password names a secret"),
+    "a private key in a ConfigMap": ("staging", lambda p: edit(p, CONFIG_MAP, "registry-operations-snapshot-script", lambda i: i[
+        "data"].update({"tls.pem": "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n"})),
+        "kubernetes-no-secrets-in-manifests", "a PEM private key"),
+    "the HTTP secret as a literal env value": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
+        "env"].append({"name": "REGISTRY_HTTP_SECRET", "value": "a-long-shared-secret-for-all-pods"})),
+        "kubernetes-no-secrets-in-manifests", "REGISTRY_HTTP_SECRET names a secret"),
+    # Kubernetes RBAC
+    "the GC role reading every secret": ("staging", lambda p: edit(p, K8S_ROLE, GC_K8S_ROLE, lambda i: i["rules"].append(
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]})), "rbac-no-sensitive-grants",
+        "on secrets (all of them)"),
+    "exec into the registry pods": ("prod", lambda p: edit(p, K8S_ROLE, GC_K8S_ROLE, lambda i: i["rules"].append(
+        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]})), "rbac-no-sensitive-grants", "pods/exec"),
+    "token creation for the snapshot job": ("staging", lambda p: edit(p, K8S_ROLE, SNAPSHOT_K8S_ROLE, lambda i: i[
+        "rules"].append({"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]})),
+        "rbac-no-sensitive-grants", "serviceaccounts/token"),
+    "the GC role creating pods": ("prod", lambda p: edit(p, K8S_ROLE, GC_K8S_ROLE, lambda i: i["rules"].append(
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]})), "rbac-no-sensitive-grants",
+        "['create'] on ['jobs']"),
+    "a binding to every authenticated user": ("staging", lambda p: edit(p, ROLE_BINDING, GC_BINDING, lambda i: i[
+        "subjects"].append({"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"})),
+        "rbac-no-broad-subjects", "'system:authenticated'"),
+    "a binding to every service account of the namespace": ("prod", lambda p: edit(p, ROLE_BINDING, GC_BINDING, _set(
+        "subjects", [{"kind": "Group", "name": "system:serviceaccounts:cicd", "apiGroup": "rbac.authorization.k8s.io"}])),
+        "rbac-no-broad-subjects", "'system:serviceaccounts:cicd'"),
+    # Network
+    "a half-internet CIDR pair": ("staging", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients", lambda i: i[
+        "spec"]["ingress"][0]["from"].extend([{"ipBlock": {"cidr": "0.0.0.0/1"}}, {"ipBlock": {"cidr": "128.0.0.0/1"}}])),
+        "network-no-open-cidr", "together admit internet addresses"),
+    "two policies adding up to the internet": ("prod", lambda p: edit(edit(
+        p, NETWORK_POLICY, "registry-network-allow-clients", lambda i: i["spec"]["ingress"][0]["from"].append(
+            {"ipBlock": {"cidr": "0.0.0.0/1"}})), NETWORK_POLICY, "registry-network-allow-metrics", lambda i: i["spec"][
+                "ingress"][0]["from"].append({"ipBlock": {"cidr": "128.0.0.0/1"}})),
+        "network-no-open-cidr", "0.0.0.0/1, 10.60.0.0/16"),
+    "an egress range on the internet": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-egress", lambda i: i[
+        "spec"]["egress"][3]["to"].append({"ipBlock": {"cidr": "52.0.0.0/8"}})), "network-no-open-cidr",
+        "egress ipBlocks"),
+    "all of 10.0.0.0/8 as clients": ("staging", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients", lambda i: i[
+        "spec"]["ingress"][0]["from"].append({"ipBlock": {"cidr": "10.0.0.0/8"}})), "network-no-open-cidr",
+        "more than maxAddresses"),
+    "metrics from every namespace": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-metrics", _set(
+        "spec", "ingress", 0, "from", 0, {"namespaceSelector": {}})), "network-peers-scoped", "namespaceSelector is empty"),
+    "clients from every pod of the namespace": ("staging", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients",
+                                                                          lambda i: i["spec"]["ingress"][0]["from"].append(
+                                                                              {"podSelector": {}})),
+                                                "network-peers-scoped", "podSelector is empty"),
+    "clients from every namespace but one": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients",
+                                                                    _set("spec", "ingress", 0, "from", 0, "namespaceSelector",
+                                                                         {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                                                                                                "operator": "NotIn",
+                                                                                                "values": ["kube-system"]}]})),
+                                             "network-peers-scoped", "uses NotIn"),
+    "egress to every port of the storage endpoint": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-egress",
+                                                                            lambda i: i["spec"]["egress"][3].pop("ports")),
+                                                     "network-peers-scoped", "lists no ports"),
 }
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 import json
 
 import pytest
@@ -25,8 +26,8 @@ from policies.rules.iam import (
     check_registry_role_scoped,
     check_role_trust,
 )
-from policies.rules.network import check_default_deny
-from policies.rules.rbac import check_rbac_least_privilege
+from policies.rules.network import check_default_deny, check_no_open_cidr
+from policies.rules.rbac import check_rbac_least_privilege, check_rbac_no_broad_subjects, check_rbac_no_sensitive_grants
 from policies.rules.s3 import (
     check_bucket_versioning,
     check_encrypted_with_own_key,
@@ -34,7 +35,12 @@ from policies.rules.s3 import (
     check_tls_only_policy,
 )
 from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
-from policies.rules.workload import check_debug_port_not_on_client_service, check_pod_security, check_shared_http_secret
+from policies.rules.workload import (
+    check_debug_port_not_on_client_service,
+    check_ingress_tls_and_sources,
+    check_pod_security,
+    check_shared_http_secret,
+)
 from tests.plan_mutations import MESSAGES, MUTATIONS, UNKNOWN_WIRE, as_resource, mutated, violations_by_policy
 
 POLICY_NAMES = [policy.name for policy in POLICIES]
@@ -526,3 +532,88 @@ def test_an_encryption_key_computed_from_the_stack_s_key_is_its_own(plans):
     encryption = _named(resources, "registry-storage-encryption")
     encryption.property_dependencies["rules"] = (_named(resources, "registry-storage-key").urn,)
     assert list(check_encrypted_with_own_key(resources, {})) == []
+
+
+# --- Kubernetes and network grants -----------------------------------------------------------------
+
+
+def _staging_resources(plans) -> list[Resource]:
+    return [as_resource(r, outputs=True) for r in plans["staging"].registrations]
+
+
+def _client_peers(resources: list[Resource]) -> list:
+    return _named(resources, "registry-network-allow-clients").props["spec"]["ingress"][0]["from"]
+
+
+def _cidr_findings(resources: list[Resource]) -> list:
+    return list(check_no_open_cidr(resources, _policy_config("network-no-open-cidr")))
+
+
+def test_the_internet_minus_an_except_list_is_still_the_internet(plans):
+    resources = _staging_resources(plans)
+    _client_peers(resources).append({"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}})
+    assert {type(f) for f in _cidr_findings(resources)} == {Violation}
+
+
+def test_an_except_list_can_keep_a_wide_private_block_narrow(plans):
+    """The union subtracts each block's except entries: 10.60.0.0/12 minus everything but a /16 is a /16."""
+    resources = _staging_resources(plans)
+    cuts = [str(n) for n in ipaddress.ip_network("10.48.0.0/12").address_exclude(ipaddress.ip_network("10.60.0.0/16"))]
+    _client_peers(resources).append({"ipBlock": {"cidr": "10.48.0.0/12", "except": cuts}})
+    assert _cidr_findings(resources) == []
+    config = _policy_config("network-no-open-cidr")
+    config["maxAddresses"] = 1 << 16
+    assert [type(f) for f in check_no_open_cidr(resources, config)] == [Violation, Violation]  # STS and GC job
+
+
+def test_a_partner_range_can_be_declared_public_and_allowed(plans):
+    resources = _staging_resources(plans)
+    _client_peers(resources).append({"ipBlock": {"cidr": "203.0.113.0/24"}})
+    assert _cidr_findings(resources)
+    config = _policy_config("network-no-open-cidr")
+    config["allowedPublicCidrs"] = ["203.0.113.0/24"]
+    assert list(check_no_open_cidr(resources, config)) == []
+
+
+def test_an_unknown_cidr_cannot_be_verified(plans):
+    resources = _staging_resources(plans)
+    _client_peers(resources).append({"ipBlock": {"cidr": UNKNOWN}})
+    findings = _cidr_findings(resources)
+    assert findings and all(isinstance(f, Unverifiable) for f in findings)
+
+
+@pytest.mark.parametrize("rule, violates", [
+    ({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["registry-tls"], "verbs": ["get"]}, False),
+    ({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["registry-tls"], "verbs": ["list"]}, True),
+    ({"apiGroups": [""], "resources": ["secrets"], "verbs": ["watch"]}, True),
+    ({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]}, True),  # wildcards include secrets
+    ({"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create"]}, True),
+    ({"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}, True),
+    ({"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["patch"]}, True),
+    ({"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch"]}, False),
+])
+def test_no_role_reads_secrets_wholesale_opens_pods_or_starts_them(plans, rule, violates):
+    role = _named(_staging_resources(plans), "registry-operations-snapshot-role")
+    role.props["rules"].append(rule)
+    findings = list(check_rbac_no_sensitive_grants(role, {}))
+    assert bool(findings) is violates and all(isinstance(f, Violation) for f in findings), findings
+
+
+def test_a_cluster_role_binding_is_reported_even_for_one_service_account(plans):
+    binding = _named(_staging_resources(plans), "registry-operations-gc-role-binding")
+    cluster_wide = dataclasses.replace(binding, type="kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
+    assert [type(f) for f in check_rbac_no_broad_subjects(cluster_wide, {})] == [Violation]
+    assert list(check_rbac_no_broad_subjects(binding, {})) == []
+
+
+@pytest.mark.parametrize("annotation, violates", [
+    ("10.8.16.0/22, 10.8.24.0/22", False),
+    ("10.8.16.0/22,0.0.0.0/0", True),
+    ("10.8.16.0/22,not-a-cidr", True),
+    ("10.0.0.0/8", True),  # private, but more than maxSourceAddresses
+])
+def test_ingress_source_ranges_are_judged_together(plans, annotation, violates):
+    ingress = as_resource(plans["prod"].one("kubernetes:networking.k8s.io/v1:Ingress"))
+    ingress.props["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"] = annotation
+    config = _policy_config("kubernetes-ingress-tls-and-source-ranges")
+    assert [type(f) for f in check_ingress_tls_and_sources(ingress, config)] == ([Violation] if violates else [])

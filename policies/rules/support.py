@@ -19,6 +19,7 @@ resource's output) is the ``UNKNOWN`` marker, and it yields findings:
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -171,6 +172,51 @@ ACCOUNTS_PROPERTY = {
         "default": [],
     }
 }
+
+
+# --- address ranges -----------------------------------------------------------------------------
+
+IpNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+# Addresses that are not the internet's: RFC 1918, shared (CGNAT), loopback, link-local, IPv6 ULA.
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "fc00::/7", "fe80::/10", "::1/128"))
+
+
+def _minus(networks: Iterable[IpNetwork], removed: Iterable[IpNetwork]) -> list[IpNetwork]:
+    remaining = list(networks)
+    for cut in removed:
+        kept: list[IpNetwork] = []
+        for network in remaining:
+            if network.version != cut.version or not network.overlaps(cut):
+                kept.append(network)
+            elif not network.subnet_of(cut):  # type: ignore[arg-type]
+                kept += list(network.address_exclude(cut))  # type: ignore[arg-type]
+        remaining = kept
+    return remaining
+
+
+def cidr_union(blocks: Iterable[tuple[IpNetwork, Iterable[IpNetwork]]]) -> list[IpNetwork]:
+    """The addresses a set of (CIDR, its ``except`` list) admits together, as collapsed networks."""
+    admitted: list[IpNetwork] = []
+    for network, exceptions in blocks:
+        admitted += _minus([network], exceptions)
+    by_version = [[n for n in admitted if n.version == version] for version in (4, 6)]
+    return [n for group in by_version for n in ipaddress.collapse_addresses(group)]  # type: ignore[arg-type]
+
+
+def public_part(networks: Iterable[IpNetwork]) -> list[IpNetwork]:
+    """The internet addresses (outside ``PRIVATE_NETWORKS``) among ``networks``, collapsed."""
+    return cidr_union((network, ()) for network in _minus(networks, PRIVATE_NETWORKS))
+
+
+def address_count(networks: Iterable[IpNetwork], version: int = 4) -> int:
+    return sum(n.num_addresses for n in networks if n.version == version)
+
+
+def shown_networks(networks: list[IpNetwork], limit: int = 4) -> str:
+    listed = ", ".join(str(n) for n in networks[:limit])
+    return listed + (f" and {len(networks) - limit} more" if len(networks) > limit else "")
 
 
 # --- HCL (Vault and Consul policies) ------------------------------------------------------------
