@@ -325,6 +325,10 @@ INGRESS_NAME = "registry-network-ingress"
 GC_K8S_ROLE = "registry-operations-gc-role"
 SNAPSHOT_K8S_ROLE = "registry-operations-snapshot-role"
 GC_BINDING = "registry-operations-gc-role-binding"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
+VAULT_SECRET = "vault:kv/secretV2:SecretV2"
+SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
 
 
 def _pod_spec(inputs: dict) -> dict:
@@ -635,6 +639,27 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
     "egress to every port of the storage endpoint": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-egress",
                                                                             lambda i: i["spec"]["egress"][3].pop("ports")),
                                                      "network-peers-scoped", "lists no ports"),
+    # the remaining resource types: generated secrets, Vault secrets, service accounts, replication
+    "an 8-character HTTP secret": ("staging", lambda p: edit(p, RANDOM_PASSWORD, "registry-secrets-http-secret", _set(
+        "length", 8)), "random-secrets-strong", "generates 8 characters"),
+    "a 4-byte bcrypt salt": ("prod", lambda p: edit(p, RANDOM_BYTES, "registry-secrets-ci-runner-salt", _set(
+        "length", 4)), "random-secrets-strong", "generates 4 bytes"),
+    "the registry's secret written over another team's": ("prod", lambda p: edit(
+        p, VAULT_SECRET, "registry-secrets-secret", _set("name", "platform/shared")), "vault-secrets-own-paths",
+        "secret/platform/shared is outside"),
+    "a Vault secret deleting its history": ("staging", lambda p: edit(p, VAULT_SECRET, "registry-secrets-secret", _set(
+        "deleteAllVersions", True)), "vault-secrets-own-paths", "deleteAllVersions"),
+    "a service account automounting its token": ("staging", lambda p: edit(
+        p, SERVICE_ACCOUNT, "registry-service-account", _set("automountServiceAccountToken", True)),
+        "kubernetes-service-account-no-automount", "mounts its API token"),
+    "replication to another account's bucket": ("prod", lambda p: edit(p, REPLICATION, "registry-operations-replication",
+                                                                        lambda i: i["rules"][0]["destination"].update(
+                                                                            bucket="arn:aws:s3:::someone-elses-bucket",
+                                                                            account=FOREIGN_ACCOUNT)),
+                                                 "s3-replication-to-own-bucket", f"of account {FOREIGN_ACCOUNT}"),
+    "replication through a role outside the stack": ("prod", lambda p: edit(
+        p, REPLICATION, "registry-operations-replication", _set("role", f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/copier")),
+        "s3-replication-to-own-bucket", "does not manage"),
 }
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}

@@ -51,6 +51,22 @@ def test_the_ten_mutations_issue_5_names_are_among_those_run():
     assert {case: MUTATIONS[case][2] for case in ISSUE_5_CASES if case in MUTATIONS} == ISSUE_5_CASES
 
 
+# The realistic regressions issue 12 found planned with zero violations, and the rule that now stops each.
+ISSUE_12_CASES = {
+    "a role trusting every AWS principal": "iam-role-trust-bound",
+    "a bucket granted to another account": "s3-bucket-policy-allows-nothing",
+    "a key policy open to *": "kms-key-policy-own-account",
+    "an intention admitting every service": "consul-intentions-deny-by-default",
+    "an anonymous registry": "registry-auth-required",
+    "a half-internet CIDR pair": "network-no-open-cidr",
+    "sudo hidden behind a map in the Vault policy": "vault-policy-read-only",
+}
+
+
+def test_the_regressions_issue_12_names_are_among_those_run():
+    assert {case: MUTATIONS[case][2] for case in ISSUE_12_CASES if case in MUTATIONS} == ISSUE_12_CASES
+
+
 @pytest.mark.parametrize("case", list(MUTATIONS))
 def test_mutated_plan_violates_exactly_the_expected_rule(policy_analyzer, plans, case):
     _, _, expected = MUTATIONS[case]

@@ -301,6 +301,48 @@ def check_vault_role_policies_defined(resources: list[Resource], config: Mapping
                                 "grant only the stack's own vault.Policy", role.urn)
 
 
+VAULT_SECRET = "vault:kv/secretV2:SecretV2"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
+VAULT_SECRET_CONFIG = schema({
+    "secretPathPattern": {
+        "type": "string",
+        "description": "Regular expression the KV v2 path (name) of every Vault secret the stack writes must match.",
+        "default": r"^registry/[a-z0-9-]+(/clients/[a-z0-9-]+)?$",
+    },
+})
+RANDOM_CONFIG = schema({
+    "minPasswordLength": {"type": "integer", "description": "Shortest generated password.", "default": 32},
+    "minRandomBytes": {"type": "integer", "description": "Fewest random bytes (salts).", "default": 16},
+})
+
+
+def check_vault_secret(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    """The stack writes only the registry's own secrets, and never deletes their history."""
+    name = dig(resource.props, "name")
+    pattern = re.compile(config["secretPathPattern"])
+    if name is UNKNOWN:
+        yield Unverifiable(resource.name, "name")
+    elif not isinstance(name, str) or not pattern.match(name):
+        yield Violation(f"Vault secret {dig(resource.props, 'mount')}/{name} is outside the registry's own paths "
+                        f"(expected to match {pattern.pattern}): the stack would overwrite (and on destroy delete) "
+                        "someone else's secret; write under registry/<env>")
+    if dig(resource.props, "deleteAllVersions") is True:
+        yield Violation(f"Vault secret {name} sets deleteAllVersions: a destroy or replacement erases every version, "
+                        "the previous credentials a rollback needs included; remove it")
+
+
+def check_random_strength(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    length = dig(resource.props, "length")
+    minimum = config["minPasswordLength"] if resource.type == RANDOM_PASSWORD else config["minRandomBytes"]
+    unit = "characters" if resource.type == RANDOM_PASSWORD else "bytes"
+    if length is UNKNOWN:
+        yield Unverifiable(resource.name, "length")
+    elif not isinstance(length, (int, float)) or length < minimum:
+        yield Violation(f"{resource.name} generates {length!r} {unit}, fewer than {minimum}; a registry credential "
+                        f"or salt that short can be guessed; generate at least {minimum}")
+
+
 POLICIES = [
     resource_policy("consul-kv-no-plaintext-secrets",
                     "Consul KV holds no password, secret, token or key material; secret settings are vault: "
@@ -319,4 +361,11 @@ POLICIES = [
     stack_policy("vault-role-policies-defined",
                  "Vault Kubernetes auth roles grant only Vault policies the stack defines (and the pack checks).",
                  check_vault_role_policies_defined),
+    resource_policy("vault-secrets-own-paths",
+                    "Vault secrets the stack writes stay under registry/<env> and keep their version history.",
+                    (VAULT_SECRET,), check_vault_secret, VAULT_SECRET_CONFIG),
+    resource_policy("random-secrets-strong",
+                    "Generated passwords have at least minPasswordLength characters, random bytes at least "
+                    "minRandomBytes.",
+                    (RANDOM_PASSWORD, RANDOM_BYTES), check_random_strength, RANDOM_CONFIG),
 ]

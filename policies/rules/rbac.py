@@ -212,6 +212,17 @@ def check_rbac_no_broad_subjects(resource: Resource, config: Mapping[str, Any]) 
                         "namespace")
 
 
+def check_service_account_no_automount(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A service account does not hand its API token to every pod that uses it: the pods that need one
+    (config-cli's Vault and Consul logins, kubectl in the jobs) opt in themselves."""
+    value = dig(resource.props, "automountServiceAccountToken")
+    if value is UNKNOWN:
+        yield Unverifiable(resource.name, "automountServiceAccountToken")
+    elif value is not False:
+        yield Violation(f"{display(resource)} mounts its API token into every pod by default; set "
+                        "automountServiceAccountToken: false and let the pods that need it opt in")
+
+
 POLICIES = [
     stack_policy("rbac-registry-roles-least-privilege",
                  "Roles bound to the registry's service accounts grant no wildcard, no bind/escalate/impersonate, "
@@ -225,4 +236,7 @@ POLICIES = [
                     "Bindings name service accounts, not system:authenticated, system:unauthenticated, "
                     "system:serviceaccounts[:<ns>] or system:anonymous; no ClusterRoleBinding.",
                     (ROLE_BINDING, CLUSTER_ROLE_BINDING), check_rbac_no_broad_subjects),
+    resource_policy("kubernetes-service-account-no-automount",
+                    "Service accounts set automountServiceAccountToken: false.",
+                    (SERVICE_ACCOUNT,), check_service_account_no_automount),
 ]

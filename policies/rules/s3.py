@@ -434,6 +434,40 @@ def check_encrypted_with_own_key(resources: list[Resource], config: Mapping[str,
                         resource.urn)
 
 
+ROLE = "aws:iam/role:Role"
+
+
+def check_replication_targets(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """Replication copies every image to a bucket this stack manages, through a role this stack manages:
+    a destination elsewhere is a copy of every image in someone else's hands."""
+    buckets = [r for r in resources if r.type in BUCKET_TYPES]
+    bucket_arns = {arn for b in buckets for arn in _arns_from(b)}
+    roles = {dig(r.props, "arn") for r in resources if r.type == ROLE} - {None, UNKNOWN}
+    for replication in (r for r in resources if r.type == REPLICATION):
+        role = dig(replication.props, "role")
+        if role is UNKNOWN:
+            yield Unverifiable(replication.name, "role")
+        elif role not in roles:
+            yield Violation(f"{replication.name} replicates through the role {role!r}, which this stack does not "
+                            "manage; use the stack's replication role", replication.urn)
+        rules = dig(replication.props, "rules", default=[])
+        for index, rule in enumerate(as_list(rules) if rules is not UNKNOWN else [UNKNOWN]):
+            destination = dig(rule, "destination", "bucket")
+            if destination is UNKNOWN or rule is UNKNOWN:
+                yield Unverifiable(replication.name, f"rules[{index}].destination.bucket")
+            elif destination not in bucket_arns:
+                account = dig(rule, "destination", "account")
+                whose = f" of account {account}" if account else ""
+                yield Violation(f"{replication.name}: rules[{index}] copies every image to {destination!r}{whose}, a "
+                                "bucket this stack does not manage; replicate to the stack's DR bucket",
+                                replication.urn)
+
+
+def _arns_from(bucket: Resource) -> set[str]:
+    arn, name = dig(bucket.props, "arn"), dig(bucket.props, "bucket")
+    return {value for value in (arn, f"arn:aws:s3:::{name}" if isinstance(name, str) else None) if isinstance(value, str)}
+
+
 POLICIES = [
     stack_policy("s3-bucket-versioning-enabled",
                  "Every S3 bucket is paired with a BucketVersioning resource whose status is Enabled.",
@@ -480,4 +514,7 @@ POLICIES = [
     stack_policy("s3-encrypted-with-own-key",
                  "Bucket encryption and replica encryption name a KMS key (or alias) this stack manages.",
                  check_encrypted_with_own_key),
+    stack_policy("s3-replication-to-own-bucket",
+                 "Replication goes to a bucket of this stack, through a role of this stack.",
+                 check_replication_targets),
 ]
