@@ -9,6 +9,7 @@ ambiguous. ``MUTATIONS`` maps a case name to (stack, mutation, the one policy ex
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any, Callable
 
@@ -423,6 +424,18 @@ def _drop_auth(props: dict) -> None:
         del props["subkeys"][key]
 
 
+def _add_resource(type_token: str, name: str, inputs: dict, like: str) -> Callable[[Plan], Plan]:
+    """Register one more resource, as the component that registers ``like`` would (same parent and provider)."""
+    def apply(plan: Plan) -> Plan:
+        sibling = next(r for r in plan.registrations if r.name == like)
+        urn = sibling.urn.rsplit("::", 2)[0] + f"::{type_token}::{name}"
+        plan.registrations.append(dataclasses.replace(sibling, urn=urn, type=type_token, name=name, inputs=inputs,
+                                                      outputs=copy.deepcopy(inputs), dependencies=(),
+                                                      property_dependencies={}))
+        return plan
+    return apply
+
+
 def _vault_policy(extra: str = "", replace: tuple[str, str] = ("", "")) -> Callable[[dict], None]:
     def apply(props: dict) -> None:
         if replace[0] and replace[0] not in props["policy"]:
@@ -660,6 +673,16 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
     "replication through a role outside the stack": ("prod", lambda p: edit(
         p, REPLICATION, "registry-operations-replication", _set("role", f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/copier")),
         "s3-replication-to-own-bucket", "does not manage"),
+    "a Consul login for every service account": ("prod", _add_resource(
+        "consul:index/aclBindingRule:AclBindingRule", "registry-consul-gc-binding", {
+            "authMethod": "registry-prod-kubernetes", "bindType": "policy", "bindName": "registry-prod",
+            "selector": 'serviceaccount.namespace=="cicd"'}, like=ACL), "consul-acl-logins-scoped",
+        "more than one service account"),
+    "a Consul login choosing its own service name": ("staging", _add_resource(
+        "consul:index/aclBindingRule:AclBindingRule", "registry-consul-gc-binding", {
+            "authMethod": "registry-staging-kubernetes", "bindType": "service", "bindName": "${serviceaccount.name}",
+            "selector": 'serviceaccount.name=="registry-gc"'}, like=ACL), "consul-acl-logins-scoped",
+        "a name taken from the login"),
 }
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}

@@ -19,7 +19,7 @@ from policies.rules.config_secrets import (
     key_looks_secret,
     secret_value_kind,
 )
-from policies.rules.consul import check_consul_acl_policy, check_intentions_deny_by_default
+from policies.rules.consul import check_acl_logins, check_consul_acl_policy, check_intentions_deny_by_default
 from policies.rules.iam import (
     check_managed_policy_attachments,
     check_no_wildcards,
@@ -617,3 +617,25 @@ def test_ingress_source_ranges_are_judged_together(plans, annotation, violates):
     ingress.props["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"] = annotation
     config = _policy_config("kubernetes-ingress-tls-and-source-ranges")
     assert [type(f) for f in check_ingress_tls_and_sources(ingress, config)] == ([Violation] if violates else [])
+
+
+@pytest.mark.parametrize("selector, bind_name, violates", [
+    ('serviceaccount.name=="registry-gc"', "registry-gc-prod", False),  # the GC identity: one account, fixed policy
+    ('serviceaccount.name=="registry-gc" and serviceaccount.namespace=="cicd"', "registry-gc-prod", False),
+    ('serviceaccount.name=="registry-gc" or serviceaccount.name=="default"', "registry-gc-prod", True),
+    ('serviceaccount.name!="default"', "registry-gc-prod", True),
+    ("", "registry-gc-prod", True),
+    ('serviceaccount.name=="registry-gc"', "${serviceaccount.name}", True),
+])
+def test_a_consul_binding_rule_logs_in_one_service_account_as_a_fixed_identity(selector, bind_name, violates):
+    rule = _resource("consul:index/aclBindingRule:AclBindingRule", {
+        "authMethod": "registry-prod-kubernetes", "bindType": "policy", "bindName": bind_name, "selector": selector})
+    findings = list(check_acl_logins([rule], {}))
+    assert bool(findings) is violates and all(isinstance(f, Violation) for f in findings), findings
+
+
+def test_no_consul_token_holds_the_management_policy():
+    token = _resource("consul:index/aclToken:AclToken", {"policies": ["global-management"]}, name="gc-token")
+    assert [type(f) for f in check_acl_logins([token], {})] == [Violation]
+    token.props["policies"] = ["registry-gc-prod"]
+    assert list(check_acl_logins([token], {})) == []

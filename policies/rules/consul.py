@@ -260,6 +260,45 @@ def check_registry_auth(resources: list[Resource], config: Mapping[str, Any]) ->
                         "server in plain text; use an https:// URL")
 
 
+# --- logins: who may get a token, with which rights ----------------------------------------------
+
+ACL_BINDING_RULE = "consul:index/aclBindingRule:AclBindingRule"
+ACL_TOKEN = "consul:index/aclToken:AclToken"
+ACL_ROLE = "consul:index/aclRole:AclRole"
+MANAGEMENT_POLICIES = ("global-management", "builtin/global-read-only")
+EXACT_ACCOUNT = re.compile(r'serviceaccount\.name\s*==\s*"?[A-Za-z0-9_.-]+"?')
+
+
+def check_acl_logins(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A binding rule turns a Kubernetes login into a Consul token: it must match one named service
+    account (``serviceaccount.name=="<name>"``) and bind a fixed name, never one taken from the login
+    (``${serviceaccount.name}``: any account becomes a service of its own choosing). No token or role
+    the stack creates holds the management policies."""
+    for rule in (r for r in resources if r.type == ACL_BINDING_RULE):
+        selector, bind_name = dig(rule.props, "selector"), dig(rule.props, "bindName")
+        if UNKNOWN in (selector, bind_name):
+            yield Unverifiable(rule.name, "selector/bindName")
+            continue
+        if not isinstance(selector, str) or not EXACT_ACCOUNT.search(selector) or "!=" in selector or " or " in selector:
+            yield Violation(f"Consul binding rule {rule.name} has selector {selector!r}: it lets more than one service "
+                            "account of the cluster log in; select exactly one: serviceaccount.name==\"<name>\"",
+                            rule.urn)
+        if isinstance(bind_name, str) and "${" in bind_name:
+            yield Violation(f"Consul binding rule {rule.name} binds {bind_name!r}, a name taken from the login: the "
+                            "caller decides which identity it gets; bind a fixed policy, role or service name",
+                            rule.urn)
+    for holder in (r for r in resources if r.type in (ACL_TOKEN, ACL_ROLE)):
+        policies = dig(holder.props, "policies", default=[])
+        if policies is UNKNOWN:
+            yield Unverifiable(holder.name, "policies")
+            continue
+        for policy in as_list(policies):
+            name = policy if isinstance(policy, str) else dig(policy, "name")
+            if name in MANAGEMENT_POLICIES:
+                yield Violation(f"Consul {holder.type.rsplit(':', 1)[-1]} {holder.name} holds {name!r}: every right in "
+                                "the cluster; give it the stack's own ACL policy", holder.urn)
+
+
 POLICIES = [
     resource_policy("consul-acl-policy-least-privilege",
                     "Consul ACL policies read only the registry's KV folder, write only declared exact keys, "
@@ -271,6 +310,10 @@ POLICIES = [
     resource_policy("consul-mesh-strict-mtls",
                     "No service-defaults, proxy-defaults or mesh entry allows permissive mTLS.",
                     (CONFIG_ENTRY,), check_mesh_strict_mtls),
+    stack_policy("consul-acl-logins-scoped",
+                 "Consul binding rules select one service account and bind a fixed name; no ACL token or role holds "
+                 "the management policies.",
+                 check_acl_logins),
     stack_policy("registry-auth-required",
                  "The registry's Consul KV sets REGISTRY_AUTH to token or htpasswd with that mode's settings "
                  "(never anonymous).",
