@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import ipaddress
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,13 @@ POLICY_NAMES = [policy.name for policy in POLICIES]
 
 def test_every_rule_has_a_failing_case():
     assert sorted({expected for _, _, expected in MUTATIONS.values()}) == sorted(POLICY_NAMES)
+
+
+def test_the_policy_document_lists_every_rule_and_their_number():
+    text = (Path(__file__).parent.parent / "docs" / "policy-and-pipelines.md").read_text()
+    assert [name for name in POLICY_NAMES if f"| `{name}` |" not in text] == []
+    assert f"{len(POLICIES)} rules" in text and f"by {len(POLICIES)} rules" in (
+        Path(__file__).parent.parent / "README.md").read_text()
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])

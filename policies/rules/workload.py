@@ -564,8 +564,10 @@ WORKLOAD_TYPE_TOKENS = tuple(WORKLOAD_TYPES)
 
 POLICIES = [
     resource_policy("workload-pod-security-restricted",
-                    "Pods meet the Pod Security 'restricted' profile: non-root, no privilege escalation, all "
-                    "capabilities dropped, RuntimeDefault seccomp, no host namespaces, hostPath or hostPort.",
+                    "Pods meet the whole Pod Security 'restricted' profile, baseline's bans included: non-root, no "
+                    "privilege escalation, all capabilities dropped, RuntimeDefault seccomp, no host namespaces, "
+                    "hostPath, hostPort, host process, unmasked /proc, unsafe sysctls, unconfined AppArmor or "
+                    "SELinux types, only the restricted volume types.",
                     WORKLOAD_TYPE_TOKENS, check_pod_security),
     resource_policy("workload-resources-set",
                     "Every container sets CPU and memory requests and limits.",
