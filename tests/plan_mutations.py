@@ -634,6 +634,11 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
     "an egress range on the internet": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-egress", lambda i: i[
         "spec"]["egress"][3]["to"].append({"ipBlock": {"cidr": "52.0.0.0/8"}})), "network-no-open-cidr",
         "egress ipBlocks"),
+    "two private /12s adding up past maxAddresses": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients",
+                                                                          lambda i: i["spec"]["ingress"][0]["from"].extend(
+                                                                              [{"ipBlock": {"cidr": "10.64.0.0/12"}},
+                                                                               {"ipBlock": {"cidr": "10.80.0.0/12"}}])),
+                                                      "network-no-open-cidr", "more than maxAddresses"),
     "all of 10.0.0.0/8 as clients": ("staging", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients", lambda i: i[
         "spec"]["ingress"][0]["from"].append({"ipBlock": {"cidr": "10.0.0.0/8"}})), "network-no-open-cidr",
         "more than maxAddresses"),

@@ -228,6 +228,7 @@ def check_registry_auth(resources: list[Resource], config: Mapping[str, Any]) ->
     if not any(is_registry_workload(r, config["registryLabels"]) for r in resources):
         return
     entries: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for kv in (r for r in resources if r.type in CONSUL_KV_TYPES):
         for path, value in consul_kv_entries(kv):
             if path is UNKNOWN:
@@ -235,11 +236,12 @@ def check_registry_auth(resources: list[Resource], config: Mapping[str, Any]) ->
                 return
             if isinstance(path, str):
                 entries[path.rsplit("/", 1)[-1]] = value
+                sources[path.rsplit("/", 1)[-1]] = kv.name
     allowed: Mapping[str, list[str]] = config["allowedAuth"]
     mode = entries.get("REGISTRY_AUTH")
     fix = f"set REGISTRY_AUTH to one of {sorted(allowed)} with its settings (registry:auth)"
     if mode is UNKNOWN:
-        yield Unverifiable("REGISTRY_AUTH", "value")
+        yield Unverifiable(sources["REGISTRY_AUTH"], "the value of REGISTRY_AUTH")
         return
     if mode in (None, ""):
         yield Violation(f"the registry's Consul KV has no REGISTRY_AUTH: every client may pull and push "
