@@ -18,12 +18,11 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 import pulumi
 
+from . import names
+from .names import CONSUL_SERVICE_NAME
+
 PROJECT = "registry"
 
-HTTP_PORT = 5000
-DEBUG_PORT = 5001
-SERVICE_ACCOUNT_NAME = "registry"
-WORKLOAD_NAME = "registry"
 
 STORAGE_MODES = ("filesystem", "s3", "minio")
 LOG_LEVELS = ("error", "warn", "info", "debug")
@@ -93,6 +92,8 @@ KNOWN_KEYS = (
     "snapshotRetention",
     "drBucket",
     "drRegion",
+    "consulAuthMethod",
+    "gcDeleteUntagged",
 )
 
 # Settings whose values are secrets: read with ``get_secret`` so they stay wrapped, never as plain strings.
@@ -259,15 +260,17 @@ class Settings:
     kubernetes_api_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     snapshots: Optional[VolumeSnapshots]
     disaster_recovery: Optional[DisasterRecoveryBucket]
+    consul_auth_method: str
+    gc_delete_untagged: bool
 
     @property
     def consul_kv_prefix(self) -> str:
-        return f"registry/{self.environment}/"
+        return names.kv_prefix(self.environment)
 
     @property
     def vault_role_name(self) -> str:
         """The Vault Kubernetes auth role config-cli logs in with."""
-        return f"{SERVICE_ACCOUNT_NAME}-{self.environment}"
+        return names.vault_role_name(names.SERVICE_ACCOUNT_NAME, self.environment)
 
     @property
     def vault_secret_path(self) -> str:
@@ -318,6 +321,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # The egress NetworkPolicy admits Consul and Vault by namespace, so they must be in-cluster services.
 _SERVICE_URL = re.compile(r"^https?://[a-z0-9-]+\.[a-z0-9-]+\.svc(\.[a-z0-9.-]+)?(:\d{1,5})?/?$")
 _SERVICE_URL_ALLOWED = "an in-cluster service URL such as https://<service>.<namespace>.svc:<port>"
+_CONSUL_AUTH_METHOD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
 def _in_cluster(url: str) -> bool:
@@ -471,6 +475,9 @@ def parse_settings(
         )
     auth = _parse_auth(read)
     users = _parse_users(read, auth)
+    operations = _parse_operations(read, storage)
+    for key, reference in (("image", image), ("operationsToolsImage", operations["operations_tools_image"])):
+        _refuse_self_hosted_image(key, reference, namespace, ingress_host)
 
     return Settings(
         environment=_dns_label_or_error("(stack name)", environment),
@@ -511,8 +518,32 @@ def parse_settings(
         ),
         vault_auth_audience=read.matching("vaultAuthAudience", _AUDIENCE, "a token audience such as vault"),
         minio_credentials=_parse_minio_credentials(raw, storage, secrets or {}),
-        **_parse_operations(read, storage),
+        consul_auth_method=read.matching(
+            "consulAuthMethod", _CONSUL_AUTH_METHOD, "the name of Consul's Kubernetes auth method, such as consul-k8s-auth-method"
+        ),
+        **operations,
     )
+
+
+def image_registry_host(reference: str) -> Optional[str]:
+    """The registry host of an image reference, or None for a Docker Hub short name (``library/x``)."""
+    first, slash, _ = reference.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first.split(":", 1)[0]
+    return None
+
+
+def _refuse_self_hosted_image(key: str, reference: str, namespace: str, ingress_host: Optional[str]) -> None:
+    """The registry's own pods (and its operations jobs) must never need this registry to start: a cold
+    start, a node loss or a disaster recovery would wait for itself. Their images come from the bootstrap
+    registry (docs/operations.md, "Bootstrap"), which this registry does not serve."""
+    host = image_registry_host(reference)
+    served = {f"{names.CLIENT_SERVICE_NAME}.{namespace}.svc", f"{names.CLIENT_SERVICE_NAME}.{namespace}.svc.cluster.local"}
+    if ingress_host:
+        served.add(ingress_host)
+    if host in served:
+        raise SettingsError(key, reference, f"an image outside this registry ({host} is served by it, so a cold start "
+                                            "would wait for itself); use the bootstrap registry, see docs/operations.md")
 
 
 def _parse_storage_budget(read: _Raw, storage: Storage) -> Optional[int]:
@@ -571,6 +602,7 @@ def _parse_operations(read: _Raw, storage: Storage) -> dict:
             raise SettingsError("drBucket", dr_bucket, "a bucket other than s3Bucket")
         disaster_recovery = DisasterRecoveryBucket(bucket=dr_bucket, region=dr_region)
     return {
+        "gc_delete_untagged": read.boolean("gcDeleteUntagged"),
         "gc_schedule": read.matching("gcSchedule", _CRON, _CRON_ALLOWED),
         "gc_active_deadline_seconds": read.integer("gcActiveDeadlineSeconds", 600, 86_400),
         "operations_tools_image": tools_image,
@@ -676,8 +708,8 @@ def _parse_intention_sources(read: _Raw) -> tuple[str, ...]:
         # Intentions deny every source not listed: an empty list is a registry nobody can reach.
         raise SettingsError("consulIntentionSources", read.optional("consulIntentionSources"),
                             "required: at least one Consul service allowed to call the registry, such as ci-runner")
-    if WORKLOAD_NAME in sources:
-        raise SettingsError("consulIntentionSources", WORKLOAD_NAME, "the registry itself is not a source")
+    if CONSUL_SERVICE_NAME in sources:
+        raise SettingsError("consulIntentionSources", CONSUL_SERVICE_NAME, "the registry itself is not a source")
     return sources
 
 

@@ -9,7 +9,6 @@ ambiguous. ``MUTATIONS`` maps a case name to (stack, mutation, the one policy ex
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from typing import Any, Callable
 
@@ -228,7 +227,7 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
     "a root container": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
         "securityContext"].update(runAsUser=0)), "workload-pod-security-restricted"),
     "a latest image": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i).update(
-        image="registry.internal.example.com/platform/docker-registry:latest")), "workload-image-pinned"),
+        image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/platform/docker-registry:latest")), "workload-image-pinned"),
     "a missing NetworkPolicy": ("staging", lambda p: remove_all(p, NETWORK_POLICY), "network-default-deny-selects-registry"),
     "a password in Consul KV": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, CONSUL_KV, _kv_add(
         "env/REGISTRY_REDIS_OPTIONS_PASSWORD", "correct-horse-battery")), "consul-kv-no-plaintext-secrets"),
@@ -319,6 +318,9 @@ REPLICATION_ROLE = "registry-operations-replication-role"
 INTENTIONS = "registry-consul-service-intentions"
 SERVICE_DEFAULTS = "registry-consul-service-defaults"
 ACL = "registry-consul-acl-policy"
+ACL_BINDING_RULE = "consul:index/aclBindingRule:AclBindingRule"
+ACL_ROLE = "consul:index/aclRole:AclRole"
+GC_BINDING_RULE = "registry-consul-gc-binding-rule"
 FOREIGN_ACCOUNT = "210987654321"  # not the stacks' 123456789012
 SNAPSHOT_CRONJOB = "registry-operations-snapshot-cronjob"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
@@ -422,18 +424,6 @@ def _acl_rules(extra: str) -> Callable[[dict], None]:
 def _drop_auth(props: dict) -> None:
     for key in [k for k in props["subkeys"] if k.startswith("env/REGISTRY_AUTH")]:
         del props["subkeys"][key]
-
-
-def _add_resource(type_token: str, name: str, inputs: dict, like: str) -> Callable[[Plan], Plan]:
-    """Register one more resource, as the component that registers ``like`` would (same parent and provider)."""
-    def apply(plan: Plan) -> Plan:
-        sibling = next(r for r in plan.registrations if r.name == like)
-        urn = sibling.urn.rsplit("::", 2)[0] + f"::{type_token}::{name}"
-        plan.registrations.append(dataclasses.replace(sibling, urn=urn, type=type_token, name=name, inputs=inputs,
-                                                      outputs=copy.deepcopy(inputs), dependencies=(),
-                                                      property_dependencies={}))
-        return plan
-    return apply
 
 
 def _vault_policy(extra: str = "", replace: tuple[str, str] = ("", "")) -> Callable[[dict], None]:
@@ -678,16 +668,12 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
     "replication through a role outside the stack": ("prod", lambda p: edit(
         p, REPLICATION, "registry-operations-replication", _set("role", f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/copier")),
         "s3-replication-to-own-bucket", "does not manage"),
-    "a Consul login for every service account": ("prod", _add_resource(
-        "consul:index/aclBindingRule:AclBindingRule", "registry-consul-gc-binding", {
-            "authMethod": "registry-prod-kubernetes", "bindType": "policy", "bindName": "registry-prod",
-            "selector": 'serviceaccount.namespace=="cicd"'}, like=ACL), "consul-acl-logins-scoped",
-        "more than one service account"),
-    "a Consul login choosing its own service name": ("staging", _add_resource(
-        "consul:index/aclBindingRule:AclBindingRule", "registry-consul-gc-binding", {
-            "authMethod": "registry-staging-kubernetes", "bindType": "service", "bindName": "${serviceaccount.name}",
-            "selector": 'serviceaccount.name=="registry-gc"'}, like=ACL), "consul-acl-logins-scoped",
-        "a name taken from the login"),
+    "a Consul login for every service account": ("prod", lambda p: edit(p, ACL_BINDING_RULE, GC_BINDING_RULE, _set(
+        "selector", 'serviceaccount.namespace=="cicd"')), "consul-acl-logins-scoped", "more than one service account"),
+    "a Consul login choosing its own service name": ("staging", lambda p: edit(p, ACL_BINDING_RULE, GC_BINDING_RULE, lambda i: i.update(
+        bindType="service", bindName="${serviceaccount.name}")), "consul-acl-logins-scoped", "a name taken from the login"),
+    "a Consul role holding global-management": ("prod", lambda p: edit(p, ACL_ROLE, "registry-consul-gc-acl-role", lambda i: i[
+        "policies"].append("00000000-0000-0000-0000-000000000001")), "consul-acl-logins-scoped", "every right in the cluster"),
 }
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}

@@ -327,7 +327,7 @@ def test_stack_rules_skip_a_stack_without_a_registry_workload(plans):
     ("boundServiceAccountNamespaces", ["ci-*"], True),
 ])
 def test_the_vault_auth_role_binds_exactly_one_service_account_and_namespace(plans, field, values, violates):
-    role = as_resource(plans["staging"].one("vault:kubernetes/authBackendRole:AuthBackendRole"))
+    role = as_resource(plans["staging"].one("vault:kubernetes/authBackendRole:AuthBackendRole", "registry-secrets-auth-role"))
     role.props[field] = values
     findings = list(check_vault_role_binding(role, _policy_config("vault-kubernetes-role-single-binding")))
     assert [type(f) for f in findings] == ([Violation] if violates else [])
@@ -425,7 +425,7 @@ def test_secret_looking_values(value, kind):
 GC_ACL_RULES = '''key_prefix "registry/prod/" {
   policy = "read"
 }
-key "registry/prod/env/REGISTRY_STORAGE_MAINTENANCE_READONLY" {
+key "registry/prod/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY" {
   policy = "write"
 }
 service_prefix "" {
@@ -439,9 +439,9 @@ node_prefix "" {
 
 @pytest.mark.parametrize("rules, violates", [
     (GC_ACL_RULES, False),  # the garbage collector's identity: one exact key, read everything else
-    (GC_ACL_RULES.replace('key "registry/prod/env/', 'key_prefix "registry/prod/env/'), True),
+    (GC_ACL_RULES.replace('key "registry/prod/maintenance/', 'key_prefix "registry/prod/maintenance/'), True),
     (GC_ACL_RULES.replace("READONLY", "READONLY_OTHER"), True),
-    (GC_ACL_RULES.replace('key "registry/prod/env/REGISTRY_STORAGE_MAINTENANCE_READONLY"',
+    (GC_ACL_RULES.replace('key "registry/prod/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY"',
                           'key "vault/config"'), True),
     (GC_ACL_RULES + 'acl = "read"\n', True),
     (GC_ACL_RULES + 'keyring = "write"\n', True),

@@ -51,6 +51,15 @@ BAD_CONFIG = [
     ("prod", "ingressTlsSecretName", None, "registry:ingressTlsSecretName", "TLS Secret"),
     ("staging", "requireImageDigest", "yes", "registry:requireImageDigest", "true or false"),
     ("staging", "replica", "2", "registry:replica", "unknown setting"),
+    # The registry's own images from the registry itself: a cold start would wait for itself.
+    ("prod", "image", f"registry.internal.example.com/platform/docker-registry:3.1.1@sha256:{'a' * 64}",
+     "registry:image", "an image outside this registry"),
+    ("prod", "operationsToolsImage", f"registry.internal.example.com/platform/ops-tools:1.0@sha256:{'b' * 64}",
+     "registry:operationsToolsImage", "an image outside this registry"),
+    ("staging", "image", f"registry.cicd.svc.cluster.local:5000/platform/docker-registry:3.1.1@sha256:{'a' * 64}",
+     "registry:image", "an image outside this registry"),
+    ("staging", "gcDeleteUntagged", "sometimes", "registry:gcDeleteUntagged", "true or false"),
+    ("staging", "consulAuthMethod", "has spaces", "registry:consulAuthMethod", "Kubernetes auth method"),
 ]
 
 

@@ -3,7 +3,7 @@ whether the mesh may be bypassed, and whether the registry's KV configuration tu
 
 ACL policies are parsed with python-hcl2 (JSON rules too). A token may read the registry's own KV
 folder (``registry/<env>/``), write only the exact keys ``writableKeys`` lists (the garbage
-collector flips ``registry/<env>/env/REGISTRY_STORAGE_MAINTENANCE_READONLY``: a ``key`` rule, never a
+collector flips ``registry/<env>/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY``: a ``key`` rule, never a
 ``key_prefix``), register only the services ``serviceNames`` lists, read the catalog, and hold no
 ``acl``, ``operator``, ``keyring``, ``mesh`` or ``peering`` scope at all.
 
@@ -56,7 +56,7 @@ ACL_CONFIG = schema({
     "writableKeys": {
         "type": "array", "items": {"type": "string"},
         "description": "Regular expressions for the exact KV keys (key rules, never key_prefix) a token may write.",
-        "default": [r"^registry/[a-z0-9-]+/env/REGISTRY_STORAGE_MAINTENANCE_READONLY$"],
+        "default": [r"^registry/[a-z0-9-]+/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY$"],
     },
     "serviceNames": {
         "type": "array", "items": {"type": "string"},
@@ -267,7 +267,9 @@ def check_registry_auth(resources: list[Resource], config: Mapping[str, Any]) ->
 ACL_BINDING_RULE = "consul:index/aclBindingRule:AclBindingRule"
 ACL_TOKEN = "consul:index/aclToken:AclToken"
 ACL_ROLE = "consul:index/aclRole:AclRole"
-MANAGEMENT_POLICIES = ("global-management", "builtin/global-read-only")
+# By name (tokens) or by ID (roles): global-management and the built-in global read-only policy.
+MANAGEMENT_POLICIES = ("global-management", "builtin/global-read-only", "00000000-0000-0000-0000-000000000001",
+                       "00000000-0000-0000-0000-000000000002")
 EXACT_ACCOUNT = re.compile(r'serviceaccount\.name\s*==\s*"?[A-Za-z0-9_.-]+"?')
 
 
@@ -298,7 +300,7 @@ def check_acl_logins(resources: list[Resource], config: Mapping[str, Any]) -> It
             name = policy if isinstance(policy, str) else dig(policy, "name")
             if name in MANAGEMENT_POLICIES:
                 yield Violation(f"Consul {holder.type.rsplit(':', 1)[-1]} {holder.name} holds {name!r}: every right in "
-                                "the cluster; give it the stack's own ACL policy", holder.urn)
+                                "the cluster (or every secret to read); give it the stack's own ACL policy", holder.urn)
 
 
 POLICIES = [
