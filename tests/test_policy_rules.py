@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import ipaddress
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -647,3 +648,19 @@ def test_no_consul_token_holds_the_management_policy():
     assert [type(f) for f in check_acl_logins([token], {})] == [Violation]
     token.props["policies"] = ["registry-gc-prod"]
     assert list(check_acl_logins([token], {})) == []
+
+
+def test_the_grant_rules_defaults_are_the_programs_names():
+    """The pack cannot import components/ (its own program, its own virtualenv): its defaults are held to
+    components/names.py here, so a rename on one side fails this test instead of every deployment."""
+    from components import names
+
+    acl = _policy_config("consul-acl-policy-least-privilege")
+    assert acl["serviceNames"] == [names.CONSUL_SERVICE_NAME, names.SIDECAR_SERVICE_NAME]
+    for environment in ("staging", "prod"):
+        key = names.readonly_kv_key(environment)
+        assert [pattern for pattern in acl["writableKeys"] if re.match(pattern, key)], key
+        assert re.match(acl["kvPrefixPattern"], names.kv_prefix(environment))
+    trust = _policy_config("iam-role-trust-bound")["roleTrust"]
+    assert {declared["serviceAccount"].split("/")[1] for declared in trust.values() if "serviceAccount" in declared} == {
+        names.SERVICE_ACCOUNT_NAME, names.GC_NAME}
