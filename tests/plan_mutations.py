@@ -332,6 +332,7 @@ RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
 VAULT_SECRET = "vault:kv/secretV2:SecretV2"
 SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
 
 
 def _pod_spec(inputs: dict) -> dict:
@@ -674,6 +675,12 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
         bindType="service", bindName="${serviceaccount.name}")), "consul-acl-logins-scoped", "a name taken from the login"),
     "a Consul role holding global-management": ("prod", lambda p: edit(p, ACL_ROLE, "registry-consul-gc-acl-role", lambda i: i[
         "policies"].append("00000000-0000-0000-0000-000000000001")), "consul-acl-logins-scoped", "every right in the cluster"),
+    "a PodDisruptionBudget selecting the GC job's pods": ("prod", lambda p: edit(p, PDB, "registry-pdb", lambda i: i[
+        "spec"]["selector"]["matchLabels"].pop("app.kubernetes.io/component")), "kubernetes-pdb-selects-its-workload",
+        "CronJob registry-gc"),
+    "a PodDisruptionBudget selecting nothing": ("staging", lambda p: edit(p, PDB, "registry-pdb", _set(
+        "spec", "selector", "matchLabels", "app.kubernetes.io/name", "docker-registy")),
+        "kubernetes-pdb-selects-its-workload", "protects nothing"),
 }
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}

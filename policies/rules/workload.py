@@ -14,6 +14,7 @@ import re
 from typing import Any, Iterable, Mapping
 
 from .config_secrets import VAULT_REFERENCE, key_looks_secret, secret_value_kind
+from .network import selector_matches
 from .support import (
     CONSUL_KV_TYPES,
     LONG_RUNNING_TYPES,
@@ -31,6 +32,7 @@ from .support import (
     dig,
     display,
     is_registry_workload,
+    namespace_of,
     pod_template,
     public_part,
     resource_policy,
@@ -562,6 +564,33 @@ def check_no_secrets_in_manifests(resource: Resource, config: Mapping[str, Any])
                 yield Violation(finding + fix)
 
 
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+JOB_TYPES = ("kubernetes:batch/v1:Job", "kubernetes:batch/v1:CronJob")
+
+
+def check_pdb_selects_its_workload(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A PodDisruptionBudget selects the pods of a long-running workload and no Job's: the disruption
+    controller needs the scale subresource of the pods' owner, Jobs have none, and the budget then
+    reports SyncFailed and protects nothing (seen on a real API server with the GC job's pods)."""
+    templates = [(r, dig(pod_template(r), "metadata", "labels", default={})) for r in resources
+                 if pod_template(r) is not None]
+    for budget in (r for r in resources if r.type == PDB):
+        selector = dig(budget.props, "spec", "selector")
+        matched = [(r, selector_matches(selector, labels)) for r, labels in templates
+                   if namespace_of(r) == namespace_of(budget) and isinstance(labels, dict)]
+        if selector is UNKNOWN or any(match is UNKNOWN for _, match in matched):
+            yield Unverifiable(budget.name, "spec.selector")
+            continue
+        jobs = [display(r) for r, match in matched if match and r.type in JOB_TYPES]
+        if jobs:
+            yield Violation(f"{display(budget)} also selects the pods of {', '.join(jobs)}: Jobs have no scale "
+                            "subresource, so the budget fails to sync and protects nothing; add a label only the "
+                            "workload's pods carry (app.kubernetes.io/component) to its selector", budget.urn)
+        elif not any(match and r.type in LONG_RUNNING_TYPES for r, match in matched):
+            yield Violation(f"{display(budget)} selects no pods of a workload in the stack: it protects nothing; "
+                            "select the StatefulSet's pod labels", budget.urn)
+
+
 WORKLOAD_TYPE_TOKENS = tuple(WORKLOAD_TYPES)
 
 POLICIES = [
@@ -600,6 +629,10 @@ POLICIES = [
     resource_policy("kubernetes-no-secrets-in-manifests",
                     "ConfigMaps and literal env values hold no secret (by name or by shape).",
                     (CONFIG_MAP, *WORKLOAD_TYPE_TOKENS), check_no_secrets_in_manifests),
+    stack_policy("kubernetes-pdb-selects-its-workload",
+                 "A PodDisruptionBudget selects a long-running workload's pods and no Job's (Jobs have no scale "
+                 "subresource: the budget would protect nothing).",
+                 check_pdb_selects_its_workload),
     resource_policy("registry-debug-port-not-on-client-service",
                     "Services that carry the registry port, and Ingress backends, do not expose its debug/metrics "
                     "port.",
