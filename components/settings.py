@@ -284,18 +284,41 @@ class Settings:
 def load_settings() -> Settings:
     """Read this stack's ``registry:*`` configuration and validate it."""
     config = pulumi.Config(PROJECT)
-    present = _configured_keys()
-    raw = {key: config.get(key) for key in (*KNOWN_KEYS, *sorted(present)) if key not in SECRET_KEYS}
-    secrets = {key: config.require_secret(key) for key in SECRET_KEYS if key in present}
-    return parse_settings(raw, environment=pulumi.get_stack(), present_keys=present, secrets=secrets)
+    given = _given_config()
+    configured = _configured_keys(given)
+    raw = {key: config.get(key) for key in (*KNOWN_KEYS, *sorted(given)) if key not in SECRET_KEYS}
+    for key in SECRET_KEYS:
+        if key in configured and not _is_encrypted(key):
+            # Pulumi.yaml cannot mark these `secret: true` (see its header), so the CLI does not refuse a
+            # plaintext value: refuse it here, without showing it.
+            raise SettingsError(key, "[secret]", f"must be encrypted: `pulumi config set --secret {PROJECT}:{key} ...`")
+    secrets = {key: config.require_secret(key) for key in SECRET_KEYS if key in configured}
+    return parse_settings(raw, environment=pulumi.get_stack(), present_keys=set(given), secrets=secrets)
 
 
-def _configured_keys() -> set[str]:
+# What an optional setting's default in Pulumi.yaml is: the CLI hands every default to the program, so
+# a key holding one of these is a setting nobody set.
+UNSET_VALUES = ("", "[]")
+
+
+def _given_config() -> dict[str, str]:
+    """Every ``registry:`` key the CLI handed the program, the defaults of Pulumi.yaml included."""
     from pulumi.runtime import config as runtime_config
 
-    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{PROJECT}:"
-    return {key[len(prefix):] for key in keys if key.startswith(prefix)}
+    return {key[len(prefix):]: value for key, value in values.items() if key.startswith(prefix)}
+
+
+def _configured_keys(given: Mapping[str, str]) -> set[str]:
+    """The keys set to something other than an empty default."""
+    return {key for key, value in given.items() if value not in UNSET_VALUES}
+
+
+def _is_encrypted(key: str) -> bool:
+    from pulumi.runtime import config as runtime_config
+
+    return runtime_config.is_config_secret(f"{PROJECT}:{key}")
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -536,14 +559,14 @@ def image_registry_host(reference: str) -> Optional[str]:
 def _refuse_self_hosted_image(key: str, reference: str, namespace: str, ingress_host: Optional[str]) -> None:
     """The registry's own pods (and its operations jobs) must never need this registry to start: a cold
     start, a node loss or a disaster recovery would wait for itself. Their images come from the bootstrap
-    registry (docs/operations.md, "Bootstrap"), which this registry does not serve."""
+    registry (README, "Bootstrap"), which this registry does not serve."""
     host = image_registry_host(reference)
     served = {f"{names.CLIENT_SERVICE_NAME}.{namespace}.svc", f"{names.CLIENT_SERVICE_NAME}.{namespace}.svc.cluster.local"}
     if ingress_host:
         served.add(ingress_host)
     if host in served:
         raise SettingsError(key, reference, f"an image outside this registry ({host} is served by it, so a cold start "
-                                            "would wait for itself); use the bootstrap registry, see docs/operations.md")
+                                            "would wait for itself); use the bootstrap registry (README, \"Bootstrap\")")
 
 
 def _parse_storage_budget(read: _Raw, storage: Storage) -> Optional[int]:
