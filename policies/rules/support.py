@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Union
 
+import hcl2  # python-hcl2 (policies/requirements.txt): a missing parser fails the pack at start, not mid-preview
 from pulumi_policy import (
     PolicyConfigSchema,
     ReportViolation,
@@ -231,8 +232,6 @@ def parse_hcl(text: str) -> dict:
 
     Blocks become ``{"<type>": [{"<label>": {...body...}}, ...]}``; string values lose their quotes.
     """
-    import hcl2  # imported here: only the Vault and Consul rules need it
-
     if text.lstrip().startswith("{"):
         try:
             document = json.loads(text)
