@@ -137,3 +137,35 @@ def test_offline_plan_step_passes_a_clean_plan(plans):
         status = run_policies([plans["staging"]], None)
     assert status == 0
     assert "staging: policies: 0 mandatory violations, 0 advisory" in output.getvalue()
+
+
+def _first_preview(plan):
+    """The plan as the engine previews a stack whose AWS resources do not exist yet: every input that comes
+    from one of them (its recorded property dependencies) and their own computed ARNs and IDs are unknown."""
+    plan = copy.deepcopy(plan)
+    aws = {r.urn for r in plan.registrations if r.type.startswith("aws:")}
+    for registration in plan.registrations:
+        for values in (registration.inputs, registration.outputs):
+            for key, sources in registration.property_dependencies.items():
+                if set(sources) & aws and key in values:
+                    values[key] = UNKNOWN_WIRE
+        if registration.urn in aws and registration.outputs:
+            for key in ("arn", "id", "keyId", "name"):
+                if key in registration.outputs and key not in registration.inputs:
+                    registration.outputs[key] = UNKNOWN_WIRE
+    return plan
+
+
+def test_a_first_preview_of_prod_gets_advisories_and_no_violation(policy_analyzer, plans):
+    """Before the first ``pulumi up`` nothing of AWS exists: ARNs, the account, every document built from
+    them are unknown. The grant rules may not fail such a preview; they say what they could not verify."""
+    report = policy_analyzer.analyze(_first_preview(plans["prod"]))
+    assert report.mandatory == [], "\n".join(map(str, report.mandatory))
+    advised = {d.policy for d in report.advisory}
+    assert {"iam-role-trust-bound", "iam-registry-role-scoped", "s3-replication-to-own-bucket",
+            "registry-auth-required"} <= advised, advised
+
+
+def test_a_first_preview_still_fails_a_role_trusting_everyone(policy_analyzer, plans):
+    report = policy_analyzer.analyze(_first_preview(mutated(plans, "a role trusting every AWS principal")))
+    assert report.policies_violated() == {"iam-role-trust-bound"}, "\n".join(map(str, report.diagnostics))
