@@ -524,6 +524,9 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
         replace=('capabilities = ["read"]', 'policy = "write"'))), "vault-policy-read-only", "'create'"),
     "a Vault token max TTL of a day": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
         "tokenMaxTtl", 86400)), "vault-kubernetes-role-single-binding", "tokenMaxTtl is 86400"),
+    "a Vault role admitting namespaces by label": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
+        "boundServiceAccountNamespaceSelector", '{"matchLabels": {"team": "ci"}}')),
+        "vault-kubernetes-role-single-binding", "boundServiceAccountNamespaceSelector"),
     "periodic Vault tokens": ("staging", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set("tokenPeriod", 3600)),
                               "vault-kubernetes-role-single-binding", "renewable forever"),
     "the Vault default policy": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
@@ -586,6 +589,9 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
     "an Ingress serving plain HTTP too": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["metadata"][
         "annotations"].update({"nginx.ingress.kubernetes.io/ssl-redirect": "false"})),
         "kubernetes-ingress-tls-and-source-ranges", "ssl-redirect: false"),
+    "a configuration snippet on the Ingress": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["metadata"][
+        "annotations"].update({"nginx.ingress.kubernetes.io/server-snippet": "allow all;"})),
+        "kubernetes-ingress-tls-and-source-ranges", "server-snippet"),
     "a password in the GC ConfigMap": ("prod", lambda p: edit(p, CONFIG_MAP, "registry-operations-gc-script", lambda i: i[
         "data"].update({"probe-password": "correct-horse-battery"})), "kubernetes-no-secrets-in-manifests",
         "probe-password names a secret"),

@@ -243,6 +243,12 @@ def check_vault_role_binding(resource: Resource, config: Mapping[str, Any]) -> I
             yield Unverifiable(resource.name, field)
         elif len(as_list(values)) != 1 or any("*" in str(v) for v in as_list(values)):
             yield Violation(f"Vault role {role}: {field} is {as_list(values)}; bind exactly one, without wildcards")
+    selector = dig(resource.props, "boundServiceAccountNamespaceSelector")
+    if selector is UNKNOWN:
+        yield Unverifiable(resource.name, "boundServiceAccountNamespaceSelector")
+    elif selector:
+        yield Violation(f"Vault role {role}: boundServiceAccountNamespaceSelector {selector!r} admits every namespace "
+                        "whose labels match, whoever labels it; bind the namespace by name only")
     policies = dig(resource.props, "tokenPolicies", default=[])
     if policies is UNKNOWN:
         yield Unverifiable(resource.name, "tokenPolicies")

@@ -503,6 +503,9 @@ def check_ingress_tls_and_sources(resource: Resource, config: Mapping[str, Any])
                         "and tokens would cross the network in plain text; add it to spec.tls")
     if isinstance(annotations, dict) and str(annotations.get("nginx.ingress.kubernetes.io/ssl-redirect", "")).lower() == "false":
         yield Violation(f"{who} sets ssl-redirect: false: plain HTTP is served too; remove the annotation")
+    for key in (k for k in (annotations if isinstance(annotations, dict) else {}) if k.endswith("-snippet")):
+        yield Violation(f"{who} sets {key}: raw controller configuration, which can undo TLS, source ranges and "
+                        "every other setting here (and was the way into ingress-nginx's own secrets); remove it")
     ranges = [annotations.get(key) for key in config["sourceRangeAnnotations"] if isinstance(annotations, dict)
               and annotations.get(key)]
     if not ranges:
