@@ -180,32 +180,42 @@ def _declared_reach(owner: str, access: Mapping[str, list[str]]) -> str:
     return f"what roleAccess declares for it ({', '.join(names)}; a bucket with its objects)"
 
 
-def check_registry_role_scoped(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
-    """Every IAM permission names only the buckets (and their objects) and keys ``roleAccess`` declares
-    for its role."""
-    declared: Mapping[str, Mapping[str, list[str]]] = config["roleAccess"]
+def _owned_statements(resources: list[Resource]) -> Iterable[Any]:
+    """(resource, its owner in roleAccess terms, where, statement) of every Allow statement of every
+    permission document in the stack; an ``Unverifiable`` where the owner or a document is unknown."""
     roles = [r for r in resources if r.type == ROLE]
     for resource in (r for r in resources if r.type in POLICY_TYPES or r.type == ROLE):
         owner = _owner(resource, roles)
         if owner is UNKNOWN:
             yield Unverifiable(resource.name, "role")
             continue
-        access = declared.get(owner, {})
-        allowed, unknown_buckets, unknown_keys = _scope(access, resources)
         for where, document in _documents(resource):
             if document is UNKNOWN:
                 yield Unverifiable(resource.name, where)
                 continue
             for statement in _allow_statements(document or {}):
-                for arn in as_list(statement.get("Resource")):
-                    if not isinstance(arn, str) or arn in allowed:
-                        continue
-                    if (arn.startswith("arn:aws:kms:") and unknown_keys) or (arn.startswith("arn:aws:s3:") and unknown_buckets):
-                        yield Unverifiable(resource.name, f"{where} (the ARNs of {owner}'s buckets and keys)")
-                        continue
-                    yield Violation(f"{resource.name}: {where} statement {statement.get('Sid', '(no Sid)')} allows "
-                                    f"{arn!r}, but {owner} may reach only {_declared_reach(owner, access)}",
-                                    resource.urn)
+                yield resource, owner, where, statement
+
+
+def check_registry_role_scoped(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """Every IAM permission names only the buckets (and their objects) and keys ``roleAccess`` declares
+    for its role."""
+    declared: Mapping[str, Mapping[str, list[str]]] = config["roleAccess"]
+    for found in _owned_statements(resources):
+        if isinstance(found, Unverifiable):
+            yield found
+            continue
+        resource, owner, where, statement = found
+        access = declared.get(owner, {})
+        allowed, unknown_buckets, unknown_keys = _scope(access, resources)
+        for arn in as_list(statement.get("Resource")):
+            if not isinstance(arn, str) or arn in allowed:
+                continue
+            if (arn.startswith("arn:aws:kms:") and unknown_keys) or (arn.startswith("arn:aws:s3:") and unknown_buckets):
+                yield Unverifiable(resource.name, f"{where} (the ARNs of {owner}'s buckets and keys)")
+                continue
+            yield Violation(f"{resource.name}: {where} statement {statement.get('Sid', '(no Sid)')} allows "
+                            f"{arn!r}, but {owner} may reach only {_declared_reach(owner, access)}", resource.urn)
 
 
 # --- trust policies ------------------------------------------------------------------------------
@@ -411,23 +421,17 @@ def _history_actions(action: str) -> list[str]:
 def check_history_actions(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
     """No role may destroy history (delete versions, suspend versioning, rewrite lifecycles or policies,
     destroy keys) unless ``historyActions`` says it must."""
-    roles = [r for r in resources if r.type == ROLE]
-    for resource in (r for r in resources if r.type in POLICY_TYPES or r.type == ROLE):
-        owner = _owner(resource, roles)
-        if owner is UNKNOWN:
-            yield Unverifiable(resource.name, "role")
+    for found in _owned_statements(resources):
+        if isinstance(found, Unverifiable):
+            yield found
             continue
+        resource, owner, where, statement = found
         exempt = set(config["historyActions"].get(owner, []))
-        for where, document in _documents(resource):
-            if document is UNKNOWN:
-                yield Unverifiable(resource.name, where)
-                continue
-            for statement in _allow_statements(document or {}):
-                for action in (a for a in as_list(statement.get("Action")) if isinstance(a, str)):
-                    for name in (n for n in _history_actions(action) if n not in exempt):
-                        yield Violation(f"{resource.name}: {where} statement {statement.get('Sid', '(no Sid)')} lets "
-                                        f"{owner} call {name}, which {HISTORY_ACTIONS[name]}; remove it (or declare "
-                                        f"it in historyActions for the one role that must have it)", resource.urn)
+        for action in (a for a in as_list(statement.get("Action")) if isinstance(a, str)):
+            for name in (n for n in _history_actions(action) if n not in exempt):
+                yield Violation(f"{resource.name}: {where} statement {statement.get('Sid', '(no Sid)')} lets {owner} "
+                                f"call {name}, which {HISTORY_ACTIONS[name]}; remove it (or declare it in "
+                                "historyActions for the one role that must have it)", resource.urn)
 
 
 POLICIES = [
