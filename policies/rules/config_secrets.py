@@ -300,7 +300,10 @@ def check_vault_role_policies_defined(resources: list[Resource], config: Mapping
             yield Unverifiable(role.name, "tokenPolicies")
             continue
         for policy in as_list(granted):
-            if policy is UNKNOWN or (policy not in defined and unknown_names):
+            if not isinstance(policy, str) and policy is not UNKNOWN:
+                yield Violation(f"Vault role {dig(role.props, 'roleName', default=role.name)} names the policy "
+                                f"{policy!r}, which is not a policy name; name the stack's own vault.Policy", role.urn)
+            elif policy is UNKNOWN or (policy not in defined and unknown_names):
                 yield Unverifiable(role.name, "tokenPolicies (the names of the stack's Vault policies)")
             elif policy not in defined:
                 yield Violation(f"Vault role {dig(role.props, 'roleName', default=role.name)} grants the policy "

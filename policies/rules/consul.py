@@ -247,7 +247,7 @@ def check_registry_auth(resources: list[Resource], config: Mapping[str, Any]) ->
         yield Violation(f"the registry's Consul KV has no REGISTRY_AUTH: every client may pull and push "
                         f"anonymously; {fix}")
         return
-    if mode not in allowed:
+    if not isinstance(mode, str) or mode not in allowed:
         yield Violation(f"the registry's Consul KV sets REGISTRY_AUTH={mode!r}, which does not authenticate "
                         f"clients; {fix}")
         return

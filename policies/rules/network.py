@@ -36,6 +36,7 @@ from .support import (
     schema,
     shown_networks,
     stack_policy,
+    strings,
 )
 
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -62,12 +63,16 @@ def selector_matches(selector: Any, labels: Mapping[str, str]) -> Any:
     expressions = dig(selector, "matchExpressions", default=[])
     if match_labels is UNKNOWN or expressions is UNKNOWN:
         return UNKNOWN
+    if not isinstance(match_labels, dict) or not isinstance(expressions, list):
+        return False  # not a selector the API server would accept: it selects nothing
     if any(labels.get(key) != value for key, value in match_labels.items()):
         return False
     for expression in as_list(expressions):
         key, operator, values = dig(expression, "key"), dig(expression, "operator"), dig(expression, "values", default=[])
         if UNKNOWN in (key, operator, values):
             return UNKNOWN
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist") or not isinstance(key, str):
+            return False
         present = key in labels
         if operator == "In" and labels.get(key) not in values:
             return False
@@ -90,8 +95,8 @@ def denied_directions(policy: Resource) -> Any:
         # The API server's default: Ingress always, Egress only when egress rules are given.
         types = ["Ingress"] + (["Egress"] if dig(spec, "egress") else [])
     denied = set()
-    for direction in types:
-        rules = dig(spec, DIRECTIONS.get(direction, ("",))[0], default=[])
+    for direction in strings(as_list(types)) & set(DIRECTIONS):
+        rules = dig(spec, DIRECTIONS[direction][0], default=[])
         if rules is UNKNOWN:
             return UNKNOWN
         if not rules:

@@ -30,6 +30,7 @@ from .support import (
     resource_policy,
     schema,
     stack_policy,
+    strings,
 )
 
 SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
@@ -44,7 +45,8 @@ RBAC_CONFIG = schema(REGISTRY_LABELS_PROPERTY)
 
 
 def _registry_accounts(resources: list[Resource], registry_labels: Mapping[str, str]) -> set[tuple[Any, Any]]:
-    return {(namespace_of(r), dig(r.props, "metadata", "name")) for r in resources
+    return {(namespace, name) for r in resources for namespace, name in [(namespace_of(r), dig(r.props, "metadata", "name"))]
+            if isinstance(namespace, str) and isinstance(name, str)
             if r.type == SERVICE_ACCOUNT and labels_match(dig(r.props, "metadata", "labels"), registry_labels)}
 
 
@@ -61,7 +63,7 @@ def _bound_registry_accounts(binding: Resource, accounts: set[tuple[Any, Any]]) 
             return UNKNOWN
         if kind == "ServiceAccount":
             key = (dig(subject, "namespace") or binding_namespace, name)
-            bound |= {key} & accounts
+            bound |= {account for account in accounts if account == key}
         elif kind == "Group" and name == "system:serviceaccounts":
             bound |= accounts
         elif kind == "Group" and isinstance(name, str) and name.startswith("system:serviceaccounts:"):
@@ -152,7 +154,7 @@ BROAD_USERS = ("system:anonymous",)
 
 
 def _grants(values: list, wanted: Iterable[str]) -> list[str]:
-    return sorted(set(wanted) if "*" in values else set(values) & set(wanted))
+    return sorted(set(wanted) if "*" in values else strings(values) & set(wanted))
 
 
 def _sensitive_grants(rule: Any) -> Iterable[str]:

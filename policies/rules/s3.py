@@ -34,6 +34,7 @@ from .support import (
     schema,
     stack_policy,
     statements,
+    strings,
 )
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -390,9 +391,9 @@ REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
 def _stack_key_names(resources: list[Resource]) -> tuple[set[str], list[Resource]]:
     """Every way an encryption setting can name a KMS key of the stack (ARN, key ID, alias name or ARN)."""
     keys = [r for r in resources if r.type == KMS_KEY]
-    names = {dig(k.props, field) for k in keys for field in ("arn", "keyId", "id")}
-    names |= {dig(a.props, field) for a in resources if a.type == KMS_ALIAS for field in ("name", "arn")}
-    return {n for n in names if isinstance(n, str)}, keys
+    names = strings(dig(k.props, field) for k in keys for field in ("arn", "keyId", "id"))
+    names |= strings(dig(a.props, field) for a in resources if a.type == KMS_ALIAS for field in ("name", "arn"))
+    return names, keys
 
 
 def _key_settings(resources: list[Resource]) -> Iterable[tuple[Resource, str, Any]]:
@@ -425,7 +426,7 @@ def check_encrypted_with_own_key(resources: list[Resource], config: Mapping[str,
             if not any(k.urn in sources for k in keys):
                 yield Unverifiable(resource.name, where)
             continue
-        if key in names:
+        if isinstance(key, str) and key in names:
             continue
         account = arn_account(key)
         whose = f"a key of account {account}" if account else "a key"
@@ -442,12 +443,12 @@ def check_replication_targets(resources: list[Resource], config: Mapping[str, An
     a destination elsewhere is a copy of every image in someone else's hands."""
     buckets = [r for r in resources if r.type in BUCKET_TYPES]
     bucket_arns = {arn for b in buckets for arn in _arns_from(b)}
-    roles = {dig(r.props, "arn") for r in resources if r.type == ROLE} - {None, UNKNOWN}
+    roles = strings(dig(r.props, "arn") for r in resources if r.type == ROLE)
     for replication in (r for r in resources if r.type == REPLICATION):
         role = dig(replication.props, "role")
         if role is UNKNOWN:
             yield Unverifiable(replication.name, "role")
-        elif role not in roles:
+        elif not isinstance(role, str) or role not in roles:
             yield Violation(f"{replication.name} replicates through the role {role!r}, which this stack does not "
                             "manage; use the stack's replication role", replication.urn)
         rules = dig(replication.props, "rules", default=[])
@@ -455,7 +456,7 @@ def check_replication_targets(resources: list[Resource], config: Mapping[str, An
             destination = dig(rule, "destination", "bucket")
             if destination is UNKNOWN or rule is UNKNOWN:
                 yield Unverifiable(replication.name, f"rules[{index}].destination.bucket")
-            elif destination not in bucket_arns:
+            elif not isinstance(destination, str) or destination not in bucket_arns:
                 account = dig(rule, "destination", "account")
                 whose = f" of account {account}" if account else ""
                 yield Violation(f"{replication.name}: rules[{index}] copies every image to {destination!r}{whose}, a "

@@ -110,6 +110,16 @@ def parse_json_document(value: Any) -> Any:
         return None
 
 
+def is_number(value: Any) -> bool:
+    """A JSON number (not a bool): what a count or a size must be before it is compared."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def strings(values: Iterable[Any]) -> set[str]:
+    """The strings among ``values``: a list, a map or an unknown where a name belongs is no name."""
+    return {value for value in values if isinstance(value, str)}
+
+
 def as_list(value: Any) -> list:
     """IAM fields take a string or a list of strings; ``None`` is an empty list."""
     if value is None:

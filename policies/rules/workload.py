@@ -31,6 +31,7 @@ from .support import (
     consul_kv_entries,
     dig,
     display,
+    is_number,
     is_registry_workload,
     namespace_of,
     pod_template,
@@ -39,6 +40,7 @@ from .support import (
     schema,
     shown_networks,
     stack_policy,
+    strings,
 )
 
 SERVICE = "kubernetes:core/v1:Service"
@@ -326,7 +328,7 @@ def check_filesystem_single_replica(resource: Resource, config: Mapping[str, Any
     replicas = dig(resource.props, "spec", "replicas", default=1)
     if claims is UNKNOWN or replicas is UNKNOWN:
         yield Unverifiable(resource.name, "spec.replicas/spec.volumeClaimTemplates")
-    elif claims and replicas > 1:
+    elif claims and is_number(replicas) and replicas > 1:
         yield Violation(f"{display(resource)} keeps images on per-pod volumes (filesystem storage) with {replicas:g} "
                         "replicas: each pod would be a separate registry holding a different part of the images")
 
@@ -360,7 +362,7 @@ def check_shared_http_secret(resources: list[Resource], config: Mapping[str, Any
         if replicas is UNKNOWN:
             yield Unverifiable(workload.name, "spec.replicas")
             continue
-        if replicas <= 1:
+        if not is_number(replicas) or replicas <= 1:
             continue
         if HTTP_SECRET_VARIABLE in _env_names(_pod_spec(workload)) or HTTP_SECRET_VARIABLE in kv_keys:
             continue
@@ -380,7 +382,7 @@ def _selects_registry(selector: dict, registry_labels: Mapping[str, str]) -> boo
 def _port_is_debug(port: Any, config: Mapping[str, Any]) -> bool:
     debug_names = set(config["debugPortNames"])
     return (dig(port, "port") == config["debugPort"] or dig(port, "targetPort") in (config["debugPort"], *debug_names)
-            or dig(port, "name") in debug_names)
+            or isinstance(dig(port, "name"), str) and dig(port, "name") in debug_names)
 
 
 def check_debug_port_not_on_client_service(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
@@ -438,7 +440,7 @@ def _debug_port_behind_ingress(resource: Resource, config: Mapping[str, Any]) ->
         number, name = dig(port, "number"), dig(port, "name")
         if UNKNOWN in (backend, port, number, name):
             yield Unverifiable(resource.name, f"{where}.service.port")
-        elif number == config["debugPort"] or name in config["debugPortNames"]:
+        elif number == config["debugPort"] or (isinstance(name, str) and name in config["debugPortNames"]):
             service = dig(backend, "service", "name")
             yield Violation(f"{display(resource)} routes {where} to the debug/metrics port of Service {service} "
                             f"({name or number}); an Ingress serves the registry port {config['registryPort']} only")
@@ -493,12 +495,12 @@ def check_ingress_tls_and_sources(resource: Resource, config: Mapping[str, Any])
     if UNKNOWN in (tls, rules):
         yield Unverifiable(resource.name, "spec.tls/spec.rules")
         return
-    covered = {host for entry in as_list(tls) if dig(entry, "secretName") for host in as_list(dig(entry, "hosts"))}
+    covered = strings(host for entry in as_list(tls) if dig(entry, "secretName") for host in as_list(dig(entry, "hosts")))
     hosts = [dig(rule, "host") for rule in as_list(rules)]
-    if dig(spec, "defaultBackend") is not None or any(not host for host in hosts):
+    if dig(spec, "defaultBackend") is not None or any(not isinstance(host, str) or not host for host in hosts):
         yield Violation(f"{who} has a rule without a host (or a default backend): it answers any host name, "
                         "without a certificate for it; name the host")
-    for host in (h for h in hosts if h and h not in covered):
+    for host in (h for h in hosts if isinstance(h, str) and h and h not in covered):
         yield Violation(f"{who} serves {host} without TLS (no spec.tls entry with a secretName lists it): credentials "
                         "and tokens would cross the network in plain text; add it to spec.tls")
     if isinstance(annotations, dict) and str(annotations.get("nginx.ingress.kubernetes.io/ssl-redirect", "")).lower() == "false":
