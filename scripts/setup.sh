@@ -5,7 +5,9 @@
 #                           offline plan and the policy pack need
 #   scripts/setup.sh test   the above plus test dependencies and the real tools the tests run:
 #                           promtool (Debian), checkov (own virtualenv), Distribution v3 and
-#                           actionlint (built with `go install`)
+#                           actionlint (built with `go install`), and the real peers: the Pulumi CLI,
+#                           Consul, kube-apiserver + kube-controller-manager (built from the Go module
+#                           proxy) with etcd (Debian)
 #
 # Builds and downloads are cached under ${XDG_CACHE_HOME:-$HOME/.cache} (pip's cache, registry-iac/).
 set -euo pipefail
@@ -64,3 +66,7 @@ ln -sfn "${checkov_venv}" "${cache}/checkov"
 
 scripts/install-registry.sh >/dev/null
 scripts/install-actionlint.sh >/dev/null
+# The real peers (docs/peers.md): minutes each when cold, one at a time (each peaks at ~2 GB).
+scripts/install-pulumi.sh >/dev/null
+scripts/install-consul.sh >/dev/null
+scripts/install-kube.sh >/dev/null

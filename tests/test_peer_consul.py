@@ -1,0 +1,131 @@
+"""The recorded Consul resources applied to a real Consul (1.14.4, dev agent, ACLs default deny).
+
+The plan's own tests check the KV keys, the ACL rules and the intentions as data; only a real Consul parses
+the HCL rules, evaluates a token against them and decides which source an intention admits. The expected
+values come from the contract (docs/config-flow.md: policy ``registry-<env>`` reads ``registry/<env>/`` and
+writes services ``registry`` and ``registry-sidecar-proxy``, nothing else) and the stack files, not from the
+functions that build them.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.consul_agent import (ACL_POLICY_TYPE, CONFIG_ENTRY_TYPE, KV_TYPE, ConsulAgent,
+                                        apply_recorded_consul)
+
+pytest_plugins = ["tests.support.peer_fixtures"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICE = "registry"
+SIDECAR = "registry-sidecar-proxy"
+STACKS = ("staging", "prod")
+
+
+def stack_file_value(stack: str, key: str):
+    return yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"][f"registry:{key}"]
+
+
+def kv_prefix(stack: str) -> str:
+    return f"registry/{stack}/"
+
+
+@pytest.fixture
+def applied(consul_agent: ConsulAgent, stack_plan):
+    """Consul with the stack's recorded resources applied, plus keys of neighbours the token must not see."""
+    counts = apply_recorded_consul(consul_agent, stack_plan)
+    other = next(s for s in STACKS if s != stack_plan.stack)
+    for neighbour in (f"{kv_prefix(other)}env/REGISTRY_HTTP_SECRET", f"registry/{stack_plan.stack}-old/env/X",
+                      "registry/shared-setting", "vault/root-token"):
+        consul_agent.call("PUT", f"/kv/{neighbour}", data=b"not for the registry")
+    return consul_agent, stack_plan, counts
+
+
+def registry_token(agent: ConsulAgent, stack: str) -> str:
+    return agent.create_token([f"registry-{stack}"], description=f"config-cli {stack}")
+
+
+def test_consul_accepts_and_stores_every_recorded_resource(applied):
+    agent, plan, counts = applied
+    assert counts == {KV_TYPE: 1, ACL_POLICY_TYPE: 1, CONFIG_ENTRY_TYPE: 2}
+    recorded = plan.one(KV_TYPE).plain_inputs
+    assert recorded["pathPrefix"] == kv_prefix(plan.stack)
+    stored = {entry["Key"][len(kv_prefix(plan.stack)):]: base64.b64decode(entry["Value"] or b"").decode()
+              for entry in agent.call("GET", f"/kv/{kv_prefix(plan.stack)}?recurse=true")}
+    assert stored == recorded["subkeys"]
+    policy = agent.call("GET", f"/acl/policy/name/registry-{plan.stack}")
+    assert policy["Rules"] == plan.one(ACL_POLICY_TYPE).plain_inputs["rules"]
+    assert agent.call("GET", f"/config/service-defaults/{SERVICE}")["Protocol"] == "http"
+    assert agent.call("GET", f"/config/service-intentions/{SERVICE}")["Sources"]
+
+
+def test_registry_token_reads_every_key_of_its_prefix(applied):
+    agent, plan, _ = applied
+    token = registry_token(agent, plan.stack)
+    subkeys = plan.one(KV_TYPE).plain_inputs["subkeys"]
+    refused = {key: agent.request("GET", f"/kv/{kv_prefix(plan.stack)}{key}", token=token).status_code
+               for key in subkeys}
+    assert {key: code for key, code in refused.items() if code != 200} == {}
+    listed = agent.request("GET", f"/kv/{kv_prefix(plan.stack)}?keys=true", token=token)
+    assert listed.status_code == 200
+    assert sorted(listed.json()) == sorted(kv_prefix(plan.stack) + key for key in subkeys)
+
+
+def test_registry_token_reads_nothing_outside_its_prefix(applied):
+    agent, plan, _ = applied
+    token = registry_token(agent, plan.stack)
+    other = next(s for s in STACKS if s != plan.stack)
+    for key in (f"{kv_prefix(other)}env/REGISTRY_HTTP_SECRET", f"registry/{plan.stack}-old/env/X",
+                "registry/shared-setting", "vault/root-token"):
+        assert agent.request("GET", f"/kv/{key}", token=token).status_code == 403, key
+    # A recursive read above the prefix returns only what the token may read.
+    above = agent.request("GET", "/kv/registry/?keys=true", token=token)
+    assert above.status_code == 200
+    assert all(key.startswith(kv_prefix(plan.stack)) for key in above.json()), above.json()
+
+
+def test_registry_token_cannot_write_or_delete_any_key(applied):
+    agent, plan, _ = applied
+    token = registry_token(agent, plan.stack)
+    own_key = f"{kv_prefix(plan.stack)}env/REGISTRY_LOG_LEVEL"
+    assert agent.request("PUT", f"/kv/{own_key}", token=token, data=b"debug").status_code == 403
+    assert agent.request("PUT", f"/kv/{kv_prefix(plan.stack)}new-key", token=token, data=b"x").status_code == 403
+    assert agent.request("DELETE", f"/kv/{own_key}", token=token).status_code == 403
+    assert agent.request("DELETE", f"/kv/{kv_prefix(plan.stack)}?recurse=true", token=token).status_code == 403
+    assert agent.request("PUT", "/kv/registry/other", token=token, data=b"x").status_code == 403
+
+
+def test_registry_token_registers_only_its_own_service_and_sidecar(applied):
+    agent, plan, _ = applied
+    token = registry_token(agent, plan.stack)
+    own = {"ID": f"{SERVICE}-0", "Name": SERVICE, "Port": 5000, "Address": "127.0.0.1"}
+    sidecar = {"ID": f"{SERVICE}-0-sidecar-proxy", "Name": SIDECAR, "Kind": "connect-proxy", "Port": 20000,
+               "Proxy": {"DestinationServiceName": SERVICE, "DestinationServiceID": f"{SERVICE}-0",
+                         "LocalServicePort": 5000}}
+    for service in (own, sidecar):
+        response = agent.request("PUT", "/agent/service/register", token=token, json=service)
+        assert response.status_code == 200, f"{service['Name']}: {response.status_code} {response.text}"
+    for name in ("vault", "registry-evil", "ci-runner"):
+        response = agent.request("PUT", "/agent/service/register", token=token,
+                                 json={"ID": name, "Name": name, "Port": 5000})
+        assert response.status_code == 403, f"{name}: {response.status_code} {response.text}"
+    registered = agent.call("GET", "/agent/services")
+    assert sorted(s["Service"] for s in registered.values()) == sorted([SERVICE, SIDECAR])
+    assert agent.request("PUT", f"/agent/service/deregister/{SERVICE}-0", token=token).status_code == 200
+
+
+def test_intentions_allow_exactly_the_listed_sources(applied):
+    agent, plan, _ = applied
+    listed = stack_file_value(plan.stack, "consulIntentionSources")
+    assert listed, "the stack file lists no intention source"
+    every_stack_source = {s for stack in STACKS for s in stack_file_value(stack, "consulIntentionSources")}
+    unlisted = sorted((every_stack_source - set(listed)) | {"attacker", "registry-gc-evil", SERVICE})
+    verdicts = {source: agent.call("GET", f"/connect/intentions/check?source={source}&destination={SERVICE}")
+                ["Allowed"] for source in listed + unlisted}
+    assert verdicts == {**{s: True for s in listed}, **{s: False for s in unlisted}}
+    matched = agent.call("GET", f"/connect/intentions/match?by=destination&name={SERVICE}")[SERVICE]
+    assert sorted(i["SourceName"] for i in matched) == sorted(listed + ["*"])

@@ -1,0 +1,197 @@
+"""The stack files judged by the real Pulumi CLI (v3.274.1): its own config validation, before any program runs.
+
+The offline plan merges the stack files with the recorder's own code; only the CLI decides whether a stack's
+configuration satisfies Pulumi.yaml (declared types, keys without a default that must be set, `secret: true`
+keys that must be `secure:`). Each stack is discovered from its Pulumi.<stack>.yaml file and previewed in a
+scratch copy of the project with a file backend and the passphrase secrets provider.
+
+No Python language host runs here (pulumi-language-python is not served by the Go module proxy), so a preview
+that passes config validation stops at loading it: that error is the proof that validation passed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from offline_plan import record_plan
+from offline_plan.recorder import on_the_wire
+from tests.support.pulumi_cli import PulumiProject
+
+pytest_plugins = ["tests.support.peer_fixtures"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in REPO_ROOT.glob("Pulumi.*.yaml"))
+CONFIG_ERROR = "validating stack config"
+NO_LANGUAGE_HOST = "no language plugin 'pulumi-language-python' found"
+KILLED = -9
+POLICY_PACK_VERSION = yaml.safe_load((REPO_ROOT / "policies" / "PulumiPolicy.yaml").read_text())["version"]
+# Keys Pulumi.yaml declares without a default that every stack sets (README "Settings": required everywhere).
+REQUIRED_EVERYWHERE = ("image", "storageMode", "consulIntentionSources", "htpasswdUsers", "operationsToolsImage")
+
+STACK_CONFIG_DEFECT = pytest.mark.xfail(
+    strict=True, reason="known defect (climerge): Pulumi.yaml declares mode-specific keys (drBucket, s3Bucket, "
+    "storageClass, minio*, ...) without a default, so the CLI refuses stacks that rightly leave them unset")
+
+
+def passed_config_validation(run) -> bool:
+    """The CLI went past config validation: it printed the preview header and stopped, if at all, at the
+    language host this machine does not have."""
+    return (CONFIG_ERROR not in run.output and run.returncode != KILLED
+            and (run.returncode == 0 or NO_LANGUAGE_HOST in run.output))
+
+
+def test_stacks_are_discovered_from_the_stack_files():
+    assert STACKS == ["prod", "staging"]
+
+
+@STACK_CONFIG_DEFECT
+@pytest.mark.parametrize("stack", STACKS)
+def test_pulumi_preview_accepts_the_stack_configuration(pulumi_project: PulumiProject, stack: str):
+    pulumi_project.init_stack(stack)
+    run = pulumi_project.preview(stack)
+    assert passed_config_validation(run), run.output
+    assert f"Previewing update ({stack})" in run.stdout
+
+
+@pytest.mark.parametrize("key", REQUIRED_EVERYWHERE)
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_stack_without_a_required_key_is_refused_by_the_cli(pulumi_project: PulumiProject, stack: str,
+                                                               key: str):
+    pulumi_project.edit_stack_config(stack, remove=(f"registry:{key}",))
+    pulumi_project.init_stack(stack)
+    run = pulumi_project.preview(stack)
+    assert run.returncode == 1, run.output
+    match = re.search(rf"error: {CONFIG_ERROR}: Stack '{stack}' is missing configuration values? (.*)", run.output)
+    assert match, run.output
+    assert f"'{key}'" in match.group(1)
+    assert "Previewing update" not in run.stdout
+
+
+@STACK_CONFIG_DEFECT
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_value_of_the_wrong_type_is_refused_by_the_cli(pulumi_project: PulumiProject, stack: str):
+    pulumi_project.edit_stack_config(stack, set_plain={"registry:replicas": "three"})
+    pulumi_project.init_stack(stack)
+    run = pulumi_project.preview(stack)
+    assert run.returncode == 1
+    assert f"Stack '{stack}' with configuration key 'replicas' must be of type 'integer'" in run.output
+
+
+@STACK_CONFIG_DEFECT
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_plain_value_for_a_secret_key_is_refused_by_the_cli(pulumi_project: PulumiProject, stack: str):
+    """minioAccessKey is `secret: true`: a plain value must be refused (it would sit in git in clear)."""
+    pulumi_project.edit_stack_config(stack, set_plain={"registry:minioAccessKey": "AKIAPLAINTEXT"})
+    pulumi_project.init_stack(stack)
+    run = pulumi_project.preview(stack)
+    assert run.returncode == 1
+    assert f"{CONFIG_ERROR}: Stack '{stack}' with configuration key 'minioAccessKey' must be encrypted as it's " \
+           "secret" in run.output
+
+
+# --- the real engine running the program ------------------------------------------------------------------------
+#
+# With the test-only language host and echo providers of tests/support/engine on its PATH, the CLI's engine runs
+# __main__.py for real: its config, its resource monitor and dependency graph, its state file and the policy pack
+# it loads itself (`--policy-pack policies`). The providers accept everything, so what is compared is what the
+# engine sends them and records, against the offline plan.
+
+PACK = "registry-policies"
+POLICY_VENV_DEFECT = pytest.mark.xfail(
+    strict=True, reason="known defects (climerge): Pulumi.yaml's required mode-specific keys (see above), and "
+    "policies/PulumiPolicy.yaml names a virtualenv `venv` that does not exist beside the pack (the real "
+    "language host then hangs; this test host refuses)")
+
+
+def engine_project(project: PulumiProject, stack: str) -> PulumiProject:
+    project.use_engine_doubles()
+    project.init_stack(stack)
+    return project
+
+
+def without_stack_type(urn: str) -> str:
+    """A URN as the engine writes it: children of the stack carry no `pulumi:pulumi:Stack$` in their type."""
+    return urn.replace("::pulumi:pulumi:Stack$", "::", 1)
+
+
+@POLICY_VENV_DEFECT
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_engine_loads_the_policy_pack_and_no_mandatory_policy_fails_the_preview(pulumi_project: PulumiProject,
+                                                                                   stack: str):
+    """During a preview the pack may only be advisory about values not known yet (README "Preview")."""
+    project = engine_project(pulumi_project, stack)
+    run = project.preview(stack, "--policy-pack", "policies", timeout=300)
+    assert run.returncode == 0, run.output
+    assert "Loading policy packs...: done" in run.stdout
+    assert f"{PACK}@v{POLICY_PACK_VERSION} (local: policies)" in run.stdout
+    assert "[mandatory]" not in run.stdout
+    advisories = [line for line in run.stdout.splitlines() if "[advisory]" in line]
+    assert len(advisories) == run.stdout.count("during preview: cannot verify during preview")
+
+
+@POLICY_VENV_DEFECT
+@pytest.mark.parametrize("stack", STACKS)
+def test_pulumi_up_passes_every_policy_of_the_pack_loaded_by_the_engine(pulumi_project: PulumiProject, stack: str):
+    project = engine_project(pulumi_project, stack)
+    run = project.run("up", "--yes", "--stack", stack, "--non-interactive", "--color", "never",
+                      "--policy-pack", "policies", timeout=300)
+    assert run.returncode == 0, run.output
+    # `up` prints its preview first (advisories about unknown values included), then the update.
+    update = run.stdout.split(f"Updating ({stack}):", 1)[-1]
+    assert f"✅ {PACK}@v{POLICY_PACK_VERSION} (local: policies)" in update
+    assert "[advisory]" not in update and "[mandatory]" not in update
+
+
+@STACK_CONFIG_DEFECT
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_engine_sends_providers_exactly_the_inputs_the_offline_plan_records(pulumi_project: PulumiProject,
+                                                                              stack: str):
+    project = engine_project(pulumi_project, stack)
+    run = project.preview(stack, timeout=300)
+    assert run.returncode == 0, run.output
+    plan = record_plan(stack, preview=True)
+    planned = {(r.type, r.name): on_the_wire(r.inputs) for r in plan.resources
+               if r.custom and not r.type.startswith("pulumi:providers:")}
+    sent = project.recorded_provider_inputs()
+    assert sorted(sent) == sorted(planned)
+    differing = sorted(key for key in planned if sent[key] != planned[key])
+    assert differing == []
+
+
+@STACK_CONFIG_DEFECT
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_engines_state_has_the_offline_plans_graph(pulumi_project: PulumiProject, stack: str):
+    """Parents, dependencies, protect and retainOnDelete of every resource, as `pulumi up` stored them."""
+    project = engine_project(pulumi_project, stack)
+    run = project.run("up", "--yes", "--stack", stack, "--non-interactive", "--color", "never", timeout=300)
+    assert run.returncode == 0, run.output
+    plan = record_plan(stack)
+    key = {r.urn: (r.type, r.name) for r in plan.registrations}
+    planned = {(r.type, r.name): (key.get(r.parent, r.parent), sorted(key[d] for d in r.dependencies),
+                                  bool(r.protect), bool(r.retain_on_delete)) for r in plan.resources}
+    exported = project.exported_resources(stack)
+    engine_key = {r["urn"]: (r["type"], r["urn"].split("::")[-1]) for r in exported}
+    # The engine adds the stack and a default provider per package; the program declares neither.
+    declared = [r for r in exported if r["type"] != "pulumi:pulumi:Stack"
+                and not (r["type"].startswith("pulumi:providers:") and r["urn"].split("::")[-1].startswith("default"))]
+    stored = {engine_key[r["urn"]]: (engine_key.get(r.get("parent", ""), r.get("parent", "")),
+                                     sorted(engine_key[d] for d in r.get("dependencies", [])),
+                                     r.get("protect", False), r.get("retainOnDelete", False))
+              for r in declared}
+    assert sorted(stored) == sorted(planned)
+    assert {k: v for k, v in stored.items() if v != planned[k]} == {}
+
+
+@pytest.mark.xfail(strict=True, reason="defect found by this test (offline_plan/recorder.py, reported to the "
+                   "lead): the mock runtime names components parented to the stack "
+                   "`...::pulumi:pulumi:Stack$registry:<m>:<T>::<name>`; the engine names them "
+                   "`...::registry:<m>:<T>::<name>`, so recorded parent URNs match no real state")
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_offline_plan_records_the_urns_the_engine_uses(stack: str):
+    # The engine's URNs are known without running it: the root stack type never appears in a child's URN.
+    plan = record_plan(stack)
+    assert [r.urn for r in plan.resources if r.urn != without_stack_type(r.urn)] == []
