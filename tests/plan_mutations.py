@@ -545,8 +545,9 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
             {"name": "shared", "nfs": {"server": "nfs.example.com", "path": "/registry"}})), "of type ['nfs']"),
         "a hostPort on the registry": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)["ports"][
             0].update(hostPort=5000)), "hostPort 5000"),
-        "an unmasked /proc": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
-            "securityContext"].update(procMount="Unmasked")), "procMount 'Unmasked'"),
+        # Unmasked needs a user namespace (hostUsers: false), or the API server refuses it before Pod Security
+        "an unmasked /proc": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: (_pod_spec(i).update(
+            hostUsers=False), _container(i)["securityContext"].update(procMount="Unmasked"))), "procMount 'Unmasked'"),
         "an unsafe sysctl": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(i)[
             "securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "65536"}])), "'kernel.msgmax'"),
         "AppArmor unconfined by annotation": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: i["spec"][
