@@ -333,6 +333,7 @@ RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
 VAULT_SECRET = "vault:kv/secretV2:SecretV2"
 SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
 
 
 def _pod_spec(inputs: dict) -> dict:
@@ -688,6 +689,13 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
     "a PodDisruptionBudget selecting nothing": ("staging", lambda p: edit(p, PDB, "registry-pdb", _set(
         "spec", "selector", "matchLabels", "app.kubernetes.io/name", "docker-registy")),
         "kubernetes-pdb-selects-its-workload", "protects nothing"),
+    "a ServiceMonitor scraping every namespace": ("prod", lambda p: edit(p, SERVICE_MONITOR, "registry-monitoring-service-monitor",
+                                                                         _set("spec", "namespaceSelector", {"any": True})),
+                                                  "prometheus-service-monitor-scoped", "namespaceSelector.any"),
+    "Prometheus's token sent to the registry": ("staging", lambda p: edit(p, SERVICE_MONITOR, "registry-monitoring-service-monitor",
+                                                                        lambda i: i["spec"]["endpoints"][0].update(
+                                                                            bearerTokenFile="/var/run/secrets/kubernetes.io/serviceaccount/token")),
+                                                 "prometheus-service-monitor-scoped", "bearerTokenFile"),
 }
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}

@@ -92,6 +92,29 @@ def check_alert_metadata(resource: Resource, config: Mapping[str, Any]) -> Itera
             yield Violation(f"alert {name} lacks annotations {missing}")
 
 
+SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
+
+
+def check_service_monitor_scoped(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A ServiceMonitor scrapes named namespaces and never hands Prometheus's own credentials to a target."""
+    spec = dig(resource.props, "spec")
+    if spec is UNKNOWN:
+        yield Unverifiable(resource.name, "spec")
+        return
+    name = dig(resource.props, "metadata", "name", default=resource.name)
+    if dig(spec, "namespaceSelector", "any") is True:
+        yield Violation(f"ServiceMonitor {name} sets namespaceSelector.any: Prometheus scrapes every namespace's "
+                        "Services that carry its labels, whoever made them; name the namespaces (matchNames)")
+    endpoints = dig(spec, "endpoints", default=[])
+    for index, endpoint in enumerate(as_list(endpoints) if endpoints is not UNKNOWN else []):
+        if dig(endpoint, "bearerTokenFile"):
+            yield Violation(f"ServiceMonitor {name} endpoints[{index}] sets bearerTokenFile: Prometheus sends its own "
+                            "service account token to the scraped pod; use authorization from a Secret, or none")
+        if dig(endpoint, "tlsConfig", "insecureSkipVerify") is True:
+            yield Violation(f"ServiceMonitor {name} endpoints[{index}] skips TLS verification: anyone on the path can "
+                            "answer the scrape; verify against the CA (tlsConfig.ca)")
+
+
 POLICIES = [
     stack_policy("prometheus-rule-required-alerts",
                  "A stack that runs the registry has alerts for: registry down, high 5xx rate, storage above 80%, "
@@ -100,4 +123,7 @@ POLICIES = [
     resource_policy("prometheus-rule-alert-metadata",
                     "Every alert has a severity label and summary, description and runbook_url annotations.",
                     (PROMETHEUS_RULE,), check_alert_metadata),
+    resource_policy("prometheus-service-monitor-scoped",
+                    "ServiceMonitors scrape named namespaces, send no bearerTokenFile, verify TLS.",
+                    (SERVICE_MONITOR,), check_service_monitor_scoped),
 ]
