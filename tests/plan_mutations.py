@@ -696,6 +696,13 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
                                                                         lambda i: i["spec"]["endpoints"][0].update(
                                                                             bearerTokenFile="/var/run/secrets/kubernetes.io/serviceaccount/token")),
                                                  "prometheus-service-monitor-scoped", "bearerTokenFile"),
+    "the DR provider assuming a role of another account": ("prod", lambda p: edit(
+        p, "pulumi:providers:aws", "registry-operations-dr-aws", _set("assumeRoles", json.dumps(
+            [{"roleArn": f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/deployer"}]))), "aws-providers-own-account",
+        f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/deployer"),
+    "the registry's provider allowed into another account": ("prod", lambda p: edit(
+        p, "pulumi:providers:aws", "registry-storage-aws", _set("allowedAccountIds", json.dumps([FOREIGN_ACCOUNT]))),
+        "aws-providers-own-account", f"allows account '{FOREIGN_ACCOUNT}'"),
 }
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}

@@ -434,6 +434,38 @@ def check_history_actions(resources: list[Resource], config: Mapping[str, Any]) 
                                 "historyActions for the one role that must have it)", resource.urn)
 
 
+# --- which account the providers deploy into ---------------------------------------------------------
+
+AWS_PROVIDER = "pulumi:providers:aws"
+
+
+def _provider_list(value: Any) -> Any:
+    """A provider input as the engine sends it: lists and objects arrive JSON-encoded."""
+    parsed = parse_json_document(value) if isinstance(value, str) and value[:1] in "[{" else value
+    return as_list(parsed) if parsed is not UNKNOWN else UNKNOWN
+
+
+def check_providers_own_account(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """An AWS provider neither assumes a role of another account nor allows one: the stack's buckets, keys and
+    roles would be created (and its policies judged) in an account the pack knows nothing of."""
+    accounts = own_accounts(resources, config["accountIds"])
+    for provider in (r for r in resources if r.type == AWS_PROVIDER):
+        inputs = [_provider_list(dig(provider.props, key)) for key in ("assumeRoles", "assumeRole", "allowedAccountIds")]
+        if any(value is UNKNOWN or UNKNOWN in value for value in inputs):
+            yield Unverifiable(provider.name, "assumeRoles/allowedAccountIds")
+            continue
+        roles, allowed = inputs[0] + inputs[1], inputs[2]
+        named = [(f"assumes {dig(r, 'roleArn')!r}", arn_account(dig(r, "roleArn"))) for r in roles] + [
+            (f"allows account {a!r}", arn_account(a)) for a in allowed]
+        for what, account in named:
+            if not accounts:
+                yield Unverifiable(provider.name, "the stack's AWS account (accountIds)")
+            elif account not in accounts:
+                yield Violation(f"AWS provider {provider.name} {what}, not this stack's {sorted(accounts)}: the stack "
+                                "would deploy into an account the pack does not judge; use the stack's account",
+                                provider.urn)
+
+
 POLICIES = [
     resource_policy("iam-no-wildcards",
                     "IAM policies allow no wildcard action (including s3:*), no wildcard resource and no "
@@ -455,4 +487,7 @@ POLICIES = [
                  "No role may delete object versions, change versioning, lifecycle, replication, encryption or "
                  "policies, or disable/delete keys, unless historyActions declares it for that role.",
                  check_history_actions, HISTORY_CONFIG),
+    stack_policy("aws-providers-own-account",
+                 "AWS providers assume no role of another account and allow no other account.",
+                 check_providers_own_account, schema(ACCOUNTS_PROPERTY)),
 ]
