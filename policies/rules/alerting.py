@@ -20,6 +20,7 @@ from .support import (
     Violation,
     as_list,
     dig,
+    display,
     is_registry_workload,
     resource_policy,
     schema,
@@ -62,7 +63,8 @@ def alert_rules(resource: Resource) -> Any:
 
 
 def check_required_alerts(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
-    if not any(is_registry_workload(r, config["registryLabels"]) for r in resources):
+    workloads = [r for r in resources if is_registry_workload(r, config["registryLabels"])]
+    if not workloads:
         return
     names: list[str] = []
     for resource in (r for r in resources if r.type == PROMETHEUS_RULE):
@@ -75,7 +77,8 @@ def check_required_alerts(resources: list[Resource], config: Mapping[str, Any]) 
                if not any(re.search(pattern, name, re.I) for name in names)]
     if missing:
         where = f"alerts {sorted(names)}" if names else "no PrometheusRule alerts"
-        yield Violation(f"the stack runs the registry but has {where}; missing: {', '.join(missing)}")
+        yield Violation(f"the stack runs the registry ({', '.join(display(w) for w in workloads)}) but has {where}; "
+                        f"missing: {', '.join(missing)}; add an alert for each")
 
 
 def check_alert_metadata(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
@@ -86,10 +89,11 @@ def check_alert_metadata(resource: Resource, config: Mapping[str, Any]) -> Itera
     for rule in rules:
         name = rule.get("alert")
         if not dig(rule, "labels", "severity"):
-            yield Violation(f"alert {name} has no severity label")
+            yield Violation(f"{resource.name}: alert {name} has no severity label; label it (critical, warning, info) so "
+                            "it is routed")
         missing = [a for a in REQUIRED_ANNOTATIONS if not dig(rule, "annotations", a)]
         if missing:
-            yield Violation(f"alert {name} lacks annotations {missing}")
+            yield Violation(f"{resource.name}: alert {name} lacks annotations {missing}; on-call needs each of them")
 
 
 SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"

@@ -119,17 +119,18 @@ def check_consul_kv_no_secrets(resource: Resource, config: Mapping[str, Any]) ->
         shown = path if isinstance(path, str) else repr(path)
         if isinstance(path, str) and key_looks_secret(path):
             if value is UNKNOWN:
-                yield Violation(f"{shown} names a secret but its value is computed (unknown during preview); a "
+                yield Violation(f"{resource.name}: {shown} names a secret but its value is computed (unknown during preview); a "
                                 "secret key may hold only a literal vault:<mount>/<path>#<field> reference")
             elif value not in (None, "") and not (isinstance(value, str) and VAULT_REFERENCE.match(value)):
-                yield Violation(f"{shown} names a secret but holds a plaintext value, not a vault: reference")
+                yield Violation(f"{resource.name}: {shown} names a secret but holds a plaintext value; store it in Vault and write a "
+                                "vault:<mount>/<path>#<field> reference here")
             continue
         if value is UNKNOWN:
             yield Unverifiable(resource.name, f"the value of {shown}")
         elif isinstance(value, str):
             kind = secret_value_kind(value)
             if kind:
-                yield Violation(f"{shown} holds what looks like {kind}; secrets belong in Vault, referenced as "
+                yield Violation(f"{resource.name}: {shown} holds what looks like {kind}; secrets belong in Vault, referenced as "
                                 "vault:<mount>/<path>#<field>")
 
 
@@ -148,7 +149,7 @@ def check_consul_kv_prefix(resource: Resource, config: Mapping[str, Any]) -> Ite
             return
         owned = re.compile(config["keyPrefixPattern"])
         if not isinstance(prefix, str) or not owned.match(prefix):
-            yield Violation(f"KeyPrefix pathPrefix {prefix!r} is not one environment's folder (expected to match "
+            yield Violation(f"{resource.name}: KeyPrefix pathPrefix {prefix!r} is not one environment's folder (expected to match "
                             f"{owned.pattern}): a KeyPrefix deletes every key under its prefix that it does not "
                             "declare")
     pattern = re.compile(config["keyPattern"])
@@ -156,7 +157,8 @@ def check_consul_kv_prefix(resource: Resource, config: Mapping[str, Any]) -> Ite
         if path is UNKNOWN:
             yield Unverifiable(resource.name, "a key path")
         elif not isinstance(path, str) or not pattern.match(path):
-            yield Violation(f"KV key {path!r} is outside the registry's prefix (expected to match {pattern.pattern})")
+            yield Violation(f"{resource.name}: KV key {path!r} is outside the registry's prefix (expected to match "
+                            f"{pattern.pattern}); write it under registry/<env>/")
 
 
 # Vault's policy syntax: what each ``policy = "..."`` shorthand grants, and the attributes a path

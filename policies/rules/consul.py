@@ -240,21 +240,22 @@ def check_registry_auth(resources: list[Resource], config: Mapping[str, Any]) ->
     allowed: Mapping[str, list[str]] = config["allowedAuth"]
     mode = entries.get("REGISTRY_AUTH")
     fix = f"set REGISTRY_AUTH to one of {sorted(allowed)} with its settings (registry:auth)"
+    where = f"the registry's Consul KV ({', '.join(sorted(set(sources.values()))) or 'no KV resource'})"
     if mode is UNKNOWN:
         yield Unverifiable(sources["REGISTRY_AUTH"], "the value of REGISTRY_AUTH")
         return
     if mode in (None, ""):
-        yield Violation(f"the registry's Consul KV has no REGISTRY_AUTH: every client may pull and push "
+        yield Violation(f"{where} has no REGISTRY_AUTH: every client may pull and push "
                         f"anonymously; {fix}")
         return
     if not isinstance(mode, str) or mode not in allowed:
-        yield Violation(f"the registry's Consul KV sets REGISTRY_AUTH={mode!r}, which does not authenticate "
+        yield Violation(f"{where} sets REGISTRY_AUTH={mode!r}, which does not authenticate "
                         f"clients; {fix}")
         return
     missing = [f"REGISTRY_AUTH_{mode.upper()}_{setting}" for setting in allowed[mode]
                if entries.get(f"REGISTRY_AUTH_{mode.upper()}_{setting}") in (None, "")]
     if missing:
-        yield Violation(f"the registry's Consul KV sets REGISTRY_AUTH={mode!r} without {', '.join(missing)}: "
+        yield Violation(f"{where} sets REGISTRY_AUTH={mode!r} without {', '.join(missing)}: "
                         "Distribution refuses to start or checks nothing; set them")
     realm = entries.get(f"REGISTRY_AUTH_{mode.upper()}_REALM")
     if mode == "token" and isinstance(realm, str) and not realm.startswith("https://"):

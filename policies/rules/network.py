@@ -192,6 +192,7 @@ def _breadth_findings(who: str, direction: str, blocks: list[tuple[str, Any, lis
     allowed = [ipaddress.ip_network(c, strict=False) for c in config["allowedPublicCidrs"]]
     public = cidr_union((n, allowed) for n in public_part(union))
     sources = ", ".join(sorted({str(network) for _, network, _ in blocks}))
+    sources += " in " + ", ".join(sorted({where.split(" spec.", 1)[0] for where, _, _ in blocks}))
     if public:
         yield Violation(f"{who}: the {direction} ipBlocks ({sources}) together admit internet addresses "
                         f"({shown_networks(public)}, {address_count(public):,} IPv4 addresses); admit private "

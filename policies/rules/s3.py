@@ -134,7 +134,7 @@ def check_sse_kms(resource: Resource, config: Mapping[str, Any]) -> Iterable[Fin
         yield Unverifiable(resource.name, "rules")
         return
     if not rules:
-        yield Violation("no server-side encryption rule")
+        yield Violation(f"{resource.name}: no server-side encryption rule")
         return
     for index, rule in enumerate(as_list(rules)):
         default = dig(rule, "applyServerSideEncryptionByDefault")
@@ -143,12 +143,12 @@ def check_sse_kms(resource: Resource, config: Mapping[str, Any]) -> Iterable[Fin
         if algorithm is UNKNOWN:
             yield Unverifiable(resource.name, f"rules[{index}].applyServerSideEncryptionByDefault.sseAlgorithm")
         elif algorithm not in ("aws:kms", "aws:kms:dsse"):
-            yield Violation(f"rules[{index}] encrypts with {algorithm!r}; SSE-KMS ('aws:kms') with a "
+            yield Violation(f"{resource.name}: rules[{index}] encrypts with {algorithm!r}; SSE-KMS ('aws:kms') with a "
                             "customer-managed key is required")
         if key is UNKNOWN:
             yield Unverifiable(resource.name, f"rules[{index}].applyServerSideEncryptionByDefault.kmsMasterKeyId")
         elif not key or (isinstance(key, str) and key.endswith("alias/aws/s3")):
-            yield Violation(f"rules[{index}] names no customer-managed KMS key (kmsMasterKeyId is {key!r}); the AWS "
+            yield Violation(f"{resource.name}: rules[{index}] names no customer-managed KMS key (kmsMasterKeyId is {key!r}); the AWS "
                             "managed key cannot be scoped to the registry role")
 
 
@@ -158,7 +158,8 @@ def check_public_access_block(resource: Resource, config: Mapping[str, Any]) -> 
         if value is UNKNOWN:
             yield Unverifiable(resource.name, flag)
         elif value is not True:
-            yield Violation(f"{flag} is {value!r}; all four public access flags must be true")
+            yield Violation(f"{resource.name}: {flag} is {value!r}: a public ACL or policy would take effect; set all "
+                            "four public access flags to true")
 
 
 def check_owner_enforced(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
@@ -166,7 +167,7 @@ def check_owner_enforced(resource: Resource, config: Mapping[str, Any]) -> Itera
     if ownership is UNKNOWN:
         yield Unverifiable(resource.name, "rule.objectOwnership")
     elif ownership != "BucketOwnerEnforced":
-        yield Violation(f"objectOwnership is {ownership!r}; 'BucketOwnerEnforced' disables ACLs entirely")
+        yield Violation(f"{resource.name}: objectOwnership is {ownership!r}; 'BucketOwnerEnforced' disables ACLs entirely")
 
 
 def _denies_plain_http(statement: Any) -> bool:
@@ -203,14 +204,14 @@ def check_tls_only_policy(resource: Resource, config: Mapping[str, Any]) -> Iter
         yield Unverifiable(resource.name, "policy")
         return
     if not isinstance(document, dict):
-        yield Violation("the bucket policy is not a JSON policy document")
+        yield Violation(f"{resource.name}: the bucket policy is not a JSON policy document")
         return
     statements = [s for s in as_list(document.get("Statement")) if _denies_plain_http(s)]
     if not statements:
-        yield Violation("no statement denies every principal all S3 actions when aws:SecureTransport is false")
+        yield Violation(f"{resource.name}: no statement denies every principal all S3 actions when aws:SecureTransport is false")
     elif not any(_covers_bucket_and_objects(s, bucket) for s in statements):
         target = f"arn:aws:s3:::{bucket}" if isinstance(bucket, str) else "<arn>"
-        yield Violation(f"the TLS-only statement must cover the bucket the policy is attached to and its objects "
+        yield Violation(f"{resource.name}: the TLS-only statement must cover the bucket the policy is attached to and its objects "
                         f"({target} and {target}/*)")
     elif bucket is UNKNOWN:
         yield Unverifiable(resource.name, "bucket")
@@ -233,13 +234,13 @@ def check_noncurrent_expiration(resource: Resource, config: Mapping[str, Any]) -
     if unknown_path:
         yield Unverifiable(resource.name, unknown_path)
     else:
-        yield Violation("no enabled rule expires noncurrent object versions; old versions would be kept forever")
+        yield Violation(f"{resource.name}: no enabled rule expires noncurrent object versions; old versions would be kept forever")
 
 
 def check_protected(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
     if not resource.protect:
         what = "bucket" if resource.type in BUCKET_TYPES else "KMS key"
-        yield Violation(f"the {what} holds (or decrypts) every image; set protect=True so no update or destroy "
+        yield Violation(f"{resource.name}: the {what} holds (or decrypts) every image; set protect=True so no update or destroy "
                         "can delete it")
 
 
@@ -248,7 +249,8 @@ def check_key_rotation(resource: Resource, config: Mapping[str, Any]) -> Iterabl
     if rotation is UNKNOWN:
         yield Unverifiable(resource.name, "enableKeyRotation")
     elif rotation is not True:
-        yield Violation("enableKeyRotation must be true")
+        yield Violation(f"{resource.name}: enableKeyRotation is {rotation!r}: the key material never changes; set "
+                        "enableKeyRotation: true")
 
 
 # --- who the resource policies admit ------------------------------------------------------------
