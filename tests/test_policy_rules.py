@@ -474,6 +474,8 @@ node_prefix "" {
     (GC_ACL_RULES + 'keyring = "write"\n', True),
     (GC_ACL_RULES + 'service "registry" {\n  policy = "write"\n  intentions = "write"\n}\n', True),
     (GC_ACL_RULES + 'agent_prefix "" {\n  policy = "write"\n}\n', True),
+    (GC_ACL_RULES.replace('service_prefix "" {\n  policy = "read"\n', 'service_prefix "" {\n  policy = "read"\n'
+                          '  intentions = "write"\n'), True),
     ('{"key": {"registry/prod/env/REGISTRY_AUTH": {"policy": "write"}}}', True),  # the JSON form
     ('key_prefix "registry/prod/" {{', True),  # unparseable
 ])

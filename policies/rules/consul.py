@@ -97,6 +97,9 @@ def _acl_rule_findings(document: Mapping[str, Any], config: Mapping[str, Any]) -
         for label, body in blocks:
             level = dig(body, "policy")
             where = f'{key} "{label}"'
+            if key.startswith("service") and dig(body, "intentions") not in (None, "deny", "read"):
+                yield (f"{where} grants intentions = {dig(body, 'intentions')!r}: the token could open the mesh to "
+                       "any caller; remove it")
             if level not in ACCESS_LEVELS:
                 yield f"{where} has policy {level!r}; use one of {list(ACCESS_LEVELS)}"
                 continue
@@ -116,9 +119,6 @@ def _acl_rule_findings(document: Mapping[str, Any], config: Mapping[str, Any]) -
                 if level == "write" and label not in services:
                     yield (f"{where} grants write: the token could register (and receive traffic as) {label!r}; "
                            f"only {sorted(services)} may be registered")
-                if dig(body, "intentions") not in (None, "deny", "read"):
-                    yield (f"{where} grants intentions = {dig(body, 'intentions')!r}: the token could open the "
-                           "mesh to any caller; remove it")
             elif level == "write":
                 yield (f"{where} grants write: the token could register or act as {'any' if 'prefix' in key else 'a'} "
                        f"{key.split('_')[0]}; grant read at most")
