@@ -703,6 +703,15 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
     "the registry's provider allowed into another account": ("prod", lambda p: edit(
         p, "pulumi:providers:aws", "registry-storage-aws", _set("allowedAccountIds", json.dumps([FOREIGN_ACCOUNT]))),
         "aws-providers-own-account", f"allows account '{FOREIGN_ACCOUNT}'"),
+    # found by a second round of regressions written after the rules (see the report of issue 12)
+    "the registry role creating grants on its key": ("prod", lambda p: edit(p, ROLE_POLICY, REGISTRY_ACCESS, _statement(
+        "RegistryKmsKey", lambda s: s["Action"].append("kms:CreateGrant"))), "iam-no-delegating-actions",
+        "kms:CreateGrant"),
+    "a 7-day deletion window on the registry's key": ("prod", lambda p: edit(p, KMS_KEY, f"{REGISTRY}-key", _set(
+        "deletionWindowInDays", 7)), "kms-key-deletion-window", "deletionWindowInDays is 7"),
+    "the GC's Vault role bound to the default service account": ("prod", lambda p: edit(
+        p, VAULT_ROLE, "registry-secrets-registry-gc-auth-role", _set("boundServiceAccountNames", ["default"])),
+        "vault-role-bound-to-stack-account", "cicd/default"),
 }
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}

@@ -30,6 +30,7 @@ from .support import (
     resource_policy,
     schema,
     stack_policy,
+    strings,
 )
 
 VAULT_POLICY = "vault:index/policy:Policy"
@@ -313,6 +314,33 @@ def check_vault_role_policies_defined(resources: list[Resource], config: Mapping
                                 "grant only the stack's own vault.Policy", role.urn)
 
 
+SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+
+
+def check_vault_role_accounts_defined(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A Kubernetes auth role is bound to a service account this stack defines (in its namespace): a role
+    bound to ``default`` or to another team's account hands the registry's secrets to their pods."""
+    pairs = [(dig(r.props, "metadata", "namespace", default="default"), dig(r.props, "metadata", "name"))
+             for r in resources if r.type == SERVICE_ACCOUNT]
+    accounts = {pair for pair in pairs if all(isinstance(part, str) for part in pair)}
+    if any(UNKNOWN in pair for pair in pairs):
+        yield from (Unverifiable(r.name, "the stack's service accounts") for r in resources if r.type == VAULT_K8S_ROLE)
+        return
+    for role in (r for r in resources if r.type == VAULT_K8S_ROLE):
+        names = dig(role.props, "boundServiceAccountNames", default=[])
+        namespaces = dig(role.props, "boundServiceAccountNamespaces", default=[])
+        if UNKNOWN in (names, namespaces) or UNKNOWN in [*as_list(names), *as_list(namespaces)]:
+            yield Unverifiable(role.name, "boundServiceAccountNames/Namespaces")
+            continue
+        bound = [(namespace, name) for namespace in strings(as_list(namespaces)) for name in strings(as_list(names))]
+        if len(bound) != 1 or "*" in "".join(bound[0]):
+            continue  # not one account: vault-kubernetes-role-single-binding reports it, once
+        if bound[0] not in accounts:
+            yield Violation(f"Vault role {dig(role.props, 'roleName', default=role.name)} is bound to "
+                            f"{'/'.join(bound[0])}, a service account this stack does not define: its pods would read "
+                            "the registry's secrets; bind the stack's own account", role.urn)
+
+
 VAULT_SECRET = "vault:kv/secretV2:SecretV2"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
@@ -370,6 +398,9 @@ POLICIES = [
                     "Each Vault Kubernetes auth role is bound to one service account in one namespace, with an "
                     "audience, short token TTLs, no periodic tokens, no root or default policy.",
                     (VAULT_K8S_ROLE,), check_vault_role_binding, VAULT_ROLE_CONFIG),
+    stack_policy("vault-role-bound-to-stack-account",
+                 "Vault Kubernetes auth roles are bound to service accounts the stack defines.",
+                 check_vault_role_accounts_defined),
     stack_policy("vault-role-policies-defined",
                  "Vault Kubernetes auth roles grant only Vault policies the stack defines (and the pack checks).",
                  check_vault_role_policies_defined),

@@ -434,6 +434,34 @@ def check_history_actions(resources: list[Resource], config: Mapping[str, Any]) 
                                 "historyActions for the one role that must have it)", resource.urn)
 
 
+# --- actions that hand access to someone else ---------------------------------------------------------
+
+DELEGATING_ACTIONS = {
+    "kms:CreateGrant": "lets the role hand the key's use to any principal",
+    "iam:PassRole": "lets the role give a role to a service it starts",
+    "iam:CreateAccessKey": "mints long-lived keys for a user",
+    "iam:CreateLoginProfile": "gives a user a console password",
+    "iam:AttachUserPolicy": "gives a user any policy",
+    "sts:AssumeRole": "lets the role become another role",
+    "sts:GetFederationToken": "mints credentials for anyone it names",
+}
+
+
+def check_delegating_actions(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """No role hands its access (or a key's, or another role's) to a principal nobody here declared: what
+    it would grant then escapes every rule of this pack."""
+    for found in _owned_statements(resources):
+        if isinstance(found, Unverifiable):
+            yield found
+            continue
+        resource, owner, where, statement = found
+        for action in (a for a in as_list(statement.get("Action")) if isinstance(a, str)):
+            name = next((n for n in DELEGATING_ACTIONS if n.lower() == action.lower()), None)
+            if name:
+                yield Violation(f"{resource.name}: {where} statement {statement.get('Sid', '(no Sid)')} lets {owner} "
+                                f"call {name}, which {DELEGATING_ACTIONS[name]}; remove it", resource.urn)
+
+
 # --- which account the providers deploy into ---------------------------------------------------------
 
 AWS_PROVIDER = "pulumi:providers:aws"
@@ -487,6 +515,9 @@ POLICIES = [
                  "No role may delete object versions, change versioning, lifecycle, replication, encryption or "
                  "policies, or disable/delete keys, unless historyActions declares it for that role.",
                  check_history_actions, HISTORY_CONFIG),
+    stack_policy("iam-no-delegating-actions",
+                 "No role may create KMS grants, pass or assume roles, or mint user credentials.",
+                 check_delegating_actions),
     stack_policy("aws-providers-own-account",
                  "AWS providers assume no role of another account and allow no other account.",
                  check_providers_own_account, schema(ACCOUNTS_PROPERTY)),

@@ -27,6 +27,7 @@ from .support import (
     ACCOUNTS_PROPERTY,
     arn_account,
     dig,
+    is_number,
     own_accounts,
     parse_json_document,
     principals,
@@ -251,6 +252,27 @@ def check_key_rotation(resource: Resource, config: Mapping[str, Any]) -> Iterabl
     elif rotation is not True:
         yield Violation(f"{resource.name}: enableKeyRotation is {rotation!r}: the key material never changes; set "
                         "enableKeyRotation: true")
+
+
+AWS_DEFAULT_DELETION_WINDOW = 30  # days, when deletionWindowInDays is not set
+KEY_DELETION_CONFIG = schema({
+    "minDeletionWindowDays": {
+        "type": "integer",
+        "description": "Fewest days between scheduling a key's deletion and the deletion (the window to cancel it).",
+        "default": 30,
+    },
+})
+
+
+def check_key_deletion_window(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    """Deleting a key deletes every image encrypted with it: the waiting period is the last chance to notice."""
+    days = dig(resource.props, "deletionWindowInDays", default=AWS_DEFAULT_DELETION_WINDOW)
+    minimum = config["minDeletionWindowDays"]
+    if days is UNKNOWN:
+        yield Unverifiable(resource.name, "deletionWindowInDays")
+    elif not is_number(days) or days < minimum:
+        yield Violation(f"{resource.name}: deletionWindowInDays is {days!r}: a scheduled deletion of the key (and "
+                        f"of every image with it) could go unnoticed; set at least {minimum} days")
 
 
 # --- who the resource policies admit ------------------------------------------------------------
@@ -500,6 +522,9 @@ POLICIES = [
     resource_policy("kms-key-rotation-enabled",
                     "KMS keys rotate their key material yearly.",
                     (KMS_KEY,), check_key_rotation),
+    resource_policy("kms-key-deletion-window",
+                    "KMS keys wait at least minDeletionWindowDays (30) between a scheduled deletion and the deletion.",
+                    (KMS_KEY,), check_key_deletion_window, KEY_DELETION_CONFIG),
     stack_policy("s3-bucket-policy-allows-nothing",
                  "Bucket policies only deny; no Allow to anyone, any account or any principal (roles get access "
                  "from their own policies).",
