@@ -1,13 +1,17 @@
-"""What the registry finds in Consul: its KV settings, its mesh rules, its ACL policy and its health check.
+"""What the registry finds in Consul: its KV settings, its mesh rules, its ACL identities and its health check.
 
 Pure functions compute each piece as plain data; ``RegistryConsulConfig`` registers them. The key layout
-under ``registry/<env>/`` is the contract with config-cli (docs/config-flow.md):
+under ``registry/<env>/`` is the contract with config-cli (components/names.py, docs/config-cli.md); the
+program owns ``config/``:
 
-- ``env/<NAME>``: one key per environment variable of ``registry_environment()``; the value is the
+- ``config/env/<NAME>``: one key per environment variable of ``registry_environment()``; the value is the
   variable's value verbatim, or a Vault reference ``vault:<mount>/<path>#<field>``;
-- ``files/<name>``: a file config-cli writes to ``SECRETS_DIRECTORY/<name>`` (content or Vault reference);
-- ``credentials-generation``: the rotation counter, so a rotation is a visible KV change;
-- ``service/check``: the Consul check definition config-cli registers with the service (JSON).
+- ``config/files/<name>``: a file config-cli writes to ``SECRETS_DIRECTORY/<name>`` (content or Vault reference);
+- ``config/credentials-generation``: the rotation counter, so a rotation is a visible KV change;
+- ``config/service/check``: the Consul check definition config-cli registers with the service (JSON).
+
+``maintenance/`` belongs to the operations jobs: the garbage-collection job's token may write exactly the
+read-only key there, and nothing here declares it, so ``pulumi up`` never undoes a running collection.
 
 No value is a secret: secrets stay in Vault and only their references are written here.
 """
@@ -21,15 +25,11 @@ from typing import Any, Optional
 import pulumi
 import pulumi_consul as consul
 
+from . import names
+from .names import (CHECK_KEY, CONSUL_SERVICE_NAME, DEBUG_PORT, ENV_FOLDER, FILES_FOLDER, GC_NAME, GENERATION_KEY,
+                    SERVICE_ACCOUNT_NAME, SIDECAR_SERVICE_NAME)
 from .registry_config import VAULT_REFERENCE_PREFIX, config_files, registry_environment
-from .settings import DEBUG_PORT, Settings
-from .workload import CONSUL_SERVICE_NAME
-
-ENV_FOLDER = "env/"
-FILES_FOLDER = "files/"
-GENERATION_KEY = "credentials-generation"
-CHECK_KEY = "service/check"
-SIDECAR_SERVICE_NAME = f"{CONSUL_SERVICE_NAME}-sidecar-proxy"
+from .settings import Settings
 # config-cli replaces this with its own POD_IP before registering the check.
 POD_IP_PLACEHOLDER = "${POD_IP}"
 HEALTH_PATH = "/debug/health"
@@ -61,7 +61,7 @@ def health_check(settings: Settings) -> dict:
 
 
 def kv_subkeys(settings: Settings, kms_key_arn: Optional[pulumi.Input[str]] = None) -> dict[str, Any]:
-    """Every Consul key under ``settings.consul_kv_prefix`` (relative to it) and its value."""
+    """Every Consul key the program owns, relative to ``names.config_kv_prefix()``, and its value."""
     entries = {f"{ENV_FOLDER}{name}": value for name, value in registry_environment(settings, kms_key_arn).items()}
     entries.update({f"{FILES_FOLDER}{name}": content for name, content in config_files(settings).items()})
     entries[GENERATION_KEY] = str(settings.credentials_generation)
@@ -105,8 +105,39 @@ def acl_policy_rules(settings: Settings) -> str:
     )
 
 
+def gc_acl_policy_rules(settings: Settings) -> str:
+    """HCL the garbage-collection job adds to the registry's own: write exactly the read-only key.
+
+    ``key`` (not ``key_prefix``) matches one key only, so the job cannot touch any other setting.
+    """
+    return f'key "{names.readonly_kv_key(settings.environment)}" {{\n  policy = "write"\n}}\n'
+
+
 def acl_policy_name(settings: Settings) -> str:
-    return f"{CONSUL_SERVICE_NAME}-{settings.environment}"
+    return names.vault_role_name(SERVICE_ACCOUNT_NAME, settings.environment)
+
+
+def gc_acl_policy_name(settings: Settings) -> str:
+    return names.vault_role_name(GC_NAME, settings.environment)
+
+
+def binding_rule_selector(namespace: str, account: str) -> str:
+    """Consul's bexpr over the Kubernetes auth method's claims: one service account in one namespace."""
+    return f'serviceaccount.namespace=="{namespace}" and serviceaccount.name=="{account}"'
+
+
+def acl_identities(settings: Settings) -> list[dict[str, Any]]:
+    """Who logs in to Consul with which policies: the registry's pods, and the GC Job, whose read-only
+    replica is the registry too (same reads, same service) and which also flips the read-only key.
+
+    Consul 1.14's binding rules bind a role (``bindType: policy`` arrived later), so each account gets a role
+    named like its Vault role.
+    """
+    registry = acl_policy_name(settings)
+    return [
+        {"account": SERVICE_ACCOUNT_NAME, "role": registry, "policies": [registry]},
+        {"account": GC_NAME, "role": gc_acl_policy_name(settings), "policies": [registry, gc_acl_policy_name(settings)]},
+    ]
 
 
 def _config_json(value: dict) -> str:
@@ -135,7 +166,7 @@ class RegistryConsulConfig(pulumi.ComponentResource):
         # keys after a switch) is deleted from Consul, so config-cli never exports a stale variable.
         consul.KeyPrefix(
             f"{name}-kv",
-            path_prefix=settings.consul_kv_prefix,
+            path_prefix=names.config_kv_prefix(settings.environment),
             # Only the KMS key ARN waits for AWS; every other value stays known during preview, so the
             # policy pack can check them before the key exists.
             subkeys=kv_subkeys(settings, args.kms_key_arn),
@@ -156,6 +187,32 @@ class RegistryConsulConfig(pulumi.ComponentResource):
             rules=acl_policy_rules(settings),
             opts=child,
         )
+        gc_policy = consul.AclPolicy(
+            f"{name}-gc-acl-policy",
+            name=gc_acl_policy_name(settings),
+            description=f"Docker registry ({settings.environment}) garbage collection: write the read-only key only",
+            rules=gc_acl_policy_rules(settings),
+            opts=child,
+        )
+        policy_ids = {acl_policy_name(settings): policy.id, gc_acl_policy_name(settings): gc_policy.id}
+        for identity in acl_identities(settings):
+            short = "gc" if identity["account"] == GC_NAME else "registry"
+            role = consul.AclRole(
+                f"{name}-{short}-acl-role",
+                name=identity["role"],
+                description=f"Service account {settings.namespace}/{identity['account']} ({settings.environment})",
+                policies=[policy_ids[p] for p in identity["policies"]],
+                opts=child,
+            )
+            consul.AclBindingRule(
+                f"{name}-{short}-binding-rule",
+                auth_method=settings.consul_auth_method,
+                description=f"{settings.namespace}/{identity['account']} logs in as role {identity['role']}",
+                selector=binding_rule_selector(settings.namespace, identity["account"]),
+                bind_type="role",
+                bind_name=role.name,
+                opts=child,
+            )
 
         self.kv_prefix = pulumi.Output.from_input(settings.consul_kv_prefix)
         self.acl_policy_name = policy.name

@@ -19,8 +19,8 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .settings import DEBUG_PORT, WORKLOAD_NAME, FilesystemStorage, MinioStorage, S3Storage, Settings
-from .storage import DATA_VOLUME
+from .names import COMPONENT_LABEL, DEBUG_PORT, GC_NAME, WORKLOAD_NAME, data_claim_name
+from .settings import FilesystemStorage, MinioStorage, S3Storage, Settings
 from .workload import common_labels, selector_labels
 
 MONITORING_API_VERSION = "monitoring.coreos.com/v1"
@@ -31,8 +31,8 @@ METRICS_COMPONENT = "metrics"
 SCRAPE_JOB = METRICS_SERVICE_NAME
 SCRAPE_INTERVAL = "30s"
 
-# The garbage-collection CronJob (built elsewhere): its Jobs are found through kube_job_owner.
-GC_CRONJOB_NAME = "registry-gc"
+# The garbage-collection CronJob (components/operations.py): its Jobs are found through kube_job_owner.
+GC_CRONJOB_NAME = GC_NAME
 
 ERROR_RATIO_THRESHOLD = 0.05
 STORAGE_FULL_THRESHOLD = 0.80
@@ -61,7 +61,7 @@ EXTERNAL_METRICS = {
 
 def metrics_labels(settings: Settings) -> dict[str, str]:
     """The metrics Service's labels; the component label sets it apart from the client Services."""
-    return {**common_labels(settings), "app.kubernetes.io/component": METRICS_COMPONENT}
+    return {**common_labels(settings), COMPONENT_LABEL: METRICS_COMPONENT}
 
 
 def metrics_service(settings: Settings) -> dict:
@@ -82,7 +82,7 @@ def service_monitor(settings: Settings) -> dict:
         "kind": "ServiceMonitor",
         "metadata": {"name": WORKLOAD_NAME, "namespace": settings.namespace, "labels": common_labels(settings)},
         "spec": {
-            "selector": {"matchLabels": {**selector_labels(settings), "app.kubernetes.io/component": METRICS_COMPONENT}},
+            "selector": {"matchLabels": {**selector_labels(settings), COMPONENT_LABEL: METRICS_COMPONENT}},
             "namespaceSelector": {"matchNames": [settings.namespace]},
             "endpoints": [
                 {"port": "debug", "path": METRICS_PATH, "scheme": "http", "interval": SCRAPE_INTERVAL, "scrapeTimeout": "10s"}
@@ -183,10 +183,10 @@ def _storage_usage(settings: Settings) -> tuple[str, str]:
     storage = settings.storage
     if isinstance(storage, FilesystemStorage):
         # The StatefulSet's claim of its only pod: <template name>-<set name>-<ordinal>.
-        claim = _selector(namespace=settings.namespace, persistentvolumeclaim=f"{DATA_VOLUME}-{WORKLOAD_NAME}-0")
+        claim = _selector(namespace=settings.namespace, persistentvolumeclaim=data_claim_name())
         return (
             f"kubelet_volume_stats_used_bytes{claim}\n/\nkubelet_volume_stats_capacity_bytes{claim}",
-            f"volume {DATA_VOLUME}-{WORKLOAD_NAME}-0",
+            f"volume {data_claim_name()}",
         )
     budget = settings.s3_storage_budget_bytes
     if isinstance(storage, S3Storage):

@@ -1,10 +1,15 @@
 """Who may talk to the registry pods, and whom they may talk to.
 
 Every registry pod is selected by a default-deny policy for both directions; allow policies then
-open exactly the paths the seed names: CI runner namespaces, Kubernetes nodes and developer ranges to
-the registry port; the monitoring namespace to the metrics port; DNS, Consul, Vault and the storage
-endpoint outbound. An empty allow-list produces no rule at all: in a NetworkPolicy an empty ``from``
-would admit everybody.
+open exactly the paths that work: CI runner namespaces (in the mesh) and the ingress controller to the
+registry and mesh ports; the monitoring namespace and the nodes' Consul agents to the debug port; DNS,
+Consul, Vault and the storage endpoint outbound. An empty allow-list produces no rule at all: in a
+NetworkPolicy an empty ``from`` would admit everybody.
+
+Kubelets and developers are outside the mesh, and the registry port accepts only the sidecar's mTLS, so a
+node or developer CIDR admitted to it would be a path that cannot work. They reach the registry through
+the Ingress (HTTPS with a certificate they trust), whose source ranges hold both; without an Ingress host
+the nodes have no pull path (README, "How clients reach the registry").
 
 Traffic from the node a pod runs on (the kubelet's probes) is always allowed by Kubernetes, whatever
 the policies say, so the probes need no rule here.
@@ -19,15 +24,11 @@ from urllib.parse import urlparse
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .settings import DEBUG_PORT, HTTP_PORT, WORKLOAD_NAME, MinioStorage, S3Storage, Settings
-from .workload import CLIENT_SERVICE_NAME, common_labels, selector_labels
+from .names import (CLIENT_SERVICE_NAME, CONSUL_GRPC_PORT, DEBUG_PORT, HTTP_PORT, HTTPS_PORT, MESH_INBOUND_PORT,
+                    NAMESPACE_LABEL, WORKLOAD_NAME, dns_egress)
+from .settings import MinioStorage, S3Storage, Settings
+from .workload import common_labels, selector_labels
 
-# Consul Connect's Envoy sidecar listens for mTLS traffic from other mesh services on this port.
-MESH_INBOUND_PORT = 20000
-# Consul's HTTPS API (config-cli) and gRPC port (the dataplane sidecar's xDS stream).
-CONSUL_GRPC_PORT = 8502
-NAMESPACE_LABEL = "kubernetes.io/metadata.name"
-HTTPS_PORT = 443
 
 
 def _policy(settings: Settings, name: str, spec: dict) -> dict:
@@ -66,14 +67,16 @@ def _egress_to(url: str, extra_ports: tuple[int, ...] = ()) -> dict:
 
 
 def client_peers(settings: Settings, ingress_controller_namespace: Optional[str] = None) -> list[dict]:
-    peers: list[dict] = []
+    """Mesh clients only: the CI runner namespaces and the (mesh-injected) ingress controller."""
     namespaces = set(settings.ci_runner_namespaces)
     if ingress_controller_namespace:
         namespaces.add(ingress_controller_namespace)
-    if namespaces:
-        peers.append(_namespaces(namespaces))
-    peers.extend({"ipBlock": {"cidr": str(cidr)}} for cidr in (*settings.node_cidrs, *settings.developer_cidrs))
-    return peers
+    return [_namespaces(namespaces)] if namespaces else []
+
+
+def ingress_source_ranges(settings: Settings) -> list[str]:
+    """Who may use the Ingress: developers and the nodes' kubelets (both outside the mesh)."""
+    return [str(cidr) for cidr in (*settings.developer_cidrs, *settings.node_cidrs)]
 
 
 def storage_egress(settings: Settings) -> Optional[dict]:
@@ -109,13 +112,7 @@ def network_policies(settings: Settings, ingress_controller_namespace: Optional[
     }))
 
     egress: list[dict[str, Any]] = [
-        {
-            "to": [{
-                "namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "kube-system"}},
-                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-            }],
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        },
+        dns_egress(),
         _egress_to(settings.consul_http_addr, (CONSUL_GRPC_PORT,)),
         _egress_to(settings.vault_addr),
     ]
@@ -127,7 +124,7 @@ def network_policies(settings: Settings, ingress_controller_namespace: Optional[
 
 
 def developer_ingress(settings: Settings) -> Optional[dict]:
-    """A TLS-terminating Ingress for developers outside the cluster, limited to their ranges."""
+    """A TLS-terminating Ingress for developers and kubelets outside the mesh, limited to their ranges."""
     if not settings.ingress_host:
         return None
     return {
@@ -136,7 +133,7 @@ def developer_ingress(settings: Settings) -> Optional[dict]:
             "namespace": settings.namespace,
             "labels": common_labels(settings),
             "annotations": {
-                "nginx.ingress.kubernetes.io/whitelist-source-range": ",".join(str(c) for c in settings.developer_cidrs),
+                "nginx.ingress.kubernetes.io/whitelist-source-range": ",".join(ingress_source_ranges(settings)),
                 # Layers are pushed as single multi-gigabyte requests: no body limit, no buffering,
                 # and timeouts long enough for a slow link.
                 "nginx.ingress.kubernetes.io/proxy-body-size": "0",

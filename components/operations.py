@@ -27,18 +27,17 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from . import names
+from .names import (API_SERVER_PORTS, BACKUP_COMPONENT, COMPONENT_LABEL, DATA_VOLUME, GC_COMPONENT, GC_NAME,
+                    HEADLESS_SERVICE_NAME, HTTP_PORT, MESH_INBOUND_PORT, POD_NAME_LABEL, SNAPSHOT_NAME, WORKLOAD_NAME,
+                    data_claim_name, dns_egress, object_metadata, readonly_kv_key)
 from .registry_config import DATA_DIRECTORY, SECRETS_DIRECTORY, registry_environment
-from .settings import HTTP_PORT, WORKLOAD_NAME, DisasterRecoveryBucket, FilesystemStorage, S3Storage, Settings
-from .storage import DATA_VOLUME, S3BucketStorage, irsa_trust_policy, s3_access_policy, secure_bucket_settings
-from .workload import (HEADLESS_SERVICE_NAME, IRSA_ANNOTATION, config_cli_environment, container_resources,
-                       container_security_context, mesh_annotations, pod_security_context, selector_labels)
+from .settings import DisasterRecoveryBucket, FilesystemStorage, S3Storage, Settings
+from .storage import S3BucketStorage, irsa_trust_policy, s3_access_policy, secure_bucket_settings
+from .workload import (IRSA_ANNOTATION, VAULT_TOKEN_MOUNT, config_cli_environment, container_resources,
+                       container_security_context, image_pull_policy, mesh_annotations, pod_security_context,
+                       selector_labels, vault_token_volume)
 
-# The Consul KV key config-cli exports as REGISTRY_STORAGE_MAINTENANCE_READONLY (the config branch owns
-# the KV layout; this is the one place that spells the key's path).
-READONLY_KV_KEY_TEMPLATE = "registry/{environment}/REGISTRY_STORAGE_MAINTENANCE_READONLY"
-
-GC_NAME = "registry-gc"  # the CronJob's name: the garbage-collection alerts select its Jobs by it
-SNAPSHOT_NAME = "registry-snapshot"
 SCRIPTS_DIRECTORY = Path(__file__).resolve().parent / "scripts"
 GC_SCRIPT = "registry-gc.sh"
 SNAPSHOT_SCRIPT = "registry-snapshot.sh"
@@ -49,9 +48,6 @@ DRAIN_MARKER = "/tmp/registry-gc-draining"
 PROBE_REPOSITORY = "registry-gc/probe"
 # Consul dataplane's proxy-lifecycle endpoint: a Job pod asks its sidecar to exit when it is done.
 SIDECAR_SHUTDOWN_URL = "http://127.0.0.1:20600/graceful_shutdown"
-API_SERVER_PORTS = (443, 6443)
-MESH_INBOUND_PORT = 20000
-COMPONENT_LABEL = "app.kubernetes.io/component"
 # Enough for the trap to restart every replica back into write mode after SIGTERM (deadline hit).
 GC_TERMINATION_GRACE_SECONDS = 900
 GC_STARTING_DEADLINE_SECONDS = 3600
@@ -62,34 +58,12 @@ TOKEN_SKIP_ANNOTATION = {
 }
 
 
-def readonly_kv_key(environment: str) -> str:
-    return READONLY_KV_KEY_TEMPLATE.format(environment=environment)
-
-
-def data_claim_name() -> str:
-    """The claim the StatefulSet's volumeClaimTemplate creates for its single filesystem pod."""
-    return f"{DATA_VOLUME}-{WORKLOAD_NAME}-0"
-
-
 def operations_labels(settings: Settings, component: str) -> dict[str, str]:
-    """Labels of the operations objects. The instance differs from the registry's, so that no
-    operations pod matches the registry's selector (its Services, PDB and NetworkPolicies) unless it
-    adds those labels on purpose, as the GC pod does."""
-    return {
-        "app.kubernetes.io/name": "docker-registry",
-        "app.kubernetes.io/instance": f"registry-{settings.environment}-{component}",
-        COMPONENT_LABEL: component,
-        "app.kubernetes.io/part-of": "cicd",
-        "app.kubernetes.io/managed-by": "pulumi",
-    }
+    return names.operations_labels(settings.environment, component)
 
 
 def _metadata(settings: Settings, name: str, component: str, annotations: Optional[dict] = None) -> dict:
-    metadata: dict[str, Any] = {"name": name, "namespace": settings.namespace,
-                                "labels": operations_labels(settings, component)}
-    if annotations:
-        metadata["annotations"] = dict(annotations)
-    return metadata
+    return object_metadata(name, settings.namespace, operations_labels(settings, component), annotations)
 
 
 def script_text(name: str) -> str:
@@ -145,7 +119,7 @@ def _tools_init_container(settings: Settings) -> dict:
     return {
         "name": "tools",
         "image": settings.operations_tools_image,
-        "imagePullPolicy": "Always",
+        "imagePullPolicy": image_pull_policy(settings.operations_tools_image),
         "command": ["cp", *[f"/usr/local/bin/{tool}" for tool in TOOLS], TOOLS_MOUNT],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}},
         "securityContext": container_security_context(settings),
@@ -174,8 +148,9 @@ def gc_storage_environment(settings: Settings, kms_key_arn: Optional[Any] = None
 
 def gc_pod_labels(settings: Settings) -> dict[str, str]:
     """The registry's selector labels, so the Job's read-only replica is an endpoint of the client
-    Service and of the Consul service and is covered by the registry's NetworkPolicies."""
-    return {**operations_labels(settings, "garbage-collector"), **selector_labels(settings)}
+    Service and of the Consul service and is covered by the registry's NetworkPolicies; its component
+    label (garbage-collector) keeps it out of the StatefulSet's PodDisruptionBudget."""
+    return {**operations_labels(settings, GC_COMPONENT), **selector_labels(settings)}
 
 
 def gc_pod_annotations(settings: Settings) -> dict[str, str]:
@@ -203,27 +178,31 @@ def gc_container(settings: Settings, kms_key_arn: Optional[Any] = None) -> dict:
         {"name": "tools", "mountPath": TOOLS_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "secrets", "mountPath": SECRETS_DIRECTORY},
+        VAULT_TOKEN_MOUNT,
     ]
     if isinstance(settings.storage, FilesystemStorage):
         mounts.append({"name": DATA_VOLUME, "mountPath": DATA_DIRECTORY})
     env = [
-        *config_cli_environment(settings),
+        # The replica's config-cli logs in to Vault and Consul as registry-gc, under its own roles.
+        *config_cli_environment(settings, GC_NAME),
         {"name": "PATH", "value": _path_with_tools()},
         {"name": "NAMESPACE", "value": settings.namespace},
         {"name": "STATEFULSET", "value": WORKLOAD_NAME},
         {"name": "READONLY_KV_KEY", "value": readonly_kv_key(settings.environment)},
+        {"name": "GC_SERVE_COMMAND", "value": " ".join(names.CONFIG_CLI_COMMAND)},
         {"name": "GC_REPLICA_URL", "value": f"http://127.0.0.1:{HTTP_PORT}"},
         {"name": "GC_DRAIN_MARKER", "value": DRAIN_MARKER},
         {"name": "GC_POD_URL_TEMPLATE", "value": _pod_url_template(settings)},
         {"name": "GC_PROBE_REPOSITORY", "value": PROBE_REPOSITORY},
-        {"name": "GC_CONSUL_LOGIN_METHOD", "value": f"registry-{settings.environment}-kubernetes"},
+        {"name": "GC_CONSUL_LOGIN_METHOD", "value": settings.consul_auth_method},
+        {"name": "GC_DELETE_UNTAGGED", "value": "true" if settings.gc_delete_untagged else "false"},
         {"name": "GC_SIDECAR_SHUTDOWN_URL", "value": SIDECAR_SHUTDOWN_URL},
         *gc_storage_environment(settings, kms_key_arn),
     ]
     return {
-        "name": "registry-gc",
+        "name": GC_NAME,
         "image": settings.image,
-        "imagePullPolicy": "Always",
+        "imagePullPolicy": image_pull_policy(settings.image),
         "command": ["sh", f"{SCRIPT_MOUNT}/{GC_SCRIPT}"],
         "env": env,
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
@@ -254,6 +233,7 @@ def gc_pod_spec(settings: Settings, kms_key_arn: Optional[Any] = None) -> dict:
         {"name": "tools", "emptyDir": {"sizeLimit": "256Mi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         {"name": "secrets", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        vault_token_volume(settings),
     ]
     spec: dict[str, Any] = {
         "serviceAccountName": GC_NAME,
@@ -270,7 +250,7 @@ def gc_pod_spec(settings: Settings, kms_key_arn: Optional[Any] = None) -> dict:
         # ReadWriteOnce means one node, not one pod: next to registry-0 the Job mounts the same claim.
         volumes.append({"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": data_claim_name()}})
         spec["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-            "labelSelector": {"matchLabels": {"statefulset.kubernetes.io/pod-name": f"{WORKLOAD_NAME}-0"}},
+            "labelSelector": {"matchLabels": {POD_NAME_LABEL: f"{WORKLOAD_NAME}-0"}},
             "topologyKey": "kubernetes.io/hostname",
         }]}}
     return spec
@@ -302,7 +282,7 @@ def _cron_job(settings: Settings, name: str, component: str, schedule: str, pod_
 
 
 def gc_cron_job(settings: Settings, kms_key_arn: Optional[Any] = None) -> dict:
-    return _cron_job(settings, GC_NAME, "garbage-collector", settings.gc_schedule, gc_pod_labels(settings),
+    return _cron_job(settings, GC_NAME, GC_COMPONENT, settings.gc_schedule, gc_pod_labels(settings),
                      gc_pod_annotations(settings), gc_pod_spec(settings, kms_key_arn),
                      settings.gc_active_deadline_seconds)
 
@@ -310,11 +290,11 @@ def gc_cron_job(settings: Settings, kms_key_arn: Optional[Any] = None) -> dict:
 def snapshot_cron_job(settings: Settings) -> dict:
     snapshots = settings.snapshots
     assert snapshots is not None
-    selector = operations_labels(settings, "backup")
+    selector = operations_labels(settings, BACKUP_COMPONENT)
     container = {
-        "name": "registry-snapshot",
+        "name": SNAPSHOT_NAME,
         "image": settings.operations_tools_image,
-        "imagePullPolicy": "Always",
+        "imagePullPolicy": image_pull_policy(settings.operations_tools_image),
         "command": ["sh", f"{SCRIPT_MOUNT}/{SNAPSHOT_SCRIPT}"],
         "env": [
             {"name": "NAMESPACE", "value": settings.namespace},
@@ -339,7 +319,7 @@ def snapshot_cron_job(settings: Settings) -> dict:
         "containers": [container],
         "volumes": [_script_volume(SNAPSHOT_NAME), {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
-    return _cron_job(settings, SNAPSHOT_NAME, "backup", snapshots.schedule, selector, {}, pod_spec, 3600)
+    return _cron_job(settings, SNAPSHOT_NAME, BACKUP_COMPONENT, snapshots.schedule, selector, {}, pod_spec, 3600)
 
 
 # --- network -------------------------------------------------------------------------------------------
@@ -350,14 +330,6 @@ def _api_server_egress(settings: Settings) -> dict:
             "ports": [{"protocol": "TCP", "port": port} for port in API_SERVER_PORTS]}
 
 
-def _dns_egress() -> dict:
-    return {
-        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-    }
-
-
 def network_policies(settings: Settings) -> list[dict]:
     """What the operations jobs add to the registry's default-deny policies.
 
@@ -365,11 +337,11 @@ def network_policies(settings: Settings) -> list[dict]:
     its clients and its Consul, Vault, DNS and storage traffic; it also needs the API server and the
     registry pods it checks. The snapshot pod gets its own default deny with DNS and the API server.
     """
-    gc_pods = {"matchLabels": {**selector_labels(settings), COMPONENT_LABEL: "garbage-collector"}}
+    gc_pods = {"matchLabels": {**selector_labels(settings), COMPONENT_LABEL: GC_COMPONENT}}
     registry_ports = [{"protocol": "TCP", "port": port} for port in (HTTP_PORT, MESH_INBOUND_PORT)]
     policies = [
         {
-            "metadata": _metadata(settings, f"{GC_NAME}-allow-egress", "garbage-collector"),
+            "metadata": _metadata(settings, f"{GC_NAME}-allow-egress", GC_COMPONENT),
             "spec": {
                 "podSelector": gc_pods,
                 "policyTypes": ["Egress"],
@@ -380,7 +352,7 @@ def network_policies(settings: Settings) -> list[dict]:
             },
         },
         {
-            "metadata": _metadata(settings, f"{WORKLOAD_NAME}-allow-gc-probe", "garbage-collector"),
+            "metadata": _metadata(settings, f"{WORKLOAD_NAME}-allow-gc-probe", GC_COMPONENT),
             "spec": {
                 "podSelector": {"matchLabels": selector_labels(settings)},
                 "policyTypes": ["Ingress"],
@@ -389,17 +361,17 @@ def network_policies(settings: Settings) -> list[dict]:
         },
     ]
     if settings.snapshots is not None:
-        snapshot_pods = {"matchLabels": operations_labels(settings, "backup")}
+        snapshot_pods = {"matchLabels": operations_labels(settings, BACKUP_COMPONENT)}
         policies.append({
-            "metadata": _metadata(settings, f"{SNAPSHOT_NAME}-default-deny", "backup"),
+            "metadata": _metadata(settings, f"{SNAPSHOT_NAME}-default-deny", BACKUP_COMPONENT),
             "spec": {"podSelector": snapshot_pods, "policyTypes": ["Ingress", "Egress"]},
         })
         policies.append({
-            "metadata": _metadata(settings, f"{SNAPSHOT_NAME}-allow-egress", "backup"),
+            "metadata": _metadata(settings, f"{SNAPSHOT_NAME}-allow-egress", BACKUP_COMPONENT),
             "spec": {
                 "podSelector": snapshot_pods,
                 "policyTypes": ["Egress"],
-                "egress": [_dns_egress(), _api_server_egress(settings)],
+                "egress": [dns_egress(), _api_server_egress(settings)],
             },
         })
     return policies
@@ -480,10 +452,10 @@ class RegistryOperations(pulumi.ComponentResource):
         else:
             gc_role_arn = kms_key_arn = None
 
-        self._job(name, "gc", settings, GC_NAME, "garbage-collector", gc_role_rules(WORKLOAD_NAME, settings.replicas),
+        self._job(name, "gc", settings, GC_NAME, GC_COMPONENT, gc_role_rules(WORKLOAD_NAME, settings.replicas),
                   GC_SCRIPT, gc_cron_job(settings, kms_key_arn), gc_role_arn)
         if settings.snapshots is not None:
-            self._job(name, "snapshot", settings, SNAPSHOT_NAME, "backup", snapshot_role_rules(), SNAPSHOT_SCRIPT,
+            self._job(name, "snapshot", settings, SNAPSHOT_NAME, BACKUP_COMPONENT, snapshot_role_rules(), SNAPSHOT_SCRIPT,
                       snapshot_cron_job(settings), None)
         for policy in network_policies(settings):
             k8s.networking.v1.NetworkPolicy(f"{name}-{policy['metadata']['name']}", metadata=policy["metadata"],
@@ -539,7 +511,7 @@ class RegistryOperations(pulumi.ComponentResource):
 
     def _disaster_recovery(self, name: str, settings: Settings, storage: S3Storage, dr: DisasterRecoveryBucket,
                            args: RegistryOperationsArgs) -> None:
-        tags = {"app": "docker-registry", "environment": settings.environment, "managed-by": "pulumi",
+        tags = {"app": names.APP_NAME, "environment": settings.environment, "managed-by": "pulumi",
                 "role": "disaster-recovery"}
         dr_provider = aws.Provider(f"{name}-dr-aws", region=dr.region, default_tags={"tags": tags},
                                    opts=pulumi.ResourceOptions(parent=self))

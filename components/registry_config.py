@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     import pulumi
 
-from .settings import (DEBUG_PORT, HTTP_PORT, FilesystemStorage, HtpasswdAuth, MinioStorage, S3Storage, Settings,
-                       TokenAuth)
+from .names import DEBUG_PORT, HTTP_PORT, READONLY_OFF, READONLY_VARIABLE
+from .settings import FilesystemStorage, HtpasswdAuth, MinioStorage, S3Storage, Settings, TokenAuth
 
 DATA_DIRECTORY = "/var/lib/registry"
 # config-cli writes the files of ``config_files()`` here (a memory-backed volume) before the registry starts.
@@ -83,7 +83,8 @@ def registry_environment(settings: Settings, kms_key_arn: Optional["pulumi.Input
         "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING": _compact_json(
             {"enabled": True, "age": UPLOAD_PURGE_AGE, "interval": UPLOAD_PURGE_INTERVAL, "dryrun": False}
         ),
-        "REGISTRY_STORAGE_MAINTENANCE_READONLY": _compact_json({"enabled": False}),
+        # Write mode; the garbage-collection job overrides it through maintenance/ (components/names.py).
+        READONLY_VARIABLE: READONLY_OFF,
         "OTEL_TRACES_EXPORTER": "none",
     }
     env.update(_auth_environment(settings))

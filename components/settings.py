@@ -18,12 +18,11 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 import pulumi
 
+from . import names
+from .names import CONSUL_SERVICE_NAME
+
 PROJECT = "registry"
 
-HTTP_PORT = 5000
-DEBUG_PORT = 5001
-SERVICE_ACCOUNT_NAME = "registry"
-WORKLOAD_NAME = "registry"
 
 STORAGE_MODES = ("filesystem", "s3", "minio")
 LOG_LEVELS = ("error", "warn", "info", "debug")
@@ -93,6 +92,8 @@ KNOWN_KEYS = (
     "snapshotRetention",
     "drBucket",
     "drRegion",
+    "consulAuthMethod",
+    "gcDeleteUntagged",
 )
 
 # Settings whose values are secrets: read with ``get_secret`` so they stay wrapped, never as plain strings.
@@ -259,15 +260,17 @@ class Settings:
     kubernetes_api_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     snapshots: Optional[VolumeSnapshots]
     disaster_recovery: Optional[DisasterRecoveryBucket]
+    consul_auth_method: str
+    gc_delete_untagged: bool
 
     @property
     def consul_kv_prefix(self) -> str:
-        return f"registry/{self.environment}/"
+        return names.kv_prefix(self.environment)
 
     @property
     def vault_role_name(self) -> str:
         """The Vault Kubernetes auth role config-cli logs in with."""
-        return f"{SERVICE_ACCOUNT_NAME}-{self.environment}"
+        return names.vault_role_name(names.SERVICE_ACCOUNT_NAME, self.environment)
 
     @property
     def vault_secret_path(self) -> str:
@@ -281,18 +284,41 @@ class Settings:
 def load_settings() -> Settings:
     """Read this stack's ``registry:*`` configuration and validate it."""
     config = pulumi.Config(PROJECT)
-    present = _configured_keys()
-    raw = {key: config.get(key) for key in (*KNOWN_KEYS, *sorted(present)) if key not in SECRET_KEYS}
-    secrets = {key: config.require_secret(key) for key in SECRET_KEYS if key in present}
-    return parse_settings(raw, environment=pulumi.get_stack(), present_keys=present, secrets=secrets)
+    given = _given_config()
+    configured = _configured_keys(given)
+    raw = {key: config.get(key) for key in (*KNOWN_KEYS, *sorted(given)) if key not in SECRET_KEYS}
+    for key in SECRET_KEYS:
+        if key in configured and not _is_encrypted(key):
+            # Pulumi.yaml cannot mark these `secret: true` (see its header), so the CLI does not refuse a
+            # plaintext value: refuse it here, without showing it.
+            raise SettingsError(key, "[secret]", f"must be encrypted: `pulumi config set --secret {PROJECT}:{key} ...`")
+    secrets = {key: config.require_secret(key) for key in SECRET_KEYS if key in configured}
+    return parse_settings(raw, environment=pulumi.get_stack(), present_keys=set(given), secrets=secrets)
 
 
-def _configured_keys() -> set[str]:
+# What an optional setting's default in Pulumi.yaml is: the CLI hands every default to the program, so
+# a key holding one of these is a setting nobody set.
+UNSET_VALUES = ("", "[]")
+
+
+def _given_config() -> dict[str, str]:
+    """Every ``registry:`` key the CLI handed the program, the defaults of Pulumi.yaml included."""
     from pulumi.runtime import config as runtime_config
 
-    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{PROJECT}:"
-    return {key[len(prefix):] for key in keys if key.startswith(prefix)}
+    return {key[len(prefix):]: value for key, value in values.items() if key.startswith(prefix)}
+
+
+def _configured_keys(given: Mapping[str, str]) -> set[str]:
+    """The keys set to something other than an empty default."""
+    return {key for key, value in given.items() if value not in UNSET_VALUES}
+
+
+def _is_encrypted(key: str) -> bool:
+    from pulumi.runtime import config as runtime_config
+
+    return runtime_config.is_config_secret(f"{PROJECT}:{key}")
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -318,6 +344,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # The egress NetworkPolicy admits Consul and Vault by namespace, so they must be in-cluster services.
 _SERVICE_URL = re.compile(r"^https?://[a-z0-9-]+\.[a-z0-9-]+\.svc(\.[a-z0-9.-]+)?(:\d{1,5})?/?$")
 _SERVICE_URL_ALLOWED = "an in-cluster service URL such as https://<service>.<namespace>.svc:<port>"
+_CONSUL_AUTH_METHOD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
 def _in_cluster(url: str) -> bool:
@@ -471,6 +498,9 @@ def parse_settings(
         )
     auth = _parse_auth(read)
     users = _parse_users(read, auth)
+    operations = _parse_operations(read, storage)
+    for key, reference in (("image", image), ("operationsToolsImage", operations["operations_tools_image"])):
+        _refuse_self_hosted_image(key, reference, namespace, ingress_host)
 
     return Settings(
         environment=_dns_label_or_error("(stack name)", environment),
@@ -511,8 +541,32 @@ def parse_settings(
         ),
         vault_auth_audience=read.matching("vaultAuthAudience", _AUDIENCE, "a token audience such as vault"),
         minio_credentials=_parse_minio_credentials(raw, storage, secrets or {}),
-        **_parse_operations(read, storage),
+        consul_auth_method=read.matching(
+            "consulAuthMethod", _CONSUL_AUTH_METHOD, "the name of Consul's Kubernetes auth method, such as consul-k8s-auth-method"
+        ),
+        **operations,
     )
+
+
+def image_registry_host(reference: str) -> Optional[str]:
+    """The registry host of an image reference, or None for a Docker Hub short name (``library/x``)."""
+    first, slash, _ = reference.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first.split(":", 1)[0]
+    return None
+
+
+def _refuse_self_hosted_image(key: str, reference: str, namespace: str, ingress_host: Optional[str]) -> None:
+    """The registry's own pods (and its operations jobs) must never need this registry to start: a cold
+    start, a node loss or a disaster recovery would wait for itself. Their images come from the bootstrap
+    registry (README, "Bootstrap"), which this registry does not serve."""
+    host = image_registry_host(reference)
+    served = {f"{names.CLIENT_SERVICE_NAME}.{namespace}.svc", f"{names.CLIENT_SERVICE_NAME}.{namespace}.svc.cluster.local"}
+    if ingress_host:
+        served.add(ingress_host)
+    if host in served:
+        raise SettingsError(key, reference, f"an image outside this registry ({host} is served by it, so a cold start "
+                                            "would wait for itself); use the bootstrap registry (README, \"Bootstrap\")")
 
 
 def _parse_storage_budget(read: _Raw, storage: Storage) -> Optional[int]:
@@ -571,6 +625,7 @@ def _parse_operations(read: _Raw, storage: Storage) -> dict:
             raise SettingsError("drBucket", dr_bucket, "a bucket other than s3Bucket")
         disaster_recovery = DisasterRecoveryBucket(bucket=dr_bucket, region=dr_region)
     return {
+        "gc_delete_untagged": read.boolean("gcDeleteUntagged"),
         "gc_schedule": read.matching("gcSchedule", _CRON, _CRON_ALLOWED),
         "gc_active_deadline_seconds": read.integer("gcActiveDeadlineSeconds", 600, 86_400),
         "operations_tools_image": tools_image,
@@ -676,8 +731,8 @@ def _parse_intention_sources(read: _Raw) -> tuple[str, ...]:
         # Intentions deny every source not listed: an empty list is a registry nobody can reach.
         raise SettingsError("consulIntentionSources", read.optional("consulIntentionSources"),
                             "required: at least one Consul service allowed to call the registry, such as ci-runner")
-    if WORKLOAD_NAME in sources:
-        raise SettingsError("consulIntentionSources", WORKLOAD_NAME, "the registry itself is not a source")
+    if CONSUL_SERVICE_NAME in sources:
+        raise SettingsError("consulIntentionSources", CONSUL_SERVICE_NAME, "the registry itself is not a source")
     return sources
 
 

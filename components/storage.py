@@ -14,9 +14,9 @@ import pulumi
 import pulumi_aws as aws
 
 from .registry_config import DATA_DIRECTORY
-from .settings import SERVICE_ACCOUNT_NAME, FilesystemStorage, S3Storage
-
-DATA_VOLUME = "data"
+from . import names
+from .names import DATA_VOLUME, SERVICE_ACCOUNT_NAME
+from .settings import FilesystemStorage, S3Storage
 
 # Exactly what Distribution's S3 driver documents it needs, split by the ARN each applies to.
 S3_BUCKET_ACTIONS = ("s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads")
@@ -189,7 +189,7 @@ class S3BucketStorage(pulumi.ComponentResource):
     def __init__(self, name: str, args: S3BucketStorageArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:storage:S3BucketStorage", name, None, opts)
         storage = args.storage
-        tags = {"app": "docker-registry", "environment": args.environment, "managed-by": "pulumi"}
+        tags = {"app": names.APP_NAME, "environment": args.environment, "managed-by": "pulumi"}
         provider = aws.Provider(f"{name}-aws", region=storage.region, default_tags={"tags": tags},
                                 opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, provider=provider)

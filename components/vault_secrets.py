@@ -7,7 +7,9 @@ What is created, and what is deliberately not:
 - ``<mount>/registry/<env>``: the registry's secret (HTTP secret, bcrypt htpasswd, access list, MinIO keys);
 - ``<mount>/registry/<env>/clients/<user>``: each robot account's username and password, for whoever
   the platform lets read it (the CI runners' own Vault roles are not managed here);
-- a policy that can only read the registry's secret, and a Kubernetes auth role that grants it;
+- a policy that can only read the registry's secret, and a Kubernetes auth role per service account
+  that runs config-cli (the registry's pods, and the garbage-collection Job's read-only replica, which
+  serves with the same settings), each bound to that one account;
 - not the KV v2 mount nor the Kubernetes auth method: both are shared by every service of the cluster,
   and a stack that owned them would delete everyone's secrets on ``pulumi destroy``.
 
@@ -28,7 +30,9 @@ import pulumi_random as random
 import pulumi_vault as vault
 
 from .registry_config import FIELD_HTPASSWD, FIELD_HTTP_SECRET, FIELD_S3_ACCESS_KEY, FIELD_S3_SECRET_KEY
-from .settings import SERVICE_ACCOUNT_NAME, RegistryUser, Settings
+from . import names
+from .names import GC_NAME, SERVICE_ACCOUNT_NAME
+from .settings import RegistryUser, Settings
 
 PASSWORD_LENGTH = 32
 HTTP_SECRET_LENGTH = 64
@@ -125,12 +129,16 @@ def vault_policy(settings: Settings) -> str:
     return f'path "{path}" {{\n  capabilities = ["read"]\n}}\n'
 
 
-def kubernetes_auth_role(settings: Settings) -> dict[str, Any]:
-    """Arguments of the Kubernetes auth role (snake_case, as ``AuthBackendRole`` takes them)."""
+# The service accounts whose pods run config-cli, and so log in to Vault.
+CONFIG_CLI_ACCOUNTS = (SERVICE_ACCOUNT_NAME, GC_NAME)
+
+
+def kubernetes_auth_role(settings: Settings, account: str = SERVICE_ACCOUNT_NAME) -> dict[str, Any]:
+    """Arguments of one account's Kubernetes auth role (snake_case, as ``AuthBackendRole`` takes them)."""
     return {
         "backend": settings.vault_kubernetes_auth_path,
-        "role_name": settings.vault_role_name,
-        "bound_service_account_names": [SERVICE_ACCOUNT_NAME],
+        "role_name": names.vault_role_name(account, settings.environment),
+        "bound_service_account_names": [account],
         "bound_service_account_namespaces": [settings.namespace],
         # The pod presents a projected token minted for this audience, not its API-server token.
         "audience": settings.vault_auth_audience,
@@ -203,12 +211,16 @@ class RegistryVaultSecrets(pulumi.ComponentResource):
 
         policy = vault.Policy(f"{name}-policy", name=vault_policy_name(settings), policy=vault_policy(settings),
                               opts=child)
-        role_args = kubernetes_auth_role(settings)
-        role = vault.kubernetes.AuthBackendRole(
-            f"{name}-auth-role",
-            **{**role_args, "token_policies": [policy.name]},
-            opts=child,
-        )
+        roles = {}
+        for account in CONFIG_CLI_ACCOUNTS:
+            # The registry's role keeps its original resource name, so existing stacks update it in place.
+            suffix = "auth-role" if account == SERVICE_ACCOUNT_NAME else f"{account}-auth-role"
+            roles[account] = vault.kubernetes.AuthBackendRole(
+                f"{name}-{suffix}",
+                **{**kubernetes_auth_role(settings, account), "token_policies": [policy.name]},
+                opts=child,
+            )
+        role = roles[SERVICE_ACCOUNT_NAME]
 
         self.secret_path = pulumi.Output.from_input(f"{settings.vault_kv_mount}/{settings.vault_secret_path}")
         self.policy_name = policy.name

@@ -14,17 +14,18 @@ from typing import Any, Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
+from . import names
+from .names import (CLIENT_SERVICE_NAME, CONSUL_SERVICE_NAME, DEBUG_PORT, GC_COMPONENT, HEADLESS_SERVICE_NAME, HTTP_PORT,
+                    SERVICE_ACCOUNT_NAME, WORKLOAD_NAME, object_metadata)
 from .registry_config import SECRETS_DIRECTORY
-from .settings import DEBUG_PORT, HTTP_PORT, SERVICE_ACCOUNT_NAME, WORKLOAD_NAME, FilesystemStorage, Settings
+from .settings import FilesystemStorage, Settings
 from .storage import DATA_MOUNT, VOLUME_RETENTION_POLICY, volume_claim_template
 
 CONTAINER_NAME = "registry"
-HEADLESS_SERVICE_NAME = f"{WORKLOAD_NAME}-headless"
-CLIENT_SERVICE_NAME = WORKLOAD_NAME
-CONSUL_SERVICE_NAME = WORKLOAD_NAME
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 PRE_STOP_SECONDS = 5
 VAULT_TOKEN_DIRECTORY = "/var/run/secrets/vault"
+VAULT_TOKEN_VOLUME = "vault-token"
 # Vault's Kubernetes auth role accepts only tokens minted for its audience, and a short life keeps a
 # leaked token useless; the kubelet refreshes it long before it expires.
 VAULT_TOKEN_SECONDS = 600
@@ -37,23 +38,15 @@ TOKEN_SKIP_ANNOTATION = {
 
 
 def selector_labels(settings: Settings) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "docker-registry", "app.kubernetes.io/instance": f"registry-{settings.environment}"}
+    return names.selector_labels(settings.environment)
 
 
 def common_labels(settings: Settings) -> dict[str, str]:
-    return {
-        **selector_labels(settings),
-        "app.kubernetes.io/component": "registry",
-        "app.kubernetes.io/part-of": "cicd",
-        "app.kubernetes.io/managed-by": "pulumi",
-    }
+    return names.common_labels(settings.environment)
 
 
 def _metadata(settings: Settings, name: str, annotations: Optional[dict] = None) -> dict:
-    metadata: dict[str, Any] = {"name": name, "namespace": settings.namespace, "labels": common_labels(settings)}
-    if annotations:
-        metadata["annotations"] = annotations
-    return metadata
+    return object_metadata(name, settings.namespace, common_labels(settings), annotations)
 
 
 def mesh_annotations(settings: Settings) -> dict[str, str]:
@@ -74,20 +67,41 @@ def mesh_annotations(settings: Settings) -> dict[str, str]:
     }
 
 
-def config_cli_environment(settings: Settings) -> list[dict]:
-    """What config-cli itself needs to find the registry's settings (see README, config-cli contract)."""
+def config_cli_environment(settings: Settings, account: str = SERVICE_ACCOUNT_NAME) -> list[dict]:
+    """What config-cli itself needs to find the registry's settings (docs/config-cli.md), logging in to
+    Vault and Consul as ``account`` (the registry's pods, or the garbage-collection Job's replica)."""
     return [
         {"name": "CONFIG_CLI_ENVIRONMENT", "value": settings.environment},
         {"name": "CONFIG_CLI_KV_PREFIX", "value": settings.consul_kv_prefix},
         {"name": "CONFIG_CLI_SERVICE_NAME", "value": CONSUL_SERVICE_NAME},
         {"name": "CONSUL_HTTP_ADDR", "value": settings.consul_http_addr},
+        {"name": "CONFIG_CLI_CONSUL_AUTH_METHOD", "value": settings.consul_auth_method},
         {"name": "VAULT_ADDR", "value": settings.vault_addr},
         {"name": "CONFIG_CLI_VAULT_AUTH_PATH", "value": settings.vault_kubernetes_auth_path},
-        {"name": "CONFIG_CLI_VAULT_ROLE", "value": settings.vault_role_name},
+        {"name": "CONFIG_CLI_VAULT_ROLE", "value": names.vault_role_name(account, settings.environment)},
         {"name": "CONFIG_CLI_VAULT_TOKEN_PATH", "value": f"{VAULT_TOKEN_DIRECTORY}/token"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
+
+
+def vault_token_volume(settings: Settings) -> dict:
+    """The projected token config-cli logs in to Vault with: minted for Vault's audience, short-lived."""
+    return {"name": VAULT_TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+        "audience": settings.vault_auth_audience,
+        "expirationSeconds": VAULT_TOKEN_SECONDS,
+        "path": "token",
+    }}]}}
+
+
+VAULT_TOKEN_MOUNT = {"name": VAULT_TOKEN_VOLUME, "mountPath": VAULT_TOKEN_DIRECTORY, "readOnly": True}
+
+
+def image_pull_policy(image: str) -> str:
+    """``IfNotPresent`` for an image pinned by digest: a node that has it never asks a registry again, so a
+    restart or a drain does not depend on any registry (least of all this one) being up. A tag-only image
+    (only where ``requireImageDigest`` is false) is mutable, so it is pulled every time."""
+    return "IfNotPresent" if "@sha256:" in image else "Always"
 
 
 def container_security_context(settings: Settings) -> dict:
@@ -126,15 +140,15 @@ def registry_container(settings: Settings) -> dict:
     mounts = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "secrets", "mountPath": SECRETS_DIRECTORY},
-        {"name": "vault-token", "mountPath": VAULT_TOKEN_DIRECTORY, "readOnly": True},
+        VAULT_TOKEN_MOUNT,
     ]
     if isinstance(settings.storage, FilesystemStorage):
         mounts.append(DATA_MOUNT)
     return {
         "name": CONTAINER_NAME,
         "image": settings.image,
-        "imagePullPolicy": "Always",
-        "command": ["config-cli", "run", "docker-registry"],
+        "imagePullPolicy": image_pull_policy(settings.image),
+        "command": list(names.CONFIG_CLI_COMMAND),
         "env": config_cli_environment(settings),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
@@ -186,11 +200,7 @@ def pod_spec(settings: Settings) -> dict:
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
             # config-cli writes the htpasswd file here from Vault; memory-backed, never on disk.
             {"name": "secrets", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-            {"name": "vault-token", "projected": {"sources": [{"serviceAccountToken": {
-                "audience": settings.vault_auth_audience,
-                "expirationSeconds": VAULT_TOKEN_SECONDS,
-                "path": "token",
-            }}]}},
+            vault_token_volume(settings),
         ],
     }
     if isinstance(settings.storage, FilesystemStorage):
@@ -199,8 +209,7 @@ def pod_spec(settings: Settings) -> dict:
         spec["affinity"] = {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
             "weight": 100,
             "podAffinityTerm": {
-                "labelSelector": {"matchLabels": {**selector_labels(settings),
-                                                  "app.kubernetes.io/component": "garbage-collector"}},
+                "labelSelector": {"matchLabels": {**selector_labels(settings), names.COMPONENT_LABEL: GC_COMPONENT}},
                 "topologyKey": "kubernetes.io/hostname",
             },
         }]}}
@@ -271,10 +280,13 @@ def client_service(settings: Settings) -> dict:
 
 
 def pod_disruption_budget(settings: Settings) -> dict:
-    # maxUnavailable rather than minAvailable: a single-replica stack must still let nodes drain.
+    """maxUnavailable rather than minAvailable: a single-replica stack must still let nodes drain. It
+    selects the StatefulSet's pods only, not the garbage-collection Job's replica that shares the Service
+    labels: a budget over a Job's pod cannot be computed and would refuse every eviction."""
     return {
         "metadata": _metadata(settings, WORKLOAD_NAME),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(settings)}},
+        "spec": {"maxUnavailable": 1,
+                 "selector": {"matchLabels": names.workload_selector_labels(settings.environment)}},
     }
 
 

@@ -21,10 +21,17 @@ from .render import print_plan, write_plan
 DEFAULT_STACKS = ("staging", "prod")
 
 
-def _override(text: str) -> tuple[str, str]:
+def _override(text: str) -> tuple[str, object]:
+    """``key=value`` as `pulumi config set` stores it (a string); a JSON list or map stays a list or
+    map, as it would be written in the stack file."""
     key, separator, value = text.partition("=")
     if not separator or ":" not in key:
         raise argparse.ArgumentTypeError(f"expected namespace:key=value, got {text!r}")
+    if value.startswith(("[", "{")):
+        try:
+            return key, json.loads(value)
+        except json.JSONDecodeError:
+            pass
     return key, value
 
 
@@ -33,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stacks", nargs="*", default=list(DEFAULT_STACKS), help="stacks to plan (default: staging prod)")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "build", help="output directory (default: build/)")
     parser.add_argument("--config", action="append", type=_override, default=[], metavar="KEY=VALUE",
-                        help="override a config value, as `pulumi config set` would (repeatable)")
+                        help="override a config value, as `pulumi config set` would; a JSON list stays a list (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary line per stack")
     parser.add_argument("--preview", action="store_true",
                         help="record a first `pulumi preview`: values providers compute (IDs, ARNs, passwords) unknown")

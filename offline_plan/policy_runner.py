@@ -1,6 +1,7 @@
 """Run the policy pack on a recorded plan exactly as the Pulumi engine does, over the analyzer's gRPC protocol.
 
-The engine starts the pack as its own process (``python __main__.py`` in the pack's directory), reads the
+The engine starts the pack as its own process (``python __main__.py`` in the pack's directory, with the
+interpreter of the virtualenv ``PulumiPolicy.yaml`` names: ``pack_python``), reads the
 port the pack prints on its first stdout line, and talks to it with the SDK's own analyzer stubs:
 ``GetAnalyzerInfo``, ``Configure`` (every policy's enforcement level and config), ``Analyze`` once per
 resource with its inputs and options, and ``AnalyzeStack`` once with every resource's outputs, parent
@@ -11,6 +12,7 @@ and dependencies. This module does the same with a recorded ``Plan``, so the pac
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import grpc
+import yaml
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
@@ -107,10 +110,29 @@ def _diagnostic(raw: Any, default_urn: str = "") -> Diagnostic:
     )
 
 
+def pack_python(pack_dir: Path = PACK_DIR) -> str:
+    """The interpreter the CLI runs the pack with: ``<virtualenv>/bin/python`` of the virtualenv its
+    ``PulumiPolicy.yaml`` names, relative to the pack's directory (the CLI starts the pack's shim there
+    and passes ``-virtualenv=<value>``), or the ``python`` on PATH without one. A named virtualenv that
+    does not exist is an error here; the CLI would hang on it."""
+    try:
+        runtime = yaml.safe_load((Path(pack_dir) / "PulumiPolicy.yaml").read_text())["runtime"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise PolicyPackError(f"cannot read the runtime of {pack_dir}/PulumiPolicy.yaml: {exc}") from None
+    virtualenv = (runtime.get("options") or {}).get("virtualenv") if isinstance(runtime, dict) else None
+    if not virtualenv:
+        return shutil.which("python") or sys.executable
+    python = Path(pack_dir) / virtualenv / "bin" / "python"
+    if not python.is_file():
+        raise PolicyPackError(f"PulumiPolicy.yaml names virtualenv {virtualenv!r}, but {python} does not exist "
+                              "(scripts/setup.sh plan creates venv/)")
+    return str(python)
+
+
 class PolicyAnalyzer:
     """The policy pack as a running analyzer process. Use as a context manager; stopped by its pid."""
 
-    def __init__(self, pack_dir: Path = PACK_DIR, python: str = sys.executable,
+    def __init__(self, pack_dir: Path = PACK_DIR, python: Optional[str] = None,
                  config: Optional[Mapping[str, Mapping[str, Any]]] = None):
         self.pack_dir = Path(pack_dir)
         self.python = python
@@ -133,6 +155,8 @@ class PolicyAnalyzer:
 
     def start(self) -> None:
         started = time.perf_counter()
+        if self.python is None:
+            self.python = pack_python(self.pack_dir)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [self.python, "__main__.py"], cwd=self.pack_dir, stdin=subprocess.DEVNULL,

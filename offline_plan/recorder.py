@@ -1,10 +1,10 @@
 """Run the real Pulumi program under the SDK's mock runtime and record every resource registration.
 
 This is what ``pulumi preview`` would send to the engine, captured without the Pulumi CLI, provider
-plugins or cloud credentials. Configuration is assembled the way the CLI does it: the ``config:``
-defaults of ``Pulumi.yaml`` overlaid by the stack's ``Pulumi.<stack>.yaml``. ``secure:`` values are
-secrets whose plaintext is unknown here; they are handed to the program as opaque placeholders and
-marked secret, so they are masked wherever the plan is shown.
+plugins or cloud credentials. Configuration is assembled by the CLI's rules (``cli_config``): the
+stack's ``Pulumi.<stack>.yaml`` with the defaults of ``Pulumi.yaml`` merged in, refused where the CLI
+would refuse it. ``secure:`` values are secrets whose plaintext is unknown here; they are handed to
+the program as opaque placeholders and marked secret, so they are masked wherever the plan is shown.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-import yaml
-
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.output import Unknown
@@ -32,18 +30,16 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.sync_await import _sync_await
 
+from . import cli_config
+from .cli_config import SECURE_PLACEHOLDER, ConfigFileError, StackConfigError  # the first two re-exported
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 FAKE_ACCOUNT = "123456789012"
 SECRET_MASK = "[secret]"
-SECURE_PLACEHOLDER = "<secure value: plaintext unknown offline>"
 # Generated values (random passwords and bytes) are new in every process, so a test that scans the
 # plan's output for them cannot pass by luck, and stable within it for the same resource and
 # keepers, as the provider keeps a generated value until its keepers change.
 _RUN_SEED = secrets.token_bytes(32)
-
-
-class ConfigFileError(Exception):
-    """A stack or project file that cannot be read as Pulumi configuration."""
 
 
 @dataclass
@@ -157,52 +153,16 @@ def masked(value: Any) -> Any:
     return walk(value, visit)
 
 
-# --- configuration, as the CLI assembles it ---------------------------------------------------
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        with path.open() as handle:
-            return yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise ConfigFileError(f"{path.name} not found in {path.parent}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigFileError(f"{path.name} is not valid YAML: {exc}") from None
-
-
-def _config_string(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
+# --- configuration, as the CLI assembles it (offline_plan/cli_config.py) ---------------------------
 
 
 def stack_config(
-    stack: str, project_dir: Path = PROJECT_DIR, overrides: Optional[Mapping[str, Optional[str]]] = None
+    stack: str, project_dir: Path = PROJECT_DIR, overrides: Optional[Mapping[str, Any]] = None
 ) -> tuple[str, dict[str, str], list[str]]:
-    """(project name, config as the CLI passes it to the program, secret keys)."""
-    project = _read_yaml(project_dir / "Pulumi.yaml")
-    name = project["name"]
-    config: dict[str, str] = {}
-    for key, declaration in (project.get("config") or {}).items():
-        full_key = key if ":" in key else f"{name}:{key}"
-        if isinstance(declaration, dict) and "default" in declaration:
-            config[full_key] = _config_string(declaration["default"])
-    secret_keys = []
-    stack_values = _read_yaml(project_dir / f"Pulumi.{stack}.yaml").get("config") or {}
-    for key, value in stack_values.items():
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            config[key] = SECURE_PLACEHOLDER
-            secret_keys.append(key)
-        else:
-            config[key] = _config_string(value)
-    for key, value in (overrides or {}).items():
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    return name, config, secret_keys
+    """(project name, config as the CLI passes it to the program, secret keys); raises
+    ``StackConfigError`` where the CLI would refuse the stack. ``overrides``: see ``cli_config.stack_config``."""
+    config = cli_config.stack_config(stack, project_dir, overrides)
+    return config.project, config.plain, config.secret_keys
 
 
 # --- the mock runtime -------------------------------------------------------------------------
@@ -316,18 +276,35 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 def record_plan(
     stack: str,
     project_dir: Path = PROJECT_DIR,
-    overrides: Optional[Mapping[str, Optional[str]]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
     preview: bool = False,
 ) -> Plan:
     """Run ``__main__.py`` of ``project_dir`` for ``stack`` and return what it registered.
 
-    ``overrides`` sets (or, with None, removes) config keys as ``pulumi config set/rm`` would.
-    ``preview=True`` records a first ``pulumi preview``: values providers compute are unknown. A
-    ``pulumi.RunError`` from the program (bad settings) is returned as ``Plan.error``, not raised.
+    ``overrides`` sets (or, with None, removes) config keys as ``pulumi config set/rm`` would (see
+    ``cli_config.stack_config``). ``preview=True`` records a first ``pulumi preview``: values providers
+    compute are unknown. Bad configuration is returned as ``Plan.error``, not raised: the CLI's refusal
+    (missing key, wrong type, unencrypted secret), then nothing runs, or a ``pulumi.RunError`` from the
+    program (bad settings).
     """
-    project, config, secret_keys = stack_config(stack, project_dir, overrides)
+    try:
+        project, config, secret_keys = stack_config(stack, project_dir, overrides)
+    except StackConfigError as exc:
+        return Plan(stack=stack, project=exc.project, error=str(exc))
+    return run_program(project, stack, config, secret_keys, project_dir, preview)
+
+
+def run_program(
+    project: str,
+    stack: str,
+    config: Mapping[str, str],
+    secret_keys: list[str],
+    project_dir: Path = PROJECT_DIR,
+    preview: bool = False,
+) -> Plan:
+    """Run the program with exactly this config (as the engine hands it over) and record it."""
     runtime_settings.reset_options(project=project, stack=stack)
-    set_all_config(config, secret_keys)
+    set_all_config(dict(config), list(secret_keys))
     mocks = PlanMocks(preview=preview)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)

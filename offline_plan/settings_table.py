@@ -48,7 +48,9 @@ def settings_table(project_dir: Path = PROJECT_DIR) -> str:
     ]
     for key, declaration in declared.items():
         default = declaration.get("default")
-        default_text = "(none)" if "default" not in declaration else f"`{json.dumps(default) if not isinstance(default, str) else default}`"
+        # An empty string or list is the "not set" default of an optional setting.
+        default_text = "(none)" if "default" not in declaration else \
+            f"`{json.dumps(default) if not isinstance(default, str) or default == '' else default}`"
         description = " ".join(str(declaration.get("description", "")).split()).replace("|", "\\|")
         lines.append(
             f"| `{key}` | {declaration.get('type', 'string')} | {default_text} | {_stack_values(key, stacks)} | {description} |"

@@ -47,9 +47,12 @@ install_requirements "${root}/venv" "${root}/requirements-dev.txt"
 
 if ! command -v promtool >/dev/null 2>&1; then
     step "apt-get install prometheus (for promtool)"
+    # CI machines run this as root; a GitHub-hosted runner as a user with passwordless sudo.
+    as_root=()
+    [[ "$(id -u)" -eq 0 ]] || as_root=(sudo DEBIAN_FRONTEND=noninteractive)
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    "${as_root[@]}" apt-get update -qq >/dev/null
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 checkov_venv="${cache}/checkov-$(sha256sum requirements-checkov.txt | cut -c1-12)"

@@ -227,7 +227,7 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
     "a root container": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
         "securityContext"].update(runAsUser=0)), "workload-pod-security-restricted"),
     "a latest image": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i).update(
-        image="registry.internal.example.com/platform/docker-registry:latest")), "workload-image-pinned"),
+        image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/platform/docker-registry:latest")), "workload-image-pinned"),
     "a missing NetworkPolicy": ("staging", lambda p: remove_all(p, NETWORK_POLICY), "network-default-deny-selects-registry"),
     "a password in Consul KV": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, CONSUL_KV, _kv_add(
         "env/REGISTRY_REDIS_OPTIONS_PASSWORD", "correct-horse-battery")), "consul-kv-no-plaintext-secrets"),

@@ -14,7 +14,8 @@ import requests
 import yaml
 
 from components import monitoring
-from components.settings import DEBUG_PORT, HTTP_PORT, SettingsError
+from components.names import DEBUG_PORT, HTTP_PORT
+from components.settings import SettingsError
 from offline_plan.render import plain_numbers
 from tests.alerting.promql import exposition_series, metric_names, selector_labels
 from tests.conftest import settings_for

@@ -28,10 +28,15 @@ def error_for(stack: str = "staging", **overrides) -> SettingsError:
     return caught.value
 
 
-def test_every_new_setting_is_declared_in_pulumi_yaml_and_secrets_are_marked_secret():
+def test_every_setting_but_the_optional_secrets_is_declared_in_pulumi_yaml():
+    # The CLI refuses a `secret: true` key whose value is not encrypted, defaults included, so a declared
+    # secret would have to be set (encrypted) in every stack: the MinIO keys, needed in minio mode only,
+    # stay undeclared and the program checks their encryption itself.
     declared = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"]
-    assert set(KNOWN_KEYS) == set(declared)
-    assert {key for key, spec in declared.items() if spec.get("secret")} == set(SECRET_KEYS)
+    assert set(declared) == set(KNOWN_KEYS) - set(SECRET_KEYS)
+    assert not [key for key, spec in declared.items() if spec.get("secret")]
+    header = (PROJECT_DIR / "Pulumi.yaml").read_text().split("\nconfig:", 1)[0]
+    assert all(f"registry:{key}" in header for key in SECRET_KEYS), "Pulumi.yaml must say where the secrets went"
 
 
 def test_stacks_use_token_auth_with_a_pusher_and_a_pull_only_user():

@@ -121,12 +121,15 @@ def test_plan_writes_the_kv_prefix_config_entries_and_acl_policy(stack_plan):
     if kms:
         arn = env_keys(prefix["subkeys"])["REGISTRY_STORAGE_S3_KEYID"]
         assert arn.startswith("arn:aws:kms:eu-west-1:")
-    assert prefix["pathPrefix"] == f"registry/{stack_plan.stack}/"
+    # The program owns config/ only: maintenance/ (the GC job's flag) is outside what a KeyPrefix deletes.
+    assert prefix["pathPrefix"] == f"registry/{stack_plan.stack}/config/"
     assert prefix["subkeys"] == kv_subkeys(settings, arn)
 
     entries = {r.plain_inputs["kind"]: r.plain_inputs for r in stack_plan.of_type("consul:index/configEntry:ConfigEntry")}
     assert json.loads(entries["service-defaults"]["configJson"]) == service_defaults()
     assert json.loads(entries["service-intentions"]["configJson"]) == service_intentions(settings)
     assert {entry["name"] for entry in entries.values()} == {"registry"}
-    policy = stack_plan.one("consul:index/aclPolicy:AclPolicy").plain_inputs
-    assert policy["rules"] == acl_policy_rules(settings) and policy["name"] == f"registry-{stack_plan.stack}"
+    policies = {r.plain_inputs["name"]: r.plain_inputs for r in stack_plan.of_type("consul:index/aclPolicy:AclPolicy")}
+    assert set(policies) == {f"registry-{stack_plan.stack}", f"registry-gc-{stack_plan.stack}"}
+    policy = policies[f"registry-{stack_plan.stack}"]
+    assert policy["rules"] == acl_policy_rules(settings)

@@ -33,14 +33,16 @@ CASES = [
     ("staging", "in", pod_in("monitoring"), 5000, False, "monitoring to the registry port"),
     ("staging", "in", pod_in("monitoring"), 5001, True, "monitoring to the metrics port"),
     ("staging", "in", pod_in("ci-runners"), 5001, False, "CI runners to the metrics port"),
-    ("staging", "in", Peer(ip="10.8.17.25"), 5000, True, "a developer inside 10.8.16.0/22"),
-    ("staging", "in", Peer(ip="10.8.20.1"), 5000, False, "a developer outside the listed CIDR"),
-    ("prod", "in", Peer(ip="10.8.25.9"), 5000, True, "a developer inside prod's second range"),
-    ("staging", "in", Peer(ip="10.40.3.7"), 5000, True, "a Kubernetes node pulling an image"),
+    # Outside the mesh the registry port accepts only the sidecar's mTLS: developers and kubelets are not admitted
+    # to it (a path that cannot work); they come through the Ingress controller, which is in the mesh.
+    ("staging", "in", Peer(ip="10.8.17.25"), 5000, False, "a developer straight to the mTLS-only port"),
+    ("staging", "in", Peer(ip="10.8.17.25"), 20000, False, "a developer straight to the mesh port"),
+    ("staging", "in", Peer(ip="10.40.3.7"), 5000, False, "a kubelet straight to the mTLS-only port"),
+    ("prod", "in", Peer(ip="10.60.3.7"), 20000, False, "a kubelet straight to the mesh port"),
     ("staging", "in", Peer(ip="10.40.3.7"), 5001, True, "the node's Consul agent running the health check"),
     ("staging", "in", INTERNET, 5000, False, "an internet address"),
-    ("prod", "in", pod_in("ingress-nginx"), 5000, True, "prod's developer Ingress controller"),
-    ("staging", "in", pod_in("ingress-nginx"), 5000, False, "no Ingress in staging, so no controller"),
+    ("prod", "in", pod_in("ingress-nginx"), 5000, True, "prod's Ingress controller"),
+    ("staging", "in", pod_in("ingress-nginx"), 20000, True, "staging's Ingress controller, through the mesh"),
     ("staging", "out", INTERNET, 443, False, "registry egress to the internet"),
     ("prod", "out", INTERNET, 443, False, "registry egress to the internet (prod)"),
     ("staging", "out", Peer(namespace="kube-system", labels={"k8s-app": "kube-dns"}), 53, True, "DNS"),
@@ -72,7 +74,8 @@ def test_every_registry_pod_is_selected_by_a_default_deny_for_both_directions(st
 
 
 def test_empty_allow_lists_admit_nobody_rather_than_everybody():
-    settings = settings_for("staging", ciRunnerNamespaces="[]", nodeCidrs="[]", developerCidrs="[]")
+    settings = settings_for("staging", ciRunnerNamespaces="[]", nodeCidrs="[]", developerCidrs="[]", ingressHost=None,
+                            ingressTlsSecretName=None)
     policies = network_policies(settings)
     pod = Peer(namespace="cicd", labels=selector_labels(settings))
 
@@ -100,14 +103,25 @@ def test_evaluator_reads_an_empty_from_as_everybody():
     assert not ingress_allowed([open_policy], pod, INTERNET, 5001)
 
 
-def test_ingress_is_limited_to_developer_ranges_with_large_layer_settings(prod_plan):
+def test_ingress_is_limited_to_developer_and_node_ranges_with_large_layer_settings(prod_plan):
     ingress = prod_plan.one("kubernetes:networking.k8s.io/v1:Ingress").plain_inputs
     annotations = ingress["metadata"]["annotations"]
 
-    assert annotations["nginx.ingress.kubernetes.io/whitelist-source-range"] == "10.8.16.0/22,10.8.24.0/22"
+    # Pulumi.prod.yaml: developerCidrs, then nodeCidrs (the kubelets pull through the Ingress).
+    assert annotations["nginx.ingress.kubernetes.io/whitelist-source-range"] == "10.8.16.0/22,10.8.24.0/22,10.60.0.0/16"
     assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
     assert ingress["spec"]["tls"] == [{"hosts": ["registry.internal.example.com"],
                                        "secretName": "registry-internal-example-com-tls"}]
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "registry", "port": {"number": 5000}}
+
+
+def test_every_stack_that_admits_nodes_gives_them_a_pull_path_through_the_ingress(stack_plan):
+    """The nodes' only working path: HTTPS through the Ingress, whose source ranges must include them."""
+    settings = settings_for(stack_plan.stack)
+    assert settings.node_cidrs
+    (ingress,) = [r.plain_inputs for r in stack_plan.of_type("kubernetes:networking.k8s.io/v1:Ingress")]
+    ranges = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"].split(",")
+    assert {str(c) for c in settings.node_cidrs} <= set(ranges)
+    assert ingress["spec"]["tls"][0]["hosts"] == [settings.ingress_host]

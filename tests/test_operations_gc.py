@@ -1,12 +1,18 @@
 """The garbage-collection script, run for real against registry v3.1.1 (filesystem and S3 on moto).
 
 Only Kubernetes and Consul are stand-ins (tests/support/fake_cluster.py): the StatefulSet's pods are
-real registry processes restarted from a KV file, the client Service is the list of endpoints that
-pass their readiness probe. The registry, `registry garbage-collect`, curl and the script are real.
+real registry processes restarted from a KV file, each environment loaded by THE config-cli stand-in from
+the KV laid out as the program lays it out (``config/env/...``), so the read-only flag works only if the
+script writes the key config-cli reads. The client Service is the list of endpoints that pass their
+readiness probe. The registry, `registry garbage-collect`, curl and the script are real.
+
+Each storage runs with its stack's collection mode: filesystem as staging (``gcDeleteUntagged`` false),
+S3 as prod (true).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,16 +23,21 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bcrypt
 import pytest
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from components.operations import readonly_kv_key
+from components.consul_config import health_check
+from components.names import (CHECK_KEY, ENV_FOLDER, FILES_FOLDER, GENERATION_KEY, READONLY_OFF, READONLY_ON,
+                              readonly_kv_key)
+from components.registry_config import HTPASSWD_FILE, HTPASSWD_PATH
+from tests.conftest import settings_for
+from tests.support.config_cli import as_tree
 from tests.support.fake_cluster import FakeCluster
 from tests.support.oci import (OCI_INDEX, Image, Manifest, OciClient, RegistryError, canonical_json,
                                cosign_signature_tag, make_cosign_signature, make_image, make_referrer_artifact,
                                make_referrers_index, referrers_tag)
-from tests.support.registry_server import write_htpasswd
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -74,6 +85,10 @@ class S3View(StorageView):
         return keys
 
 
+# The stack whose settings each storage runs with (its collection mode above all).
+STACK_OF_STORAGE = {"filesystem": "staging", "s3": "prod"}
+
+
 @dataclass
 class Storage:
     mode: str
@@ -83,6 +98,10 @@ class Storage:
     bucket: str = ""
     root: str = ""
     data_dir: Path | None = None
+
+    @property
+    def delete_untagged(self) -> bool:
+        return settings_for(STACK_OF_STORAGE[self.mode]).gc_delete_untagged
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -106,20 +125,27 @@ def storage(request, tmp_path) -> Storage:
     return Storage("s3", env, S3View(s3, bucket, root), s3=s3, bucket=bucket, root=root)
 
 
-def registry_env(storage: Storage, tmp_path: Path) -> dict[str, str]:
-    htpasswd = write_htpasswd(tmp_path / "htpasswd", {USER: PASSWORD}, rounds=4)
-    return {
+def registry_kv(storage: Storage) -> dict[str, str]:
+    """The KV tree under ``registry/<env>/`` as config-cli finds it: the test's storage and auth as ``config/``
+    keys (plain values: no Vault in these tests), the read-only flag at rest."""
+    htpasswd = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    variables = {
         **storage.env,
         "REGISTRY_HTTP_SECRET": "shared-by-every-replica",
         "REGISTRY_HTTP_DRAINTIMEOUT": "25s",
         "REGISTRY_STORAGE_DELETE_ENABLED": "true",
-        "REGISTRY_STORAGE_MAINTENANCE_READONLY": '{"enabled":false}',
+        "REGISTRY_STORAGE_MAINTENANCE_READONLY": READONLY_OFF,
         "REGISTRY_AUTH": "htpasswd",
         "REGISTRY_AUTH_HTPASSWD_REALM": "Registry",
-        "REGISTRY_AUTH_HTPASSWD_PATH": str(htpasswd),
+        "REGISTRY_AUTH_HTPASSWD_PATH": HTPASSWD_PATH,
         "REGISTRY_LOG_LEVEL": "warn",
         "OTEL_TRACES_EXPORTER": "none",
     }
+    config_kv = {f"{ENV_FOLDER}{name}": value for name, value in variables.items()}
+    config_kv[f"{FILES_FOLDER}{HTPASSWD_FILE}"] = f"{USER}:{htpasswd}\n"
+    config_kv[GENERATION_KEY] = "1"
+    config_kv[CHECK_KEY] = json.dumps(health_check(settings_for(STACK_OF_STORAGE[storage.mode])))
+    return as_tree(config_kv)
 
 
 # --- content: what must survive and what must go -----------------------------------------------------
@@ -130,7 +156,8 @@ class Content:
     tagged: dict[tuple[str, str], Image] = field(default_factory=dict)
     signatures: dict[tuple[str, str], Manifest] = field(default_factory=dict)  # (repo, tag) -> manifest
     untagged_manifests: list[tuple[str, str]] = field(default_factory=list)
-    garbage_blobs: list[str] = field(default_factory=list)
+    garbage_blobs: list[str] = field(default_factory=list)  # unreferenced once untagged manifests are deleted
+    unreferenced_blobs: list[str] = field(default_factory=list)  # no manifest ever referred to them
     kept_blobs: set[str] = field(default_factory=set)
     index: tuple[str, str, list[Image]] | None = None  # repo, tag, children
     never_tagged: Image | None = None  # pushed by digest to team0/scratch, which has no tags at all
@@ -161,7 +188,9 @@ def populate(client: OciClient, images: int = TAGGED_IMAGES) -> Content:
     client.push_image("team0/app0", orphan)
     content.untagged_manifests.append(("team0/app0", orphan.digest))
     content.garbage_blobs.append(orphan.layers[0].digest)
-    content.garbage_blobs.append(client.push_blob("team0/app0", os.urandom(3000) + b"abandoned upload"))
+    abandoned = client.push_blob("team0/app0", os.urandom(3000) + b"abandoned upload")
+    content.garbage_blobs.append(abandoned)
+    content.unreferenced_blobs.append(abandoned)
     # A repository that never had any tag.
     content.never_tagged = make_image(os.urandom(4096) + b"repository without tags")
     client.push_image("team0/scratch", content.never_tagged)
@@ -288,6 +317,8 @@ class ScriptRun:
         credentials = tmp_path / "probe-credentials"
         credentials.write_text(f"{USER}:{PASSWORD}")
         os.symlink(cluster.binary, cluster.bin_dir / "registry") if not (cluster.bin_dir / "registry").exists() else None
+        delete_untagged = settings_for(STACK_OF_STORAGE["s3" if "REGISTRY_STORAGE_S3_BUCKET" in storage_env
+                                                        else "filesystem"]).gc_delete_untagged
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_", "http_", "https_",
                                                                         "HTTP_", "HTTPS_", "ALL_", "all_"))},
@@ -306,6 +337,7 @@ class ScriptRun:
             "GC_SETTLE_SECONDS": "1",
             "GC_POLL_SECONDS": "0.2",
             "GC_POD_TIMEOUT_SECONDS": "60",
+            "GC_DELETE_UNTAGGED": "true" if delete_untagged else "false",
         }
         if collect_command:
             env["GC_COLLECT_COMMAND"] = collect_command
@@ -350,7 +382,8 @@ def paused_collector(tmp_path: Path) -> tuple[str, Path, Path]:
     paused, resume = tmp_path / "gc-paused", tmp_path / "gc-resume"
     wrapper = tmp_path / "collect.sh"
     wrapper.write_text(f'#!/bin/sh\ntouch "{paused}"\nwhile [ ! -e "{resume}" ]; do sleep 0.05; done\n'
-                       'exec registry garbage-collect --delete-untagged "$GC_CONFIG_FILE"\n')
+                       '[ "$GC_DELETE_UNTAGGED" = true ] && set -- --delete-untagged\n'
+                       'exec registry garbage-collect "$@" "$GC_CONFIG_FILE"\n')
     wrapper.chmod(0o755)
     return str(wrapper), paused, resume
 
@@ -366,7 +399,7 @@ def wait_for(path: Path, run: ScriptRun, timeout: float = 120) -> None:
 @pytest.fixture
 def cluster(registry_binary, storage, tmp_path):
     replicas = 1 if storage.mode == "filesystem" else 3
-    fake = FakeCluster(registry_binary, tmp_path / "cluster", registry_env(storage, tmp_path), replicas=replicas,
+    fake = FakeCluster(registry_binary, tmp_path / "cluster", registry_kv(storage), replicas=replicas,
                        kv_prefix=KV_PREFIX)
     fake.start()
     yield fake
@@ -396,7 +429,7 @@ def test_gc_keeps_pulls_serving_refuses_pushes_and_removes_only_garbage(cluster,
         run = ScriptRun(cluster, storage.env, tmp_path, collect_command=collect)
         wait_for(paused, run)
         # Every replica and the Job's own replica now serve read-only: a push through the Service gets 405.
-        assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == '{"enabled":true}'
+        assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == READONLY_ON
         assert all(p.read_only_history[-1] for p in cluster.pods.values())
         assert push_status_through_service(cluster) == 405
         assert len(cluster.ready_endpoints()) == len(cluster.pods) + 1
@@ -419,15 +452,24 @@ def test_gc_keeps_pulls_serving_refuses_pushes_and_removes_only_garbage(cluster,
     assert not failures, failures[:5]
 
     # Afterwards: write mode on every replica, the Job's replica gone from the Service.
-    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == '{"enabled":false}'
+    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == READONLY_OFF
     assert all(p.read_only_history == [False, True, False] for p in cluster.pods.values())
     assert sorted(cluster.ready_endpoints()) == sorted(p.url for p in cluster.pods.values())
     assert not cluster.job_replica_ready
 
     # Garbage is gone from the storage itself; everything tagged is still there.
-    for repo, digest in content.untagged_manifests:
-        assert not storage.view.revision_stored(repo, digest), (repo, digest)
-    for digest in content.garbage_blobs:
+    if storage.delete_untagged:
+        for repo, digest in content.untagged_manifests:
+            assert not storage.view.revision_stored(repo, digest), (repo, digest)
+        for digest in content.garbage_blobs:
+            assert not storage.view.blob_stored(digest), digest
+    else:
+        # Without --delete-untagged an untagged manifest is kept, and so is everything it refers to.
+        for repo, digest in content.untagged_manifests:
+            assert storage.view.revision_stored(repo, digest), (repo, digest)
+        for digest in set(content.garbage_blobs) - set(content.unreferenced_blobs):
+            assert storage.view.blob_stored(digest), digest
+    for digest in content.unreferenced_blobs:
         assert not storage.view.blob_stored(digest), digest
     for digest in content.kept_blobs:
         assert storage.view.blob_stored(digest), digest
@@ -445,17 +487,20 @@ def test_gc_keeps_pulls_serving_refuses_pushes_and_removes_only_garbage(cluster,
     for entry in referrers.json["manifests"]:  # the referrer itself was pushed untagged: it stays
         assert client.pull_image("team1/app1", entry["digest"]).manifest.digest == entry["digest"]
 
-    # Pinned v3.1.1 behaviour: --delete-untagged keeps the platform manifests an index refers to.
+    # Pinned v3.1.1 behaviour (also with --delete-untagged): the platform manifests an index refers to stay.
     repo, tag, children = content.index
     assert client.get_manifest(repo, tag).media_type == OCI_INDEX
     for child in children:
         assert [b.data for b in client.pull_image(repo, child.digest).blobs] == [b.data for b in child.blobs]
 
-    # Pinned v3.1.1 behaviour: in a repository that never had a tag, GC skips the manifests ("manifest
-    # tags path of repository ... does not exist") but, having marked nothing, deletes their blobs.
     stranded = content.never_tagged
     assert storage.view.revision_stored("team0/scratch", stranded.digest)
-    assert not any(storage.view.blob_stored(b.digest) for b in [stranded.manifest, *stranded.blobs])
+    if storage.delete_untagged:
+        # Pinned v3.1.1 behaviour: in a repository that never had a tag, --delete-untagged skips the manifests
+        # ("manifest tags path of repository ... does not exist") but, having marked nothing, deletes their blobs.
+        assert not any(storage.view.blob_stored(b.digest) for b in [stranded.manifest, *stranded.blobs])
+    else:
+        assert client.pull_image("team0/scratch", stranded.digest).manifest.data == stranded.manifest.data
 
     # Pushes work again.
     assert push_status_through_service(cluster) == 201
@@ -470,7 +515,7 @@ def test_failing_collection_still_restores_write_mode(cluster, storage, tmp_path
     assert code != 0, run.log()
     assert "garbage collection finished" not in run.log()
     assert "read-only window closed: write mode restored" in run.log()
-    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == '{"enabled":false}'
+    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == READONLY_OFF
     assert all(p.read_only_history == [False, True, False] for p in cluster.pods.values())
     assert pod_processes_alive(cluster) and not cluster.job_replica_ready
     assert push_status_through_service(cluster) == 201
@@ -487,7 +532,7 @@ def test_sigterm_during_collection_stops_it_and_restores_write_mode(cluster, sto
     run.process.terminate()
     assert run.wait(timeout=120) == 143, run.log()
     assert "stopping the garbage collection" in run.log()
-    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == '{"enabled":false}'
+    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == READONLY_OFF
     assert all(p.read_only_history == [False, True, False] for p in cluster.pods.values())
     assert push_status_through_service(cluster) == 201
     repo, tag = next(iter(content.tagged))
@@ -516,7 +561,7 @@ def test_script_uses_only_what_its_role_allows(cluster, storage, tmp_path):
     consul_calls = [c[1:] for c in cluster.calls if c[0] == "consul"]
     assert consul_calls[0][0] == "login" and f"-bearer-token-file={token}" in consul_calls[0]
     assert [c[:3] for c in consul_calls[1:]] == [["kv", "put", readonly_kv_key(ENVIRONMENT)]] * 2
-    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == '{"enabled":false}'
+    assert cluster.kv()[readonly_kv_key(ENVIRONMENT)] == READONLY_OFF
 
 
 def test_without_the_consul_token_nothing_is_touched(cluster, storage, tmp_path):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from components.operations import (GC_NAME, SNAPSHOT_NAME, gc_cron_job, readonly_kv_key, replication_policy,
+from components.names import GC_NAME, SNAPSHOT_NAME, readonly_kv_key
+from components.operations import (gc_cron_job, replication_policy,
                                    script_text)
 from components.settings import SettingsError
 from components.workload import client_service, container_security_context, pod_security_context, selector_labels
@@ -78,9 +79,25 @@ def test_gc_job_ships_the_script_and_runs_it_in_the_registry_image(stack_plan):
     assert container["image"] == settings.image
     assert container["command"] == ["sh", "/opt/registry-ops/registry-gc.sh"]
     env = env_of(container)
-    assert env["READONLY_KV_KEY"] == f"registry/{stack_plan.stack}/REGISTRY_STORAGE_MAINTENANCE_READONLY"
     assert env["READONLY_KV_KEY"] == readonly_kv_key(stack_plan.stack)
     assert not [k for k in env if k.startswith("REGISTRY_STORAGE_MAINTENANCE")]
+
+
+def test_the_key_the_gc_job_flips_is_the_one_config_cli_exports_as_the_read_only_flag(stack_plan, tmp_path):
+    """Through the one config-cli stand-in: the recorded KV plus the job's write must make the registry
+    read-only, and the key must lie outside what the program's KeyPrefix owns (or pulumi up would undo it)."""
+    from tests.support.config_cli import as_tree, load_tree, recorded_kv
+
+    path_prefix, subkeys = recorded_kv(stack_plan)
+    # No secret matters here: Vault references become placeholders, so no Vault is needed.
+    subkeys = {key: "placeholder" if value.startswith("vault:") else value for key, value in subkeys.items()}
+    env = env_of(gc_pod(stack_plan)["spec"]["containers"][0])
+    written, kv_prefix = env["READONLY_KV_KEY"], env["CONFIG_CLI_KV_PREFIX"]
+    assert written.startswith(kv_prefix) and not written.startswith(path_prefix)
+    during = load_tree({**as_tree(subkeys), written[len(kv_prefix):]: '{"enabled":true}'}, None, tmp_path / "gc")
+    assert during.environment["REGISTRY_STORAGE_MAINTENANCE_READONLY"] == '{"enabled":true}'
+    resting = load_tree(as_tree(subkeys), None, tmp_path / "resting")
+    assert resting.environment["REGISTRY_STORAGE_MAINTENANCE_READONLY"] == '{"enabled":false}'
 
 
 def test_gc_pod_is_an_endpoint_of_the_client_service_and_in_the_mesh(stack_plan):

@@ -1,5 +1,9 @@
 """Restore drills against the real registry: lose a tagged image's data, bring it back, pull it byte-identical.
 
+Each drill boots the registry from its stack's recorded configuration through the config-cli stand-in (staging:
+filesystem, prod: S3 on moto with the plan's bucket, KMS key and versioning), in htpasswd mode so that the
+operator's robot may delete (the incident deletes a manifest).
+
 Filesystem: from a copy of the volume's directory taken as a VolumeSnapshot would be (the registry
 running, a crash-consistent copy). S3: from the versioned bucket's noncurrent versions on moto.
 """
@@ -11,30 +15,35 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.support.oci import OciClient, RegistryError, make_image
-from tests.support.registry_server import write_htpasswd
+from tests.support.stack_fixtures import VARIANTS
+from tests.support.stack_registry import StackSetup, prepare_stack
 
 pytest_plugins = ["tests.support.fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
-USER, PASSWORD = "ci", "ci-" + uuid.uuid4().hex[:12]
 _spec = importlib.util.spec_from_file_location("s3_undelete", ROOT / "scripts" / "s3-undelete.py")
 s3_undelete = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(s3_undelete)
 
 
-def base_env(tmp_path: Path) -> dict[str, str]:
-    htpasswd = write_htpasswd(tmp_path / "htpasswd", {USER: PASSWORD}, rounds=4)
-    return {"REGISTRY_HTTP_SECRET": "s", "REGISTRY_HTTP_DRAINTIMEOUT": "5s", "OTEL_TRACES_EXPORTER": "none",
-            "REGISTRY_STORAGE_DELETE_ENABLED": "true", "REGISTRY_AUTH": "htpasswd",
-            "REGISTRY_AUTH_HTPASSWD_REALM": "Registry", "REGISTRY_AUTH_HTPASSWD_PATH": str(htpasswd),
-            "REGISTRY_LOG_LEVEL": "warn"}
+@pytest.fixture
+def drill(request, openbao, tmp_path):
+    """A stack set up from its recorded plan (its own moto for prod: the drill reads noncurrent versions)."""
+    stack = request.param
+    moto = request.getfixturevalue("moto_server") if stack == "prod" else None
+    setup = prepare_stack(stack, openbao, tmp_path / stack, moto=moto, extra_overrides=VARIANTS["htpasswd"])
+    yield setup
+    setup.close()
+
+
+def pusher(setup: StackSetup, registry) -> OciClient:
+    return setup.client(registry, setup.users("push")[0])
 
 
 def lose_image(registry_binary: str, registry, client: OciClient, repo: str, tag: str, image) -> None:
@@ -55,12 +64,11 @@ def assert_pulls_identical(client: OciClient, repo: str, tag: str, image) -> Non
     assert [b.data for b in pulled.blobs] == [b.data for b in image.blobs]
 
 
-def test_filesystem_restore_from_a_volume_snapshot_copy(registry_binary, registry_factory, tmp_path):
-    volume = tmp_path / "volume"
-    env = {**base_env(tmp_path), "REGISTRY_STORAGE": "filesystem",
-           "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(volume)}
-    registry = registry_factory(env)
-    client = OciClient(registry.base_url, USER, PASSWORD)
+@pytest.mark.parametrize("drill", ["staging"], indirect=True)
+def test_filesystem_restore_from_a_volume_snapshot_copy(registry_binary, registry_factory, drill, tmp_path):
+    registry = drill.boot(registry_factory)
+    volume = Path(registry.env["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"])
+    client = pusher(drill, registry)
     lost, kept = make_image(os.urandom(64 * 1024)), make_image(os.urandom(64 * 1024))
     client.push_image("team/lost", lost, tag="v1")
     client.push_image("team/kept", kept, tag="v1")
@@ -82,17 +90,13 @@ def test_filesystem_restore_from_a_volume_snapshot_copy(registry_binary, registr
     assert_pulls_identical(client, "team/later", "v1", later)
 
 
-def test_s3_restore_from_noncurrent_versions(registry_binary, registry_factory, moto_server, tmp_path):
-    bucket, root = f"registry-restore-{uuid.uuid4().hex[:8]}", "/registry"
-    moto_server.create_bucket(bucket, versioning=True)
-    s3 = moto_server.client("s3")
-    env = {**base_env(tmp_path), "REGISTRY_STORAGE": "s3", "REGISTRY_STORAGE_S3_BUCKET": bucket,
-           "REGISTRY_STORAGE_S3_REGION": "us-east-1", "REGISTRY_STORAGE_S3_REGIONENDPOINT": moto_server.url,
-           "REGISTRY_STORAGE_S3_FORCEPATHSTYLE": "true", "REGISTRY_STORAGE_S3_ROOTDIRECTORY": root,
-           "REGISTRY_STORAGE_S3_ACCESSKEY": "testing", "REGISTRY_STORAGE_S3_SECRETKEY": "testing",
-           "REGISTRY_STORAGE_REDIRECT_DISABLE": "true"}
-    registry = registry_factory(env)
-    client = OciClient(registry.base_url, USER, PASSWORD)
+@pytest.mark.parametrize("drill", ["prod"], indirect=True)
+def test_s3_restore_from_noncurrent_versions(registry_binary, registry_factory, moto_server, drill):
+    registry = drill.boot(registry_factory)
+    bucket, region = drill.backend.bucket, drill.backend.region
+    root = registry.env["REGISTRY_STORAGE_S3_ROOTDIRECTORY"]
+    s3 = moto_server.client("s3", region=region)  # the operator's credentials, not the registry's
+    client = pusher(drill, registry)
     earlier = make_image(os.urandom(64 * 1024))
     client.push_image("team/earlier", earlier, tag="v1")
     client.delete_manifest("team/earlier", earlier.digest)  # deleted before the incident: stays deleted

@@ -292,7 +292,7 @@ def test_stack_rules_skip_a_stack_without_a_registry_workload(plans):
     ("boundServiceAccountNamespaces", ["ci-*"], True),
 ])
 def test_the_vault_auth_role_binds_exactly_one_service_account_and_namespace(plans, field, values, violates):
-    role = as_resource(plans["staging"].one("vault:kubernetes/authBackendRole:AuthBackendRole"))
+    role = as_resource(plans["staging"].one("vault:kubernetes/authBackendRole:AuthBackendRole", "registry-secrets-auth-role"))
     role.props[field] = values
     findings = list(check_vault_role_binding(role, _policy_config("vault-kubernetes-role-single-binding")))
     assert [type(f) for f in findings] == ([Violation] if violates else [])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.settings import KNOWN_KEYS, FilesystemStorage, S3Storage, SettingsError
+from components.settings import KNOWN_KEYS, SECRET_KEYS, FilesystemStorage, S3Storage, SettingsError
 from offline_plan import record_plan
 from tests.conftest import settings_for
 
@@ -24,39 +26,43 @@ BAD_CONFIG = [
     ("prod", "image", TAG_ONLY_IMAGE, "registry:image", "pinned by digest"),
     ("prod", "image", f"registry.internal.example.com/platform/docker-registry:latest@sha256:{'a' * 64}",
      "registry:image", "the tag 'latest' is never allowed"),
-    ("prod", "nodeCidrs", '["10.60.0.0/33"]', "registry:nodeCidrs", "CIDR"),
-    ("prod", "developerCidrs", '["10.8.16.1/22"]', "registry:developerCidrs", "CIDR"),
-    ("prod", "developerCidrs", '["0.0.0.0/0"]', "registry:developerCidrs", "not /0"),
-    ("prod", "developerCidrs", "10.8.16.0/22", "registry:developerCidrs", "expected a list"),
+    ("prod", "nodeCidrs", ["10.60.0.0/33"], "registry:nodeCidrs", "CIDR"),
+    ("prod", "developerCidrs", ["10.8.16.1/22"], "registry:developerCidrs", "CIDR"),
+    ("prod", "developerCidrs", ["0.0.0.0/0"], "registry:developerCidrs", "not /0"),
     ("staging", "storageSize", "200GB", "registry:storageSize", "units Mi, Gi, Ti"),
     ("staging", "storageSize", "512Mi", "registry:storageSize", "1Gi to 64Ti"),
     ("staging", "storageSize", "65Ti", "registry:storageSize", "1Gi to 64Ti"),
     ("prod", "replicas", "0", "registry:replicas", "1 to 10"),
     ("prod", "replicas", "11", "registry:replicas", "1 to 10"),
-    ("prod", "replicas", "three", "registry:replicas", "integer"),
     ("prod", "updatePartition", "3", "registry:updatePartition", "0 to 2"),
     ("prod", "s3Region", None, "registry:s3Region", "AWS region"),
     ("prod", "s3Region", "Ireland", "registry:s3Region", "AWS region"),
     ("prod", "s3OidcProviderArn", "arn:aws:iam::123:role/x", "registry:s3OidcProviderArn", "OIDC provider ARN"),
     ("prod", "storageEndpointCidrs", None, "registry:storageEndpointCidrs", "VPC interface endpoints"),
     ("prod", "s3Bucket", "Bad_Bucket", "registry:s3Bucket", "S3 bucket name"),
-    ("staging", "image", None, "registry:image", "required"),
     ("staging", "storageClass", None, "registry:storageClass", "StorageClass"),
     ("staging", "memoryLimit", "128Mi", "registry:memoryLimit", "at least memoryRequest"),
     ("staging", "cpuRequest", "lots", "registry:cpuRequest", "CPU quantity"),
     ("staging", "logLevel", "verbose", "registry:logLevel", "error, warn, info, debug"),
     ("staging", "terminationGracePeriodSeconds", "5", "registry:terminationGracePeriodSeconds", "10 to 600"),
-    ("staging", "ciRunnerNamespaces", '["CI_Runners"]', "registry:ciRunnerNamespaces", "namespace"),
+    ("staging", "ciRunnerNamespaces", ["CI_Runners"], "registry:ciRunnerNamespaces", "namespace"),
     ("staging", "consulHttpAddr", "https://10.0.0.5:8501", "registry:consulHttpAddr", "in-cluster service URL"),
     ("prod", "ingressTlsSecretName", None, "registry:ingressTlsSecretName", "TLS Secret"),
-    ("staging", "requireImageDigest", "yes", "registry:requireImageDigest", "true or false"),
     ("staging", "replica", "2", "registry:replica", "unknown setting"),
+    # The registry's own images from the registry itself: a cold start would wait for itself.
+    ("prod", "image", f"registry.internal.example.com/platform/docker-registry:3.1.1@sha256:{'a' * 64}",
+     "registry:image", "an image outside this registry"),
+    ("prod", "operationsToolsImage", f"registry.internal.example.com/platform/ops-tools:1.0@sha256:{'b' * 64}",
+     "registry:operationsToolsImage", "an image outside this registry"),
+    ("staging", "image", f"registry.cicd.svc.cluster.local:5000/platform/docker-registry:3.1.1@sha256:{'a' * 64}",
+     "registry:image", "an image outside this registry"),
+    ("staging", "consulAuthMethod", "has spaces", "registry:consulAuthMethod", "Kubernetes auth method"),
 ]
 
 
 def _case_id(case) -> str:
     stack, key, value, *_ = case
-    return f"{stack}-{key}={value}"
+    return f"{stack}-{key}={value if isinstance(value, str) or value is None else json.dumps(value)}"
 
 
 @pytest.mark.parametrize("stack,key,value,named,allowed", BAD_CONFIG, ids=[_case_id(c) for c in BAD_CONFIG])
@@ -68,8 +74,23 @@ def test_bad_config_stops_the_program_before_any_resource(stack, key, value, nam
     assert allowed in plan.error
     assert "\n" not in plan.error
     if value is not None:
-        assert value.strip('[]"') in plan.error
+        assert (value if isinstance(value, str) else value[0]) in plan.error
     assert plan.resources == [], "nothing may be registered when the settings are bad"
+
+
+# Values the Pulumi CLI already refuses (tests/test_cli_config_rules.py), refused by the program too, for
+# a CLI run with --skip-config-validation or a config set through the environment.
+@pytest.mark.parametrize("key,value,allowed", [
+    ("replicas", "three", "integer"),
+    ("requireImageDigest", "yes", "true or false"),
+    ("gcDeleteUntagged", "sometimes", "true or false"),
+    ("developerCidrs", "10.8.16.0/22", "expected a list"),
+    ("image", None, "required"),
+])
+def test_the_program_refuses_what_the_cli_refuses_too(key, value, allowed):
+    with pytest.raises(SettingsError) as error:
+        settings_for("prod", **{key: value})
+    assert error.value.key == f"registry:{key}" and allowed in str(error.value)
 
 
 def test_ingress_without_developer_ranges_is_refused_rather_than_open_to_everybody():
@@ -117,18 +138,28 @@ def test_settings_are_immutable():
 def test_every_setting_is_declared_in_pulumi_yaml_with_type_and_description():
     declared = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"]
 
-    assert set(declared) == set(KNOWN_KEYS)
+    # The secret keys cannot be declared: Pulumi.yaml's header says why.
+    assert set(declared) == set(KNOWN_KEYS) - set(SECRET_KEYS)
     for key, declaration in declared.items():
         assert declaration.get("type") in ("string", "integer", "boolean", "array"), key
         assert declaration.get("description"), key
 
 
-def test_stack_files_use_only_declared_keys():
+def test_stack_files_use_only_known_settings_and_provider_options():
+    import pulumi_consul.config
+    import pulumi_vault.config
+
+    providers = {"consul": pulumi_consul.config, "vault": pulumi_vault.config}
     for stack in ("staging", "prod"):
         config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
         for key in config:
             namespace, _, name = key.partition(":")
-            assert namespace == "registry" and name in KNOWN_KEYS, f"{stack}: {key}"
+            if namespace == "registry":
+                assert name in KNOWN_KEYS, f"{stack}: {key}"
+            else:
+                # Provider options are read by the provider, not by the program: they must be real ones.
+                assert namespace in providers, f"{stack}: {key}"
+                assert hasattr(providers[namespace], re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()), f"{stack}: {key}"
 
 
 @pytest.mark.parametrize("override,key", [

@@ -1,5 +1,6 @@
 """The GitHub Actions workflows: actionlint passes, every third-party action is pinned to a commit,
-and each pipeline runs the policy pack the way the docs say."""
+pull requests and deploys run exactly the steps of .ci/run, each pipeline runs the policy pack the way
+the docs say, and the Pulumi jobs know where Consul and Vault are reached from."""
 
 from __future__ import annotations
 
@@ -40,16 +41,75 @@ def test_third_party_actions_are_pinned_to_a_commit():
     assert [r for r in remote if not re.search(r"@[0-9a-f]{40}$", r)] == []
 
 
+def _ci_run_commands() -> list[str]:
+    """The commands .ci/run runs, in order; anything else in it may only be shell bookkeeping."""
+    commands = []
+    bookkeeping = re.compile(r'^(#.*|set -euo pipefail|cd "\$\(dirname "\$0"\)/\.\."|started=\$\(date \+%s\)|echo "ci: .*")?$')
+    for line in (PROJECT / ".ci" / "run").read_text().splitlines():
+        line = line.strip()
+        if line.startswith("scripts/"):
+            commands.append(line)
+        else:
+            assert bookkeeping.match(line), f".ci/run does more than the workflows know of: {line!r}"
+    return commands
+
+
+def test_ci_run_and_the_checks_workflow_run_the_same_steps():
+    commands = _ci_run_commands()
+    assert commands, "no scripts found in .ci/run"
+    [job] = _workflow("checks.yml")["jobs"].values()
+    assert [step["run"].strip() for step in job["steps"] if "run" in step] == commands
+    # Nothing else happens but checking out and providing the toolchains the scripts build with.
+    actions = [step["uses"].split("@")[0] for step in job["steps"] if "uses" in step]
+    assert actions == ["actions/checkout", "actions/setup-go", "actions/setup-python"]
+
+
+def test_pull_requests_and_deploys_run_the_checks_workflow():
+    for name in ("pull-request.yml", "deploy.yml"):
+        assert _workflow(name)["jobs"]["test"] == {"uses": "./.github/workflows/checks.yml"}, name
+    assert _workflow("checks.yml")[True] == {"workflow_call": None}  # YAML 1.1 reads the key `on` as True
+
+
 def test_pull_requests_preview_each_stack_with_the_pack_only_when_credentials_exist():
     workflow = _workflow("pull-request.yml")
     preview = workflow["jobs"]["preview"]
     assert preview["if"] == "needs.credentials.outputs.available == 'true'"
+    assert set(preview["needs"]) == {"test", "credentials"}
     assert preview["strategy"]["matrix"]["stack"] == ["staging", "prod"]
     [step] = _pulumi_steps({"jobs": {"preview": preview}})
     assert step["with"]["command"] == "preview" and step["with"]["policyPacks"] == "policies"
     assert step["with"]["comment-on-pr"] is True
-    test_steps = " ".join(s.get("run", "") for s in workflow["jobs"]["test"]["steps"])
-    assert "pytest" in test_steps and "offline_plan" in test_steps and "lint-workflows" in test_steps
+
+
+def _stack_config(stack: str) -> dict:
+    return yaml.safe_load((PROJECT / f"Pulumi.{stack}.yaml").read_text())["config"]
+
+
+def test_every_pulumi_job_reaches_consul_and_vault_where_its_stack_file_says():
+    """The providers read consul:address and vault:address from the stack; nothing else may name them."""
+    stacks = {"staging", "prod"}
+    for stack in stacks:
+        config = _stack_config(stack)
+        for key in ("consul:address", "vault:address"):
+            address = config.get(key, "")
+            # The in-cluster names config-cli uses (registry:consulHttpAddr, ...) are unreachable from a runner.
+            assert address and ".svc" not in address and "127.0.0.1" not in address, f"{stack}: {key}={address!r}"
+        assert config.get("consul:scheme") == "https", stack
+    for name in ("pull-request.yml", "deploy.yml", "drift.yml"):
+        text = (WORKFLOWS / name).read_text()
+        assert "CONSUL_HTTP_ADDR" not in text and "VAULT_ADDR" not in text, f"{name} names a second address"
+        for step in _pulumi_steps(_workflow(name)):
+            assert {"CONSUL_HTTP_TOKEN", "VAULT_TOKEN"} <= set(step["env"]), name
+
+
+def test_pulumi_jobs_set_up_the_virtualenv_both_project_files_name():
+    action = yaml.safe_load((PROJECT / ".github" / "actions" / "setup-project" / "action.yml").read_text())
+    assert [step["run"] for step in action["runs"]["steps"] if "run" in step] == ["scripts/setup.sh plan"]
+    for name in ("pull-request.yml", "deploy.yml", "drift.yml"):
+        for job_name, job in _workflow(name)["jobs"].items():
+            if any(step.get("uses", "").startswith("pulumi/actions@") for step in job.get("steps", [])):
+                uses = [step.get("uses") for step in job["steps"]]
+                assert "./.github/actions/setup-project" in uses, f"{name}: {job_name}"
 
 
 def test_deploy_updates_staging_then_prod_behind_an_environment_with_the_pack():

@@ -22,7 +22,7 @@ def _container(plan) -> dict:
 def test_container_runs_config_cli_from_the_stacks_image(stack_plan):
     container = _container(stack_plan)
     assert container["command"] == ["config-cli", "run", "docker-registry"]
-    assert container["image"].startswith("registry.internal.example.com/platform/docker-registry:")
+    assert container["image"] == settings_for(stack_plan.stack).image
     assert "@sha256:" in container["image"]
     assert {(p["name"], p["containerPort"]) for p in container["ports"]} == {("http", 5000), ("debug", 5001)}
 
@@ -101,10 +101,32 @@ def test_grace_period_outlasts_the_pre_stop_wait_and_the_registry_drain(stack_pl
     assert grace >= pre_stop + DRAIN_TIMEOUT_SECONDS + 10, "config-cli needs time to deregister before the drain"
 
 
+def _matches(selector: dict, labels: dict) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
 def test_disruption_budget_lets_single_replica_nodes_drain(stack_plan):
     budget = stack_plan.one("kubernetes:policy/v1:PodDisruptionBudget").plain_inputs["spec"]
     assert budget["maxUnavailable"] == 1
-    assert budget["selector"]["matchLabels"] == _statefulset(stack_plan)["spec"]["selector"]["matchLabels"]
+    pod_labels = _statefulset(stack_plan)["spec"]["template"]["metadata"]["labels"]
+    assert _matches(budget["selector"]["matchLabels"], pod_labels)
+
+
+def test_disruption_budget_never_selects_the_gc_jobs_pod(stack_plan):
+    """Seen on a real kube-controller-manager: a PDB matching a Job's pod reports "jobs.batch does not implement
+    the scale subresource" and allows 0 disruptions, so every drain stalls while a collection runs. The Job's
+    pod must still be an endpoint of the client Service (it serves pulls during the window)."""
+    budget = stack_plan.one("kubernetes:policy/v1:PodDisruptionBudget").plain_inputs["spec"]["selector"]["matchLabels"]
+    cron_jobs = [r.plain_inputs for r in stack_plan.of_type("kubernetes:batch/v1:CronJob")]
+    assert cron_jobs
+    for cron_job in cron_jobs:
+        labels = cron_job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        assert not _matches(budget, labels), cron_job["metadata"]["name"]
+    service = next(r.plain_inputs for r in stack_plan.of_type("kubernetes:core/v1:Service")
+                   if r.plain_inputs["metadata"]["name"] == "registry")
+    gc_labels = next(c for c in cron_jobs if c["metadata"]["name"] == "registry-gc")[
+        "spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert _matches(service["spec"]["selector"], gc_labels)
 
 
 def test_mesh_sidecar_is_injected_and_the_debug_port_bypasses_it(stack_plan):
@@ -141,3 +163,28 @@ def test_manifests_carry_no_secret_material(stack_plan):
         text = json.dumps(registration.plain_inputs)
         assert "password" not in text.lower()
         assert "secretKeyRef" not in text
+
+
+def _pod_templates(plan) -> dict[str, dict]:
+    templates = {"statefulset/registry": _statefulset(plan)["spec"]["template"]}
+    for cron_job in plan.of_type("kubernetes:batch/v1:CronJob"):
+        inputs = cron_job.plain_inputs
+        templates[f"cronjob/{inputs['metadata']['name']}"] = inputs["spec"]["jobTemplate"]["spec"]["template"]
+    return templates
+
+
+def test_no_pod_of_the_registry_needs_the_registry_to_start(stack_plan):
+    """A cold start, a node loss or a disaster recovery must not wait for the registry itself: every image is
+    pinned by digest (a node that has it never asks again) and comes from a registry this stack does not serve."""
+    settings = settings_for(stack_plan.stack)
+    served = {f"registry.{settings.namespace}.svc", f"registry.{settings.namespace}.svc.cluster.local"}
+    if settings.ingress_host:
+        served.add(settings.ingress_host)
+    containers = [(where, c) for where, template in _pod_templates(stack_plan).items()
+                  for c in [*template["spec"].get("initContainers", []), *template["spec"]["containers"]]]
+    assert len(containers) >= 3  # the registry; the GC Job and its tools init container (+ snapshots in staging)
+    for where, container in containers:
+        image = container["image"]
+        assert "@sha256:" in image, f"{where}/{container['name']}: {image}"
+        assert container["imagePullPolicy"] == "IfNotPresent", f"{where}/{container['name']}"
+        assert image.split("/", 1)[0].split(":")[0] not in served, f"{where}/{container['name']} pulls from itself"

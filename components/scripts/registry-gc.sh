@@ -9,7 +9,8 @@
 #   1. flip the Consul KV read-only flag on and start the Job's own read-only replica;
 #   2. restart the StatefulSet pods one at a time, each waited for until it is Ready again (and,
 #      with probe credentials, until it answers 405 to an upload);
-#   3. run `registry garbage-collect --delete-untagged` against the same storage;
+#   3. run `registry garbage-collect` (with --delete-untagged where GC_DELETE_UNTAGGED=true) against
+#      the same storage;
 #   4. always, also on failure or SIGTERM: flip the flag off, restart the pods again and wait until
 #      they accept uploads; only then take the Job's replica out of the Service and stop it.
 #
@@ -18,12 +19,17 @@
 set -eu
 
 : "${NAMESPACE:?NAMESPACE is required}"
-: "${READONLY_KV_KEY:?READONLY_KV_KEY (Consul KV key of REGISTRY_STORAGE_MAINTENANCE_READONLY) is required}"
+: "${READONLY_KV_KEY:?READONLY_KV_KEY (registry/<env>/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY) is required}"
 STATEFULSET=${STATEFULSET:-registry}
 GC_CONFIG_FILE=${GC_CONFIG_FILE:-/etc/distribution/config.yml}
 # The Job's own replica: config-cli loads the same KV (now read-only) and Vault secrets as the pods.
 SERVE_COMMAND=${GC_SERVE_COMMAND:-config-cli run docker-registry}
-COLLECT_COMMAND=${GC_COLLECT_COMMAND:-registry garbage-collect --delete-untagged $GC_CONFIG_FILE}
+case "${GC_DELETE_UNTAGGED:-false}" in
+    true) COLLECT_FLAGS=--delete-untagged ;;
+    false) COLLECT_FLAGS= ;;
+    *) echo "registry-gc: GC_DELETE_UNTAGGED must be true or false, got '$GC_DELETE_UNTAGGED'" >&2; exit 64 ;;
+esac
+COLLECT_COMMAND=${GC_COLLECT_COMMAND:-registry garbage-collect $COLLECT_FLAGS $GC_CONFIG_FILE}
 REPLICA_URL=${GC_REPLICA_URL:-http://127.0.0.1:5000}
 # The readiness probe of the Job pod fails while this file exists: the replica leaves the Service
 # before it is stopped, so no pull is sent to a registry that is shutting down.

@@ -62,8 +62,9 @@ CONSUL_PREFIX_CONFIG = schema({
     "keyPrefixPattern": {
         "type": "string",
         "description": "Regular expression the pathPrefix of a KeyPrefix must match: exactly one environment's "
-                       "folder, since a KeyPrefix deletes every key under it that it does not declare.",
-        "default": r"^registry/[a-z0-9-]+/$",
+                       "config/ folder, since a KeyPrefix deletes every key under it that it does not declare "
+                       "(owning registry/<env>/ itself would undo the garbage-collection job's maintenance/ key).",
+        "default": r"^registry/[a-z0-9-]+/config/$",
     },
 })
 VAULT_POLICY_CONFIG = schema({
@@ -125,7 +126,7 @@ def check_consul_kv_no_secrets(resource: Resource, config: Mapping[str, Any]) ->
 
 
 def check_consul_kv_prefix(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
-    """Every key under ``registry/<env>/``; a ``KeyPrefix`` owns exactly one environment's folder.
+    """Every key under ``registry/<env>/``; a ``KeyPrefix`` owns exactly one environment's ``config/`` folder.
 
     A ``KeyPrefix`` deletes every key under its ``pathPrefix`` that it does not declare, so a prefix of
     ``registry/`` would wipe the other environments' settings, even though each key it writes still

@@ -47,8 +47,10 @@ IMAGE_CONFIG = schema({
     "allowedRegistries": {
         "type": "array",
         "items": {"type": "string"},
-        "description": "Registry hosts images may come from (the first path component of the image).",
-        "default": ["registry.internal.example.com"],
+        "description": "Registry hosts images may come from (the first path component of the image): the "
+                       "bootstrap registry, never the registry this program deploys (a cold start would wait "
+                       "for itself).",
+        "default": ["123456789012.dkr.ecr.eu-west-1.amazonaws.com"],
     },
 })
 REGISTRY_PORTS_CONFIG = schema({

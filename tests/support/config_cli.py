@@ -1,32 +1,43 @@
-"""A test-only stand-in for ``config-cli run docker-registry``: the contract of docs/config-flow.md, nothing more.
+"""THE test-only stand-in for ``config-cli run docker-registry``: the contract of docs/config-cli.md, nothing more.
 
-From the Consul KV a stack's plan records (the ``consul:index/keyPrefix:KeyPrefix`` subkeys) and a Vault client
-holding only the registry's policy, ``load()`` builds what config-cli hands the registry:
+Every test that boots a registry goes through this module (end-to-end, garbage collection, rotation, restore,
+benchmarks); there is no second one. From the KV tree under ``CONFIG_CLI_KV_PREFIX`` (``registry/<env>/``) and a
+Vault client holding only the registry's policy, ``load_tree()`` builds what config-cli hands the registry:
 
-- ``env/<NAME>`` -> variable ``<NAME>``, value verbatim, a ``vault:<mount>/<path>#<field>`` value resolved from
-  KV v2 (``GET /v1/<mount>/data/<path>``, field of ``data.data``); a missing secret or field is a start failure;
-- ``files/<file>`` -> written (mode 0400) before the registry starts, content verbatim or resolved from Vault;
-- ``credentials-generation`` (integer text) and ``service/check`` (JSON) are read and reported, never exported;
+- ``config/env/<NAME>`` -> variable ``<NAME>``, value verbatim, a ``vault:<mount>/<path>#<field>`` value resolved
+  from KV v2 (``GET /v1/<mount>/data/<path>``, field of ``data.data``); a missing secret or field is a start failure;
+- ``config/files/<file>`` -> written (mode 0400) before the registry starts, content verbatim or resolved from Vault;
+- ``config/credentials-generation`` (integer text) and ``config/service/check`` (JSON) are read and reported,
+  never exported;
+- ``maintenance/<NAME>`` -> overrides ``config/env/<NAME>``; only the names in
+  ``components.names.MAINTENANCE_VARIABLES``, and only for a variable ``config/env/`` sets;
 - any other key is a start failure.
 
-The one liberty: the files go to ``run_directory`` (a temp dir) instead of ``/run/registry``, and every
-``env/`` value naming a file under ``/run/registry`` is rewritten to the temp dir in ``relocate()`` below.
-Everything the tests change beyond that is in ``tests/support/stack_registry.py`` (``TEST_OVERRIDES``).
+``load()`` does the same for the ``config/`` part alone (keys relative to it, as the plan's KeyPrefix records them).
+
+Liberties, each a harness matter: the files go to ``run_directory`` (a temp dir) instead of ``/run/registry``
+(``relocate()`` rewrites values naming them); ``main()`` may read the tree from a JSON file instead of Consul's
+HTTP API (``CONFIG_CLI_TEST_KV_FILE``, the garbage-collection tests' cluster) and takes the listen addresses and
+the registry binary from ``CONFIG_CLI_TEST_*`` variables. Everything the tests change beyond that is in
+``tests/support/stack_registry.py`` (``TEST_OVERRIDES``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 import hvac
+import requests
 
-from components.consul_config import CHECK_KEY, ENV_FOLDER, FILES_FOLDER, GENERATION_KEY
+from components.names import (CHECK_KEY, CONFIG_FOLDER, ENV_FOLDER, FILES_FOLDER, GENERATION_KEY, MAINTENANCE_FOLDER,
+                              MAINTENANCE_VARIABLES)
 from components.registry_config import SECRETS_DIRECTORY, VAULT_REFERENCE_PREFIX
-from offline_plan import Plan
 
 KV_TYPE = "consul:index/keyPrefix:KeyPrefix"
 FILE_MODE = 0o400
@@ -44,10 +55,44 @@ class LoadedConfig:
     check: dict  # the Consul check definition, ${POD_IP} not yet replaced
 
 
-def recorded_kv(plan: Plan) -> tuple[str, dict[str, str]]:
-    """(prefix, subkeys) of the stack's KV, as the plan would write them (secrets revealed: test only)."""
+def recorded_kv(plan) -> tuple[str, dict[str, str]]:
+    """(pathPrefix, subkeys) of the stack's KeyPrefix, as the plan would write them (secrets revealed: test only)."""
     inputs = plan.one(KV_TYPE).plain_inputs
     return inputs["pathPrefix"], dict(inputs["subkeys"])
+
+
+def as_tree(config_kv: Mapping[str, str], maintenance: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """A KV tree relative to ``registry/<env>/`` from the ``config/`` keys and optional ``maintenance/`` values."""
+    tree = {f"{CONFIG_FOLDER}{key}": value for key, value in config_kv.items()}
+    tree.update({f"{MAINTENANCE_FOLDER}{name}": value for name, value in (maintenance or {}).items()})
+    return tree
+
+
+def split_tree(tree: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(config/ keys, maintenance/ names) of a tree relative to ``registry/<env>/``; anything else is refused."""
+    config_kv, maintenance = {}, {}
+    for key, value in tree.items():
+        if key.startswith(CONFIG_FOLDER):
+            config_kv[key[len(CONFIG_FOLDER):]] = value
+        elif key.startswith(MAINTENANCE_FOLDER):
+            maintenance[key[len(MAINTENANCE_FOLDER):]] = value
+        else:
+            raise ConfigCliError(f"unknown KV key {key!r}: expected {CONFIG_FOLDER}... or {MAINTENANCE_FOLDER}<NAME>")
+    return config_kv, maintenance
+
+
+def consul_tree(address: str, prefix: str, token: Optional[str] = None) -> dict[str, str]:
+    """Every key under ``prefix`` from Consul's HTTP API (``GET /v1/kv/<prefix>?recurse``), relative to it."""
+    session = requests.Session()
+    session.trust_env = False
+    answer = session.get(f"{address.rstrip('/')}/v1/kv/{prefix}", params={"recurse": "true"},
+                         headers={"X-Consul-Token": token} if token else {}, timeout=10)
+    if answer.status_code == 404:
+        return {}
+    if answer.status_code != 200:
+        raise ConfigCliError(f"cannot read Consul KV {prefix}: HTTP {answer.status_code} {answer.text.strip()[:200]}")
+    return {entry["Key"][len(prefix):]: base64.b64decode(entry["Value"] or "").decode()
+            for entry in answer.json() if not entry["Key"].endswith("/")}
 
 
 def parse_vault_reference(value: str) -> tuple[str, str, str]:
@@ -63,7 +108,7 @@ def parse_vault_reference(value: str) -> tuple[str, str, str]:
 class _VaultReader:
     """Reads each referenced secret once (all references of one environment share one secret)."""
 
-    def __init__(self, client: hvac.Client):
+    def __init__(self, client: Optional[hvac.Client]):
         self.client = client
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
 
@@ -71,6 +116,8 @@ class _VaultReader:
         if not value.startswith(VAULT_REFERENCE_PREFIX):
             return value
         mount, path, field_name = parse_vault_reference(value)
+        if self.client is None:
+            raise ConfigCliError(f"cannot resolve {value!r}: no Vault address")
         if (mount, path) not in self.secrets:
             try:
                 read = self.client.secrets.kv.v2.read_secret_version(path=path, mount_point=mount,
@@ -99,8 +146,16 @@ def relocate(value: str, written: Mapping[str, Path]) -> str:
     return str(written[name])
 
 
-def load(kv: Mapping[str, str], vault: hvac.Client, run_directory: Path) -> LoadedConfig:
-    """Build the registry's environment and files from the KV subkeys, as config-cli does before ``serve``."""
+def load_tree(tree: Mapping[str, str], vault: Optional[hvac.Client], run_directory: Path) -> LoadedConfig:
+    """Build the registry's environment and files from the whole tree under ``registry/<env>/``."""
+    config_kv, maintenance = split_tree(tree)
+    return load(config_kv, vault, run_directory, maintenance)
+
+
+def load(kv: Mapping[str, str], vault: Optional[hvac.Client], run_directory: Path,
+         maintenance: Optional[Mapping[str, str]] = None) -> LoadedConfig:
+    """Build the registry's environment and files from the ``config/`` keys (relative to that folder) and the
+    ``maintenance/`` overrides, as config-cli does before ``serve``. Without a Vault client any reference fails."""
     reader = _VaultReader(vault)
     env_values: dict[str, str] = {}
     file_values: dict[str, str] = {}
@@ -128,6 +183,13 @@ def load(kv: Mapping[str, str], vault: hvac.Client, run_directory: Path) -> Load
     if generation is None or check is None:
         raise ConfigCliError(f"KV lacks {GENERATION_KEY} or {CHECK_KEY}")
 
+    for name, value in sorted((maintenance or {}).items()):
+        if name not in MAINTENANCE_VARIABLES:
+            raise ConfigCliError(f"unknown KV key {MAINTENANCE_FOLDER}{name!r}: only {list(MAINTENANCE_VARIABLES)}")
+        if name not in env_values:
+            raise ConfigCliError(f"{MAINTENANCE_FOLDER}{name} overrides nothing: {CONFIG_FOLDER}{ENV_FOLDER}{name} is unset")
+        env_values[name] = value
+
     run_directory.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, content in file_values.items():
@@ -138,3 +200,45 @@ def load(kv: Mapping[str, str], vault: hvac.Client, run_directory: Path) -> Load
         written[name] = path
     environment = {name: relocate(value, written) for name, value in env_values.items()}
     return LoadedConfig(environment=environment, files=written, credentials_generation=generation, check=check)
+
+
+def main(argv: list[str]) -> int:
+    """``config-cli run docker-registry``: load the tree, then exec ``registry serve`` with its environment.
+
+    Reads ``CONFIG_CLI_KV_PREFIX``, then the tree from ``CONSUL_HTTP_ADDR`` (token ``CONSUL_HTTP_TOKEN``) or,
+    in the garbage-collection tests' cluster, from the JSON file ``CONFIG_CLI_TEST_KV_FILE`` (full key paths);
+    Vault from ``VAULT_ADDR``/``VAULT_TOKEN`` when set. Harness inputs: ``CONFIG_CLI_TEST_REGISTRY_BINARY``,
+    ``CONFIG_CLI_TEST_CONFIG_FILE``, ``CONFIG_CLI_TEST_RUN_DIRECTORY`` and ``CONFIG_CLI_TEST_LISTEN`` (JSON of the
+    listen-address variables to set, null to drop one).
+    """
+    if argv != ["run", "docker-registry"]:
+        print(f"config-cli (test stand-in): only `run docker-registry` is implemented, got {argv}", file=sys.stderr)
+        return 64
+    prefix = os.environ["CONFIG_CLI_KV_PREFIX"]
+    try:
+        if os.environ.get("CONFIG_CLI_TEST_KV_FILE"):
+            everything = json.loads(Path(os.environ["CONFIG_CLI_TEST_KV_FILE"]).read_text())
+            tree = {key[len(prefix):]: value for key, value in everything.items() if key.startswith(prefix)}
+        else:
+            tree = consul_tree(os.environ["CONSUL_HTTP_ADDR"], prefix, os.environ.get("CONSUL_HTTP_TOKEN"))
+        vault = None
+        if os.environ.get("VAULT_ADDR"):
+            vault = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ.get("VAULT_TOKEN"))
+        loaded = load_tree(tree, vault, Path(os.environ["CONFIG_CLI_TEST_RUN_DIRECTORY"]))
+    except ConfigCliError as exc:
+        print(f"config-cli: {exc}", file=sys.stderr)
+        return 1
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("REGISTRY_")}
+    environment.update(loaded.environment)
+    for name, value in json.loads(os.environ.get("CONFIG_CLI_TEST_LISTEN", "{}")).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
+    binary = os.environ["CONFIG_CLI_TEST_REGISTRY_BINARY"]
+    os.execve(binary, [binary, "serve", os.environ["CONFIG_CLI_TEST_CONFIG_FILE"]], environment)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

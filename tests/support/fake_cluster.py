@@ -1,18 +1,20 @@
 """Just enough of Kubernetes and Consul, on local processes, to run the operations scripts for real.
 
 `FakeCluster` keeps a StatefulSet's pods as real registry processes on 127.0.0.1, Consul KV as a JSON
-file, and the client Service as the list of endpoints that currently pass their readiness probe. It
-puts executables named `kubectl`, `consul` and `config-cli` in `bin_dir`; a script run with that
-directory first on PATH drives the fake exactly as it would drive the cluster:
+file (full key paths), and the client Service as the list of endpoints that currently pass their readiness
+probe. Every registry it starts gets its environment from THE config-cli stand-in (tests/support/config_cli.py)
+reading that KV, exactly as a pod's config-cli reads Consul at start. It puts executables named `kubectl`,
+`consul` and `config-cli` in `bin_dir`; a script run with that directory first on PATH drives the fake exactly
+as it would drive the cluster:
 
 - `kubectl -n NS get statefulset NAME -o jsonpath={.spec.replicas}`
 - `kubectl -n NS get pod NAME -o jsonpath=...` -> "<uid> <Ready status>" (exit 1 while the pod is absent)
 - `kubectl -n NS delete pod NAME --wait=false` -> the pod leaves the Service, gets SIGTERM a moment
-  later (endpoint propagation), and the StatefulSet controller starts a new one (new uid) with the
-  environment built from the KV file, as config-cli builds it at start
+  later (endpoint propagation), and the StatefulSet controller starts a new one (new uid), its environment
+  loaded from the KV by the config-cli stand-in
 - `consul kv put KEY VALUE` -> writes the KV file
-- `config-cli run docker-registry` -> execs `registry serve` with the KV file's values (the GC Job's
-  own replica; it listens on `job_replica_port`)
+- `config-cli run docker-registry` -> the config-cli stand-in itself (`python -m tests.support.config_cli`),
+  which loads the KV and execs `registry serve` (the GC Job's own replica; it listens on `job_replica_port`)
 
 Every kubectl and consul invocation is recorded, so a test can check it against the RBAC Role.
 """
@@ -33,12 +35,19 @@ from typing import Mapping
 
 import requests
 
+from components.names import READONLY_ON, READONLY_VARIABLE
+
+from . import config_cli
 from .processes import LOOPBACK, ManagedProcess, clean_env, free_port, start_process
 from .registry_server import DROPPED_VARIABLES, MINIMAL_CONFIG
 
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
 PROBE_PERIOD_SECONDS = 0.1
-# Between a pod leaving the Service and its SIGTERM: kube-proxy/mesh endpoint propagation.
-ENDPOINT_PROPAGATION_SECONDS = 0.3
+# Between a pod leaving the Service and its SIGTERM: endpoint propagation, which the pod's preStop sleep
+# (components/workload.py, 5 s) covers in the cluster; shorter here to keep the tests fast, long enough for a
+# pull already in flight on a loaded machine.
+ENDPOINT_PROPAGATION_SECONDS = 1.0
 
 
 @dataclass
@@ -57,13 +66,13 @@ class FakePod:
 
 
 class FakeCluster:
-    def __init__(self, binary: str, workdir: Path, base_env: Mapping[str, str], *, replicas: int,
+    def __init__(self, binary: str, workdir: Path, tree: Mapping[str, str], *, replicas: int,
                  kv_prefix: str, namespace: str = "cicd", statefulset: str = "registry",
                  job_pod_name: str = "registry-gc-28913000-x7k2p"):
+        """``tree``: the KV under ``kv_prefix`` (relative to it) as the program and config-cli lay it out."""
         self.binary = binary
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.base_env = dict(base_env)
         self.namespace = namespace
         self.statefulset = statefulset
         self.kv_prefix = kv_prefix
@@ -86,7 +95,7 @@ class FakeCluster:
         self._http = requests.Session()
         self._http.trust_env = False
         self._threads: list[threading.Thread] = []
-        self._write_kv({})
+        self._write_kv({f"{kv_prefix}{key}": value for key, value in tree.items()})
         self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler())
         self._serve_thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._serve_thread.start()
@@ -126,13 +135,10 @@ class FakeCluster:
         tmp.write_text(json.dumps(kv))
         os.replace(tmp, self.kv_path)
 
-    def registry_env(self) -> dict[str, str]:
-        """What config-cli exports: the base settings overlaid by every KV value under the prefix."""
-        env = dict(self.base_env)
-        for key, value in self.kv().items():
-            if key.startswith(self.kv_prefix):
-                env[key[len(self.kv_prefix):]] = value
-        return env
+    def registry_env(self, name: str) -> dict[str, str]:
+        """What config-cli exports to pod ``name`` from the KV under the prefix (its files in the pod's run dir)."""
+        tree = {key[len(self.kv_prefix):]: value for key, value in self.kv().items() if key.startswith(self.kv_prefix)}
+        return config_cli.load_tree(tree, None, self.workdir / name / "run").environment
 
     def ready_endpoints(self) -> list[str]:
         """The client Service's endpoints: every pod (and the Job's replica) passing its readiness probe."""
@@ -148,10 +154,10 @@ class FakeCluster:
 
     # -- pods ------------------------------------------------------------------------------------------
     def _start_pod(self, pod: FakePod) -> None:
-        env = self.registry_env()
+        env = self.registry_env(pod.name)
         env["REGISTRY_HTTP_ADDR"] = f"{LOOPBACK}:{pod.port}"
         env.pop("REGISTRY_HTTP_DEBUG_ADDR", None)
-        pod.read_only_history.append('"enabled":true' in env.get("REGISTRY_STORAGE_MAINTENANCE_READONLY", ""))
+        pod.read_only_history.append(env.get(READONLY_VARIABLE) == READONLY_ON)
         pod.uid = str(uuid.uuid4())
         pod.process = start_process(pod.name, [self.binary, "serve", str(self.config_path)],
                                     self.workdir / f"{pod.name}.log", env=self._child_env(env), cwd=self.workdir)
@@ -273,20 +279,20 @@ class FakeCluster:
                 "print(answer['output'], file=sys.stdout if answer['code'] == 0 else sys.stderr)\n"
                 "sys.exit(answer['code'])\n")
             stub.chmod(0o755)
-        config_cli = self.bin_dir / "config-cli"
-        config_cli.write_text(
-            f"#!{sys.executable}\n"
-            "import json, os, sys\n"
-            f"env = json.loads({json.dumps(json.dumps(self.base_env))})\n"
-            f"for key, value in json.load(open({str(self.kv_path)!r})).items():\n"
-            f"    if key.startswith({self.kv_prefix!r}):\n"
-            f"        env[key[{len(self.kv_prefix)}:]] = value\n"
-            f"env['REGISTRY_HTTP_ADDR'] = '{LOOPBACK}:{self.job_replica_port}'\n"
-            "env.pop('REGISTRY_HTTP_DEBUG_ADDR', None)\n"
-            "child = {k: v for k, v in os.environ.items() if not k.startswith('REGISTRY_')}\n"
-            "child.update(env)\n"
-            f"os.execve({self.binary!r}, [{self.binary!r}, 'serve', {str(self.config_path)!r}], child)\n")
-        config_cli.chmod(0o755)
+        listen = {"REGISTRY_HTTP_ADDR": f"{LOOPBACK}:{self.job_replica_port}", "REGISTRY_HTTP_DEBUG_ADDR": None}
+        harness = {
+            "CONFIG_CLI_KV_PREFIX": self.kv_prefix,
+            "CONFIG_CLI_TEST_KV_FILE": str(self.kv_path),
+            "CONFIG_CLI_TEST_REGISTRY_BINARY": self.binary,
+            "CONFIG_CLI_TEST_CONFIG_FILE": str(self.config_path),
+            "CONFIG_CLI_TEST_RUN_DIRECTORY": str(self.workdir / "job-replica" / "run"),
+            "CONFIG_CLI_TEST_LISTEN": json.dumps(listen),
+            "PYTHONPATH": str(REPOSITORY_ROOT),
+        }
+        stub = self.bin_dir / "config-cli"
+        stub.write_text("#!/bin/sh\n" + "".join(f"export {k}='{v}'\n" for k, v in harness.items())
+                        + f'exec "{sys.executable}" -m tests.support.config_cli "$@"\n')
+        stub.chmod(0o755)
 
     def pod_url_curlrc(self, template_host: str) -> Path:
         """A curl config mapping each pod's in-cluster name to its local port (for GC_POD_URL_TEMPLATE)."""

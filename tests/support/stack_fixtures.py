@@ -18,7 +18,7 @@ from .stack_registry import S3_SETUP_ACTIONS, StackSetup, prepare_stack
 # Variants beyond the stack files: htpasswd mode with its only allowed kind of user (pull users need tokens).
 VARIANTS = {
     "as-recorded": {},
-    "htpasswd": {"registry:authMode": "htpasswd", "registry:htpasswdUsers": '["ci-runner:push"]',
+    "htpasswd": {"registry:authMode": "htpasswd", "registry:htpasswdUsers": ["ci-runner:push"],
                  "registry:tokenRealm": None, "registry:tokenService": None, "registry:tokenIssuer": None,
                  "registry:tokenRootCertBundle": None},
 }

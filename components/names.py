@@ -1,0 +1,147 @@
+"""The names two sides share: ports, object and account names, label sets and the Consul KV layout.
+
+Each is spelled here once. Every component, script environment, test stand-in and policy that needs one
+imports it from here, so a rename cannot leave one side behind (tests/test_names.py checks that no other
+module spells these strings itself).
+
+The Consul KV layout under ``registry/<env>/`` (the contract with config-cli, docs/config-cli.md):
+
+- ``config/``: everything the program declares, owned by one ``consul.KeyPrefix`` (a key dropped from the
+  program is deleted from Consul, and a key added by hand is drift):
+  ``config/env/<NAME>`` (one environment variable each), ``config/files/<file>``,
+  ``config/credentials-generation``, ``config/service/check``;
+- ``maintenance/<NAME>``: written only by the operations jobs, never by the program, so a ``pulumi up`` or
+  the drift check never fights a running job. A value here overrides ``config/env/<NAME>``; only the names
+  in ``MAINTENANCE_VARIABLES`` may appear.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+# --- ports -----------------------------------------------------------------------------------------
+HTTP_PORT = 5000  # the registry's API, behind the mesh sidecar
+DEBUG_PORT = 5001  # metrics and /debug/health, outside the mesh
+# Consul Connect's Envoy sidecar accepts mTLS from other mesh services here.
+MESH_INBOUND_PORT = 20000
+CONSUL_GRPC_PORT = 8502  # the dataplane sidecar's xDS stream
+DNS_PORT = 53
+HTTPS_PORT = 443  # Vault, the S3/STS endpoints, the API server's Service
+API_SERVER_PORTS = (HTTPS_PORT, 6443)
+
+# --- objects and accounts --------------------------------------------------------------------------
+WORKLOAD_NAME = "registry"  # the StatefulSet; its pods are registry-0..N-1
+SERVICE_ACCOUNT_NAME = "registry"
+HEADLESS_SERVICE_NAME = f"{WORKLOAD_NAME}-headless"
+CLIENT_SERVICE_NAME = WORKLOAD_NAME
+CONSUL_SERVICE_NAME = WORKLOAD_NAME
+SIDECAR_SERVICE_NAME = f"{CONSUL_SERVICE_NAME}-sidecar-proxy"
+# The garbage-collection CronJob, and its ServiceAccount, Role, RoleBinding and script ConfigMap.
+GC_NAME = "registry-gc"
+SNAPSHOT_NAME = "registry-snapshot"
+DATA_VOLUME = "data"
+
+
+def data_claim_name(ordinal: int = 0) -> str:
+    """The claim the StatefulSet's volumeClaimTemplate creates for pod ``registry-<ordinal>``."""
+    return f"{DATA_VOLUME}-{WORKLOAD_NAME}-{ordinal}"
+
+
+def vault_role_name(account: str, environment: str) -> str:
+    """The Vault Kubernetes auth role (and the Consul ACL role) of one service account in one stack."""
+    return f"{account}-{environment}"
+
+
+# config-cli's command line: the registry's pods and the GC Job's replica start the registry this way.
+CONFIG_CLI_COMMAND = ("config-cli", "run", "docker-registry")
+
+# --- labels ----------------------------------------------------------------------------------------
+APP_NAME = "docker-registry"
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
+REGISTRY_COMPONENT = "registry"
+GC_COMPONENT = "garbage-collector"
+BACKUP_COMPONENT = "backup"
+
+
+def selector_labels(environment: str) -> dict[str, str]:
+    """What the client Service, the NetworkPolicies and the mesh select: every pod that serves the
+    registry API, the StatefulSet's and the garbage-collection Job's read-only replica alike."""
+    return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: f"registry-{environment}"}
+
+
+def workload_selector_labels(environment: str) -> dict[str, str]:
+    """The StatefulSet's own pods only: the PodDisruptionBudget's selector. A PDB that also matched the GC
+    Job's pod could not compute its budget (a Job has no scale subresource) and would block every drain.
+    (The StatefulSet's own selector stays ``selector_labels``: a selector is immutable, and changing it
+    would replace the StatefulSet.)"""
+    return {**selector_labels(environment), COMPONENT_LABEL: REGISTRY_COMPONENT}
+
+
+def common_labels(environment: str) -> dict[str, str]:
+    return {
+        **workload_selector_labels(environment),
+        "app.kubernetes.io/part-of": "cicd",
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def operations_labels(environment: str, component: str) -> dict[str, str]:
+    """Labels of the operations objects. The instance differs from the registry's, so that no operations pod
+    matches the registry's selector unless it adds those labels on purpose, as the GC pod does."""
+    return {
+        NAME_LABEL: APP_NAME,
+        INSTANCE_LABEL: f"registry-{environment}-{component}",
+        COMPONENT_LABEL: component,
+        "app.kubernetes.io/part-of": "cicd",
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def object_metadata(name: str, namespace: str, labels: dict[str, str],
+                    annotations: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return metadata
+
+
+def dns_egress() -> dict:
+    """Egress to the cluster DNS (CoreDNS answers as ``k8s-app: kube-dns`` in kube-system)."""
+    return {
+        "to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}],
+    }
+
+
+# --- Consul KV layout (config-cli's contract) ------------------------------------------------------
+CONFIG_FOLDER = "config/"
+MAINTENANCE_FOLDER = "maintenance/"
+ENV_FOLDER = "env/"
+FILES_FOLDER = "files/"
+GENERATION_KEY = "credentials-generation"
+CHECK_KEY = "service/check"
+READONLY_VARIABLE = "REGISTRY_STORAGE_MAINTENANCE_READONLY"
+# Distribution panics on ``..._READONLY_ENABLED=true``; the map form is the only one that works.
+READONLY_ON = '{"enabled":true}'
+READONLY_OFF = '{"enabled":false}'
+MAINTENANCE_VARIABLES = (READONLY_VARIABLE,)
+
+
+def kv_prefix(environment: str) -> str:
+    """Everything config-cli reads for one stack (``CONFIG_CLI_KV_PREFIX``)."""
+    return f"registry/{environment}/"
+
+
+def config_kv_prefix(environment: str) -> str:
+    """The part the program owns (the KeyPrefix's ``pathPrefix``)."""
+    return f"{kv_prefix(environment)}{CONFIG_FOLDER}"
+
+
+def readonly_kv_key(environment: str) -> str:
+    """The key the garbage-collection job flips; config-cli exports it as ``REGISTRY_STORAGE_MAINTENANCE_READONLY``."""
+    return f"{kv_prefix(environment)}{MAINTENANCE_FOLDER}{READONLY_VARIABLE}"
