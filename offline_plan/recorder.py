@@ -239,6 +239,9 @@ class PlanMocks(pulumi.runtime.Mocks):
         return {}
 
 
+STACK_TYPE = "pulumi:pulumi:Stack"
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """The SDK's mock monitor, plus a record of each request's options (parent, protect, ...)."""
 
@@ -246,6 +249,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
         self._lock = threading.Lock()
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """The engine's URN (pkg/resource/urn.go): a parent's type qualifies a child's, except the root stack's.
+
+        The SDK's mock puts ``pulumi:pulumi:Stack$`` into every top-level component's URN, which matches no
+        real state (seen against the real engine, tests/test_peer_pulumi_cli.py)."""
+        if parent and parent.split("::")[2].split("$")[-1] == STACK_TYPE:
+            parent = ""
+        return super().make_urn(parent, type_, name)
 
     def RegisterResource(self, request):
         pulumi_mocks._ensure_event_loop()

@@ -2,8 +2,10 @@
 
 The plan's own tests check the KV keys, the ACL rules and the intentions as data; only a real Consul parses
 the HCL rules, evaluates a token against them and decides which source an intention admits. The expected
-values come from the contract (docs/config-flow.md: policy ``registry-<env>`` reads ``registry/<env>/`` and
-writes services ``registry`` and ``registry-sidecar-proxy``, nothing else) and the stack files, not from the
+values come from the contract (docs/config-cli.md: policy ``registry-<env>`` reads ``registry/<env>/`` and
+writes services ``registry`` and ``registry-sidecar-proxy``, nothing else; the program owns
+``registry/<env>/config/``; role ``registry-gc-<env>`` may also write exactly
+``registry/<env>/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY``) and the stack files, not from the
 functions that build them.
 """
 
@@ -18,8 +20,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.support.consul_agent import (ACL_POLICY_TYPE, CONFIG_ENTRY_TYPE, KV_TYPE, ConsulAgent,
-                                        apply_recorded_consul)
+from tests.support.config_cli import consul_tree, load_tree
+from tests.support.consul_agent import (ACL_POLICY_TYPE, ACL_ROLE_TYPE, BINDING_RULE_TYPE, CONFIG_ENTRY_TYPE, KV_TYPE,
+                                        ConsulAgent, apply_recorded_consul)
 
 pytest_plugins = ["tests.support.peer_fixtures", "tests.support.fixtures", "tests.support.stack_fixtures"]
 
@@ -37,12 +40,20 @@ def kv_prefix(stack: str) -> str:
     return f"registry/{stack}/"
 
 
+def config_prefix(stack: str) -> str:
+    return f"registry/{stack}/config/"
+
+
+def readonly_key(stack: str) -> str:
+    return f"registry/{stack}/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY"
+
+
 @pytest.fixture
 def applied(consul_agent: ConsulAgent, stack_plan):
     """Consul with the stack's recorded resources applied, plus keys of neighbours the token must not see."""
     counts = apply_recorded_consul(consul_agent, stack_plan)
     other = next(s for s in STACKS if s != stack_plan.stack)
-    for neighbour in (f"{kv_prefix(other)}env/REGISTRY_HTTP_SECRET", f"registry/{stack_plan.stack}-old/env/X",
+    for neighbour in (f"{config_prefix(other)}env/REGISTRY_HTTP_SECRET", f"registry/{stack_plan.stack}-old/env/X",
                       "registry/shared-setting", "vault/root-token"):
         consul_agent.call("PUT", f"/kv/{neighbour}", data=b"not for the registry")
     return consul_agent, stack_plan, counts
@@ -52,16 +63,23 @@ def registry_token(agent: ConsulAgent, stack: str) -> str:
     return agent.create_token([f"registry-{stack}"], description=f"config-cli {stack}")
 
 
+def role_token(agent: ConsulAgent, role: str) -> str:
+    """What a login through a binding rule to ``role`` yields."""
+    return agent.call("PUT", "/acl/token", json={"Description": role, "Roles": [{"Name": role}]})["SecretID"]
+
+
 def test_consul_accepts_and_stores_every_recorded_resource(applied):
     agent, plan, counts = applied
-    assert counts == {KV_TYPE: 1, ACL_POLICY_TYPE: 1, CONFIG_ENTRY_TYPE: 2}
+    assert counts == {KV_TYPE: 1, ACL_POLICY_TYPE: 2, ACL_ROLE_TYPE: 2, BINDING_RULE_TYPE: 2, CONFIG_ENTRY_TYPE: 2}
     recorded = plan.one(KV_TYPE).plain_inputs
-    assert recorded["pathPrefix"] == kv_prefix(plan.stack)
-    stored = {entry["Key"][len(kv_prefix(plan.stack)):]: base64.b64decode(entry["Value"] or b"").decode()
-              for entry in agent.call("GET", f"/kv/{kv_prefix(plan.stack)}?recurse=true")}
+    assert recorded["pathPrefix"] == config_prefix(plan.stack)
+    stored = {entry["Key"][len(config_prefix(plan.stack)):]: base64.b64decode(entry["Value"] or b"").decode()
+              for entry in agent.call("GET", f"/kv/{config_prefix(plan.stack)}?recurse=true")}
     assert stored == recorded["subkeys"]
     policy = agent.call("GET", f"/acl/policy/name/registry-{plan.stack}")
-    assert policy["Rules"] == plan.one(ACL_POLICY_TYPE).plain_inputs["rules"]
+    assert policy["Rules"] == plan.one(ACL_POLICY_TYPE, "registry-consul-acl-policy").plain_inputs["rules"]
+    rules = agent.call("GET", "/acl/binding-rules")
+    assert sorted(r["BindName"] for r in rules) == sorted([f"registry-{plan.stack}", f"registry-gc-{plan.stack}"])
     assert agent.call("GET", f"/config/service-defaults/{SERVICE}")["Protocol"] == "http"
     assert agent.call("GET", f"/config/service-intentions/{SERVICE}")["Sources"]
 
@@ -70,19 +88,19 @@ def test_registry_token_reads_every_key_of_its_prefix(applied):
     agent, plan, _ = applied
     token = registry_token(agent, plan.stack)
     subkeys = plan.one(KV_TYPE).plain_inputs["subkeys"]
-    refused = {key: agent.request("GET", f"/kv/{kv_prefix(plan.stack)}{key}", token=token).status_code
+    refused = {key: agent.request("GET", f"/kv/{config_prefix(plan.stack)}{key}", token=token).status_code
                for key in subkeys}
     assert {key: code for key, code in refused.items() if code != 200} == {}
     listed = agent.request("GET", f"/kv/{kv_prefix(plan.stack)}?keys=true", token=token)
     assert listed.status_code == 200
-    assert sorted(listed.json()) == sorted(kv_prefix(plan.stack) + key for key in subkeys)
+    assert sorted(listed.json()) == sorted(config_prefix(plan.stack) + key for key in subkeys)
 
 
 def test_registry_token_reads_nothing_outside_its_prefix(applied):
     agent, plan, _ = applied
     token = registry_token(agent, plan.stack)
     other = next(s for s in STACKS if s != plan.stack)
-    for key in (f"{kv_prefix(other)}env/REGISTRY_HTTP_SECRET", f"registry/{plan.stack}-old/env/X",
+    for key in (f"{config_prefix(other)}env/REGISTRY_HTTP_SECRET", f"registry/{plan.stack}-old/env/X",
                 "registry/shared-setting", "vault/root-token"):
         assert agent.request("GET", f"/kv/{key}", token=token).status_code == 403, key
     # A recursive read above the prefix returns only what the token may read.
@@ -94,12 +112,43 @@ def test_registry_token_reads_nothing_outside_its_prefix(applied):
 def test_registry_token_cannot_write_or_delete_any_key(applied):
     agent, plan, _ = applied
     token = registry_token(agent, plan.stack)
-    own_key = f"{kv_prefix(plan.stack)}env/REGISTRY_LOG_LEVEL"
+    own_key = f"{config_prefix(plan.stack)}env/REGISTRY_LOG_LEVEL"
     assert agent.request("PUT", f"/kv/{own_key}", token=token, data=b"debug").status_code == 403
     assert agent.request("PUT", f"/kv/{kv_prefix(plan.stack)}new-key", token=token, data=b"x").status_code == 403
     assert agent.request("DELETE", f"/kv/{own_key}", token=token).status_code == 403
     assert agent.request("DELETE", f"/kv/{kv_prefix(plan.stack)}?recurse=true", token=token).status_code == 403
     assert agent.request("PUT", "/kv/registry/other", token=token, data=b"x").status_code == 403
+    assert agent.request("PUT", f"/kv/{readonly_key(plan.stack)}", token=token, data=b'{"enabled":true}').status_code == 403
+
+
+def test_the_gc_role_writes_exactly_the_read_only_key(applied):
+    agent, plan, _ = applied
+    token = role_token(agent, f"registry-gc-{plan.stack}")
+    assert agent.request("PUT", f"/kv/{readonly_key(plan.stack)}", token=token,
+                         data=b'{"enabled":true}').status_code == 200
+    for key in (f"{config_prefix(plan.stack)}env/REGISTRY_STORAGE_MAINTENANCE_READONLY",
+                f"{kv_prefix(plan.stack)}maintenance/REGISTRY_LOG_LEVEL", f"{readonly_key(plan.stack)}-other",
+                f"registry/{next(s for s in STACKS if s != plan.stack)}/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY"):
+        assert agent.request("PUT", f"/kv/{key}", token=token, data=b"x").status_code == 403, key
+    # It is the registry too: it reads the settings its replica starts with.
+    assert agent.request("GET", f"/kv/{config_prefix(plan.stack)}env/REGISTRY_LOG_LEVEL", token=token).status_code == 200
+
+
+def test_config_cli_reads_this_consul_and_sees_the_gc_jobs_flip(applied, tmp_path):
+    """The one config-cli stand-in, reading the tree over Consul's HTTP API with the registry's token: the
+    environment it builds is the plan's, and once the GC role wrote the key, the registry starts read-only."""
+    agent, plan, _ = applied
+    registry, gc = registry_token(agent, plan.stack), role_token(agent, f"registry-gc-{plan.stack}")
+    # No secret matters here: Vault references become placeholders, so no Vault is needed.
+    for key, value in plan.one(KV_TYPE).plain_inputs["subkeys"].items():
+        if value.startswith("vault:"):
+            agent.call("PUT", f"/kv/{config_prefix(plan.stack)}{key}", data=b"placeholder")
+    before = load_tree(consul_tree(agent.url, kv_prefix(plan.stack), registry), None, tmp_path / "before")
+    assert before.environment["REGISTRY_STORAGE_MAINTENANCE_READONLY"] == '{"enabled":false}'
+    assert before.environment["REGISTRY_LOG_LEVEL"] == plan.one(KV_TYPE).plain_inputs["subkeys"]["env/REGISTRY_LOG_LEVEL"]
+    agent.request("PUT", f"/kv/{readonly_key(plan.stack)}", token=gc, data=b'{"enabled":true}').raise_for_status()
+    during = load_tree(consul_tree(agent.url, kv_prefix(plan.stack), registry), None, tmp_path / "during")
+    assert during.environment["REGISTRY_STORAGE_MAINTENANCE_READONLY"] == '{"enabled":true}'
 
 
 def test_registry_token_registers_only_its_own_service_and_sidecar(applied):

@@ -213,9 +213,6 @@ def ready_pod_status(cluster: KubeCluster, name: str) -> None:
                     "-p", json.dumps(status))
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: the GC job pod carries the registry's selector labels, so "
-                   "the registry PDB selects it and reports SyncFailed (jobs.batch does not implement the scale "
-                   "subresource); reported, being fixed by its owner")
 def test_pdb_stays_healthy_while_a_gc_job_runs(applied: KubeCluster):
     applied.kubectl("create", "job", "-n", NAMESPACE, "--from=cronjob/registry-gc", "registry-gc-manual")
 

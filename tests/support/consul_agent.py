@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import requests
 
@@ -101,7 +101,44 @@ def start_consul(binary: str, workdir: str | Path, name: str = "consul", timeout
 
 KV_TYPE = "consul:index/keyPrefix:KeyPrefix"
 ACL_POLICY_TYPE = "consul:index/aclPolicy:AclPolicy"
+ACL_ROLE_TYPE = "consul:index/aclRole:AclRole"
+BINDING_RULE_TYPE = "consul:index/aclBindingRule:AclBindingRule"
 CONFIG_ENTRY_TYPE = "consul:index/configEntry:ConfigEntry"
+
+
+# Consul 1.14 requires a reviewer JWT in the method's config; never sent anywhere in these tests.
+UNUSED_REVIEWER_JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06cmV2aWV3In0.c2ln"
+
+
+def ensure_kubernetes_auth_method(agent: "ConsulAgent", name: str, host: str = "https://127.0.0.1:6443",
+                                  ca_pem: Optional[str] = None, reviewer_jwt: str = UNUSED_REVIEWER_JWT) -> None:
+    """The platform's Kubernetes auth method (a prerequisite the program binds rules to, never creates).
+
+    Without a real API server the method is never logged in to: any CA certificate does for its validation."""
+    if agent.request("GET", f"/acl/auth-method/{name}").status_code == 200:
+        return
+    agent.call("PUT", "/acl/auth-method", json={
+        "Name": name, "Type": "kubernetes", "Description": "the platform's (test: created by the fixture)",
+        "Config": {"Host": host, "CACert": ca_pem or _throwaway_ca(), "ServiceAccountJWT": reviewer_jwt}})
+
+
+def _throwaway_ca() -> str:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-kubernetes-ca")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now)
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def apply_recorded_consul(agent: ConsulAgent, plan) -> dict[str, int]:
@@ -110,8 +147,12 @@ def apply_recorded_consul(agent: ConsulAgent, plan) -> dict[str, int]:
     Returns how many resources of each type were applied. A ``consul:`` type this function does not know is an
     error: a resource the program adds must not silently escape the real Consul.
     """
+    from offline_plan.recorder import _fake_id
+
     applied: dict[str, int] = {}
-    for registration in plan.resources:
+    policy_ids: dict[str, str] = {}  # the plan's (mock) policy ID -> the ID this Consul gave it
+    # Policies first: a role refers to them by the ID Consul gives them.
+    for registration in sorted(plan.resources, key=lambda r: r.type != ACL_POLICY_TYPE):
         if not registration.type.startswith("consul:"):
             continue
         inputs = registration.plain_inputs
@@ -121,8 +162,17 @@ def apply_recorded_consul(agent: ConsulAgent, plan) -> dict[str, int]:
                 if agent.call("PUT", f"/kv/{prefix}{key}", data=value.encode()) is not True:
                     raise ConsulError(f"PUT /v1/kv/{prefix}{key} was not applied")
         elif registration.type == ACL_POLICY_TYPE:
-            agent.call("PUT", "/acl/policy", json={"Name": inputs["name"], "Rules": inputs["rules"],
-                                                   "Description": inputs.get("description", "")})
+            created = agent.call("PUT", "/acl/policy", json={"Name": inputs["name"], "Rules": inputs["rules"],
+                                                             "Description": inputs.get("description", "")})
+            policy_ids[f"{registration.name}-{_fake_id(registration.name + registration.type)[:8]}"] = created["ID"]
+        elif registration.type == ACL_ROLE_TYPE:
+            agent.call("PUT", "/acl/role", json={"Name": inputs["name"], "Description": inputs.get("description", ""),
+                                                 "Policies": [{"ID": policy_ids[p]} for p in inputs["policies"]]})
+        elif registration.type == BINDING_RULE_TYPE:
+            ensure_kubernetes_auth_method(agent, inputs["authMethod"])
+            agent.call("PUT", "/acl/binding-rule", json={
+                "AuthMethod": inputs["authMethod"], "Selector": inputs["selector"], "BindType": inputs["bindType"],
+                "BindName": inputs["bindName"], "Description": inputs.get("description", "")})
         elif registration.type == CONFIG_ENTRY_TYPE:
             entry = {"Kind": inputs["kind"], "Name": inputs["name"], **json.loads(inputs["configJson"])}
             if agent.call("PUT", "/config", json=entry) is not True:
