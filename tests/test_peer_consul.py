@@ -193,10 +193,7 @@ def test_config_cli_boots_the_registry_from_this_consul_and_the_agent_runs_its_c
     setup = stack_setup("staging")
     apply_recorded_consul(consul_agent, setup.plan)
     token = registry_token(consul_agent, setup.stack)
-    prefix = kv_prefix(setup.stack)
-    listed = consul_agent.request("GET", f"/kv/{prefix}?recurse=true", token=token)
-    assert listed.status_code == 200
-    kv = {entry["Key"][len(prefix):]: base64.b64decode(entry["Value"] or b"").decode() for entry in listed.json()}
+    kv = consul_tree(consul_agent.url, config_prefix(setup.stack), token=token)
     assert kv == setup.kv
 
     registry = setup.boot(registry_factory, kv=kv, name="from-consul")
