@@ -46,6 +46,7 @@ class PulumiProject:
     state: Path
     extra_path: list[Path] = field(default_factory=list)
     provider_records: Path | None = None
+    stacks_initialised: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         return clean_env({
@@ -72,13 +73,13 @@ class PulumiProject:
             raise AssertionError(f"{' '.join(run.argv)} exited {run.returncode}:\n{run.output}")
         return run
 
-    def use_engine_doubles(self) -> None:
+    def use_engine_doubles(self, real_providers: dict[str, str] | None = None) -> None:
         """Put the test-only language host and echo providers on the CLI's PATH (tests/support/engine)."""
         from .engine import install_engine_doubles
 
         self.provider_records = self.directory.parent / "provider-records"
         self.extra_path.insert(0, install_engine_doubles(self.directory.parent / "engine-bin",
-                                                         self.provider_records))
+                                                         self.provider_records, real_providers=real_providers))
 
     def recorded_provider_inputs(self) -> dict[tuple[str, str], dict]:
         """{(type, name): inputs} of every Check the echo providers answered."""
@@ -110,6 +111,7 @@ class PulumiProject:
 
     def init_stack(self, stack: str) -> None:
         self.must("stack", "init", stack, "--secrets-provider", "passphrase", "--non-interactive")
+        self.stacks_initialised.append(stack)
 
     def preview(self, stack: str, *extra: str, timeout: int = DEFAULT_TIMEOUT) -> PulumiRun:
         return self.run("preview", "--stack", stack, "--non-interactive", "--color", "never", *extra,
