@@ -11,6 +11,7 @@ that passes config validation stops at loading it: that error is the proof that 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from offline_plan import record_plan
 from offline_plan.recorder import on_the_wire
 from offline_plan.render import write_plan
+from tests.support.kube_cluster import NAMESPACE, ReportedReadiness, start_kube_cluster
 from tests.support.pulumi_cli import PulumiProject, PulumiRun, scratch_project
 
 pytest_plugins = ["tests.support.peer_fixtures"]
@@ -255,3 +257,36 @@ def test_the_offline_plans_manifests_are_exactly_what_the_provider_renders(engin
     rendered = rendered_objects(engine_up)
     planned = planned_manifests(stack, tmp_path)
     assert {key for key in planned if rendered.get(key) != planned[key]} == set()
+
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_pulumi_up_applies_every_kubernetes_object_to_the_real_api_server(
+        pulumi_binary: str, pulumi_kubernetes_binary: str, kube_binaries: dict[str, str], stack: str,
+        tmp_path: Path):
+    """The engine, the real kubernetes provider and a real API server (PSA restricted, RBAC, the CRDs): every
+    object of the offline plan is created and stored, the provider's readiness waits included."""
+    crd_dir = next(Path(path) for name, path in kube_binaries.items() if name.startswith("kube-crds-"))
+    cluster = start_kube_cluster(kube_binaries, sorted(crd_dir.glob("*.yaml")), tmp_path / "kube")
+    try:
+        project = scratch_engine_project(pulumi_binary, tmp_path, {"kubernetes": pulumi_kubernetes_binary})
+        project.edit_stack_config(stack, set_plain={"kubernetes:kubeconfig": str(cluster.kubeconfig)})
+        project.init_stack(stack)
+        with ReportedReadiness(cluster) as readiness:
+            run = project.run("up", "--yes", "--stack", stack, "--non-interactive", "--color", "never",
+                              "--policy-pack", "policies", timeout=600)
+        assert run.returncode == 0, run.output
+        update = run.stdout.split(f"Updating ({stack}):", 1)[-1]
+        assert f"✅ {PACK}@v{POLICY_PACK_VERSION} (local: policies)" in update
+        planned = planned_manifests(stack, tmp_path / "build")
+        kinds = ",".join(sorted({kind.lower() for kind, _ in planned}))
+        # What the controllers made (pods, claims, kube-root-ca.crt, the default account) carries no labels of ours.
+        stored = json.loads(cluster.kubectl("get", "-n", NAMESPACE, kinds, "-l", "app.kubernetes.io/managed-by=pulumi",
+                                            "-o", "json").stdout)["items"]
+        assert sorted((o["kind"], o["metadata"]["name"]) for o in stored
+                      if not o["metadata"].get("ownerReferences")) == sorted(planned)
+        replicas = int(yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+                       .get("registry:replicas", 1))
+        assert sorted(readiness.reported_pods) == [f"registry-{i}" for i in range(replicas)]
+    finally:
+        cluster.stop()
