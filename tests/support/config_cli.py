@@ -17,8 +17,8 @@ Vault client holding only the registry's policy, ``load_tree()`` builds what con
 
 Liberties, each a harness matter: the files go to ``run_directory`` (a temp dir) instead of ``/run/registry``
 (``relocate()`` rewrites values naming them); ``main()`` may read the tree from a JSON file instead of Consul's
-HTTP API (``CONFIG_CLI_TEST_KV_FILE``, the garbage-collection tests' cluster) and takes the listen addresses and
-the registry binary from ``CONFIG_CLI_TEST_*`` variables. Everything the tests change beyond that is in
+HTTP API (``CONFIG_CLI_TEST_KV_FILE``, the garbage-collection tests' cluster) and takes the registry binary and
+the harness's overrides (listen addresses, a temp data directory: ``TEST_OVERRIDES``) from ``CONFIG_CLI_TEST_*``. Everything the tests change beyond that is in
 ``tests/support/stack_registry.py`` (``TEST_OVERRIDES``).
 """
 
@@ -205,11 +205,12 @@ def load(kv: Mapping[str, str], vault: Optional[hvac.Client], run_directory: Pat
 def main(argv: list[str]) -> int:
     """``config-cli run docker-registry``: load the tree, then exec ``registry serve`` with its environment.
 
-    Reads ``CONFIG_CLI_KV_PREFIX``, then the tree from ``CONSUL_HTTP_ADDR`` (token ``CONSUL_HTTP_TOKEN``) or,
-    in the garbage-collection tests' cluster, from the JSON file ``CONFIG_CLI_TEST_KV_FILE`` (full key paths);
-    Vault from ``VAULT_ADDR``/``VAULT_TOKEN`` when set. Harness inputs: ``CONFIG_CLI_TEST_REGISTRY_BINARY``,
-    ``CONFIG_CLI_TEST_CONFIG_FILE``, ``CONFIG_CLI_TEST_RUN_DIRECTORY`` and ``CONFIG_CLI_TEST_LISTEN`` (JSON of the
-    listen-address variables to set, null to drop one).
+    Reads ``CONFIG_CLI_KV_PREFIX``, then the tree from ``CONSUL_HTTP_ADDR`` (token ``CONSUL_HTTP_TOKEN`` or the
+    file ``CONSUL_HTTP_TOKEN_FILE``, as the consul CLI takes them) or, in the garbage-collection tests' cluster,
+    from the JSON file ``CONFIG_CLI_TEST_KV_FILE`` (full key paths); Vault from ``VAULT_ADDR``/``VAULT_TOKEN``
+    when set. Harness inputs: ``CONFIG_CLI_TEST_REGISTRY_BINARY``, ``CONFIG_CLI_TEST_CONFIG_FILE``,
+    ``CONFIG_CLI_TEST_RUN_DIRECTORY`` and ``CONFIG_CLI_TEST_OVERRIDES`` (JSON of variables the harness replaces
+    after loading, null to drop one).
     """
     if argv != ["run", "docker-registry"]:
         print(f"config-cli (test stand-in): only `run docker-registry` is implemented, got {argv}", file=sys.stderr)
@@ -220,7 +221,10 @@ def main(argv: list[str]) -> int:
             everything = json.loads(Path(os.environ["CONFIG_CLI_TEST_KV_FILE"]).read_text())
             tree = {key[len(prefix):]: value for key, value in everything.items() if key.startswith(prefix)}
         else:
-            tree = consul_tree(os.environ["CONSUL_HTTP_ADDR"], prefix, os.environ.get("CONSUL_HTTP_TOKEN"))
+            token = os.environ.get("CONSUL_HTTP_TOKEN")
+            if not token and os.environ.get("CONSUL_HTTP_TOKEN_FILE"):
+                token = Path(os.environ["CONSUL_HTTP_TOKEN_FILE"]).read_text().strip()
+            tree = consul_tree(os.environ["CONSUL_HTTP_ADDR"], prefix, token)
         vault = None
         if os.environ.get("VAULT_ADDR"):
             vault = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ.get("VAULT_TOKEN"))
@@ -230,7 +234,7 @@ def main(argv: list[str]) -> int:
         return 1
     environment = {key: value for key, value in os.environ.items() if not key.startswith("REGISTRY_")}
     environment.update(loaded.environment)
-    for name, value in json.loads(os.environ.get("CONFIG_CLI_TEST_LISTEN", "{}")).items():
+    for name, value in json.loads(os.environ.get("CONFIG_CLI_TEST_OVERRIDES", "{}")).items():
         if value is None:
             environment.pop(name, None)
         else:

@@ -286,7 +286,7 @@ class FakeCluster:
             "CONFIG_CLI_TEST_REGISTRY_BINARY": self.binary,
             "CONFIG_CLI_TEST_CONFIG_FILE": str(self.config_path),
             "CONFIG_CLI_TEST_RUN_DIRECTORY": str(self.workdir / "job-replica" / "run"),
-            "CONFIG_CLI_TEST_LISTEN": json.dumps(listen),
+            "CONFIG_CLI_TEST_OVERRIDES": json.dumps(listen),
             "PYTHONPATH": str(REPOSITORY_ROOT),
         }
         stub = self.bin_dir / "config-cli"
