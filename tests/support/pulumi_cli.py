@@ -21,8 +21,15 @@ from .processes import clean_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "registry-iac-test-passphrase"
-# What `pulumi preview` needs of the project: the program, its components, the policy pack and the stack files.
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "policies")
+# What `pulumi preview` needs of the project: the program, the packages it imports (every top-level package but
+# the tests), the policy pack and the stack files.
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "policies")
+
+
+def project_entries() -> list[str]:
+    packages = sorted(p.name for p in REPO_ROOT.iterdir()
+                      if p.is_dir() and (p / "__init__.py").exists() and p.name != "tests")
+    return [*PROJECT_FILES, *packages]
 DEFAULT_TIMEOUT = 120
 
 
@@ -122,7 +129,7 @@ def scratch_project(binary: str, workdir: Path, venv: Path = REPO_ROOT / "venv")
     """Copy the project (and its stack files) to workdir/project and log the CLI in to a file backend there."""
     directory = workdir / "project"
     directory.mkdir(parents=True)
-    for name in PROJECT_FILES:
+    for name in project_entries():
         source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__", "venv"))
