@@ -29,12 +29,13 @@ import pulumi
 import pulumi_random as random
 import pulumi_vault as vault
 
-from .registry_config import FIELD_HTPASSWD, FIELD_HTTP_SECRET, FIELD_S3_ACCESS_KEY, FIELD_S3_SECRET_KEY
+from .registry_config import (FIELD_HTPASSWD, FIELD_HTTP_SECRET, FIELD_S3_ACCESS_KEY, FIELD_S3_SECRET_KEY,
+                              trust_secret_path)
 from token_service import contract
 
 from . import names
 from .names import RegistryNames
-from .settings import MinioCredentials, RegistryUser
+from .settings import Auth, MinioCredentials, RegistryUser, TokenAuth
 
 PASSWORD_LENGTH = 32
 HTTP_SECRET_LENGTH = 64
@@ -70,6 +71,7 @@ class RegistryVaultSecretsArgs:
     vault_auth_audience: str
     credentials_generation: int
     users: tuple[RegistryUser, ...]
+    auth: Auth  # token mode: the registry also reads the token service's public trust secret
     minio_credentials: Optional[MinioCredentials] = None
 
     @property
@@ -141,13 +143,17 @@ def vault_policy_name(secrets: RegistryVaultSecretsArgs) -> str:
 
 
 def vault_policy(secrets: RegistryVaultSecretsArgs) -> str:
-    """HCL that reads exactly the registry's secret: no list, no metadata, no other version paths.
+    """HCL that reads exactly the registry's secret (and in token mode the token service's public trust
+    secret): no list, no metadata, no other version paths.
 
-    A path without ``*`` or ``+`` matches only itself, so ``registry/<env>/clients/...`` and
-    ``registry/<other env>`` stay out of reach.
+    A path without ``*`` or ``+`` matches only itself, so ``registry/<env>/clients/...``, the token service's
+    signing keys and ``registry/<other env>`` stay out of reach.
     """
-    path = f"{secrets.vault_kv_mount}/data/{secrets.vault_secret_path}"
-    return f'path "{path}" {{\n  capabilities = ["read"]\n}}\n'
+    paths = [secrets.vault_secret_path]
+    if isinstance(secrets.auth, TokenAuth):
+        paths.append(trust_secret_path(secrets))
+    return "".join(f'path "{secrets.vault_kv_mount}/data/{path}" {{\n  capabilities = ["read"]\n}}\n'
+                   for path in paths)
 
 
 def config_cli_accounts(registry: RegistryNames) -> tuple[str, str]:

@@ -6,8 +6,8 @@
 #   scripts/setup.sh test   the above plus test dependencies and the real tools the tests run:
 #                           promtool (Debian), checkov (own virtualenv), Distribution v3 and
 #                           actionlint (built with `go install`), and the real peers: the Pulumi CLI,
-#                           Consul, kube-apiserver + kube-controller-manager (built from the Go module
-#                           proxy) with etcd (Debian)
+#                           Consul, kube-apiserver + kube-controller-manager, the Pulumi kubernetes
+#                           provider (built from the Go module proxy) with etcd (Debian)
 #
 # Builds and downloads are cached under ${XDG_CACHE_HOME:-$HOME/.cache} (pip's cache, registry-iac/).
 set -euo pipefail
@@ -45,14 +45,18 @@ fi
 
 install_requirements "${root}/venv" "${root}/requirements-dev.txt"
 
-if ! command -v promtool >/dev/null 2>&1; then
-    step "apt-get install prometheus (for promtool)"
+# Debian packages: promtool (prometheus), and skopeo, a real registry client the access tests use.
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+if [[ ${#missing[@]} -gt 0 ]]; then
+    step "apt-get install ${missing[*]}"
     # CI machines run this as root; a GitHub-hosted runner as a user with passwordless sudo.
     as_root=()
     [[ "$(id -u)" -eq 0 ]] || as_root=(sudo DEBIAN_FRONTEND=noninteractive)
     export DEBIAN_FRONTEND=noninteractive
     "${as_root[@]}" apt-get update -qq >/dev/null
-    "${as_root[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 checkov_venv="${cache}/checkov-$(sha256sum requirements-checkov.txt | cut -c1-12)"
@@ -66,7 +70,9 @@ ln -sfn "${checkov_venv}" "${cache}/checkov"
 
 scripts/install-registry.sh >/dev/null
 scripts/install-actionlint.sh >/dev/null
+scripts/install-oras.sh >/dev/null
 # The real peers (docs/peers.md): minutes each when cold, one at a time (each peaks at ~2 GB).
 scripts/install-pulumi.sh >/dev/null
 scripts/install-consul.sh >/dev/null
 scripts/install-kube.sh >/dev/null
+scripts/install-pulumi-kubernetes.sh >/dev/null

@@ -33,7 +33,7 @@ registry_config = dict(storage=storage, auth=HtpasswdAuth(), log_level="info",
 secrets = RegistryVaultSecrets(f"{names.base}-secrets", RegistryVaultSecretsArgs(
     names=names, environment=environment, namespace=namespace, vault_kv_mount="secret",
     vault_kubernetes_auth_path="kubernetes", vault_auth_audience="vault", credentials_generation=1,
-    users=(RegistryUser(name="team-a-ci", access="push"),),
+    users=(RegistryUser(name="team-a-ci", access="push"),), auth=HtpasswdAuth(),
 ))
 RegistryConsulConfig(f"{names.base}-consul", RegistryConsulConfigArgs(
     **registry_config, names=names, environment=environment, namespace=namespace, consul_auth_method="consul-k8s-auth-method",
