@@ -56,7 +56,7 @@ def test_the_policy_document_lists_every_rule_and_their_number():
     text = (Path(__file__).parent.parent / "docs" / "policy-and-pipelines.md").read_text()
     assert [name for name in POLICY_NAMES if f"| `{name}` |" not in text] == []
     assert f"{len(POLICIES)} rules" in text and f"by {len(POLICIES)} rules (mandatory)" in (
-        Path(__file__).parent.parent / "README.md").read_text()
+        Path(__file__).parent.parent / "docs" / "security.md").read_text()
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
