@@ -29,7 +29,7 @@ BAD_CONFIG = [
     ("prod", "nodeCidrs", ["10.60.0.0/33"], "registry:nodeCidrs", "CIDR"),
     ("prod", "developerCidrs", ["10.8.16.1/22"], "registry:developerCidrs", "CIDR"),
     ("prod", "developerCidrs", ["0.0.0.0/0"], "registry:developerCidrs", "not /0"),
-    ("staging", "storageSize", "200GB", "registry:storageSize", "units Mi, Gi, Ti"),
+    ("staging", "storageSize", "200GB", "registry:storageSize", "Kubernetes quantity of whole bytes"),
     ("staging", "storageSize", "512Mi", "registry:storageSize", "1Gi to 64Ti"),
     ("staging", "storageSize", "65Ti", "registry:storageSize", "1Gi to 64Ti"),
     ("prod", "replicas", "0", "registry:replicas", "1 to 10"),
@@ -102,14 +102,14 @@ def test_ingress_without_developer_ranges_is_refused_rather_than_open_to_everybo
 
 def test_minio_without_endpoint_names_the_missing_key():
     with pytest.raises(SettingsError) as error:
-        settings_for("staging", storageMode="minio", s3Bucket="registry-staging")
+        settings_for("staging", storageMode="minio", s3Bucket="registry-staging", storageClass=None, snapshotClass=None)
     assert error.value.key == "registry:minioEndpoint"
 
 
 def test_minio_in_cluster_endpoint_needs_no_cidrs_and_defaults_the_region():
     settings = settings_for(
         "staging", storageMode="minio", s3Bucket="registry-staging", minioEndpoint="https://minio.storage.svc:9000",
-        s3StorageBudget="2Ti", minioAccessKey="test-access-key", minioSecretKey="test-secret-key",
+        s3StorageBudget="2Ti", storageClass=None, snapshotClass=None, minioAccessKey="test-access-key", minioSecretKey="test-secret-key",
     )
     assert settings.storage.mode == "minio"
     assert settings.storage.region == "us-east-1"
