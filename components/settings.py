@@ -340,7 +340,7 @@ def _is_encrypted(key: str) -> bool:
 MULTILINE_KEYS = ("tokenRootCertBundle",)
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_REGION = re.compile(r"[a-z]{2,4}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
+_REGION = re.compile(r"([a-z]{2}|eusc)(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
 _IMAGE = re.compile(
     r"(?P<name>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)+)"
     r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
@@ -380,10 +380,23 @@ def _screen(raw: Mapping[str, Any]) -> None:
         value = raw.get(key)
         if key in SECRET_KEYS or value is None:
             continue  # secrets are Pulumi secrets here: only their presence is read
+        for text in _entries(value):
+            try:
+                validation.check_text(text, multiline=key in MULTILINE_KEYS)
+            except Invalid as exc:
+                raise SettingsError(key, text, str(exc)) from None
+
+
+def _entries(value: Any) -> list:
+    """A list setting's entries (each is screened and shown on its own), or the value itself."""
+    if isinstance(value, str) and value.startswith("["):
         try:
-            validation.check_text(value, multiline=key in MULTILINE_KEYS)
-        except Invalid as exc:
-            raise SettingsError(key, value, str(exc)) from None
+            items = json.loads(value)
+        except (ValueError, RecursionError):
+            return [value]
+        if isinstance(items, list) and all(isinstance(item, str) for item in items):
+            return items
+    return [value]
 
 
 class _Raw:

@@ -237,6 +237,7 @@ def parse_cidr(text: str) -> Network:
         raise Invalid(f"expected {CIDR_ALLOWED}") from None
     if network.prefixlen == 0:
         raise Invalid(f"expected {CIDR_ALLOWED}; not /0")
+    check_breadth([network])
     for forbidden in FORBIDDEN_NETWORKS:
         if network.version == forbidden.version and network.overlaps(forbidden):
             raise Invalid(f"a network outside {forbidden} (loopback, link-local/metadata, multicast, reserved "
@@ -271,7 +272,7 @@ def check_breadth(networks: Iterable[Network]) -> None:
     for version, count in public_addresses(networks).items():
         if count > MAX_PUBLIC_ADDRESSES[version]:
             limit = "a /16 of IPv4" if version == 4 else "a /32 of IPv6"
-            raise Invalid(f"together at most {limit} of public address space ({count} public IPv{version} "
+            raise Invalid(f"at most {limit} of public address space in all ({count} public IPv{version} "
                           "addresses here); list the real networks")
 
 
