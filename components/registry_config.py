@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     import pulumi
 
+from token_service import contract
+
 from .names import DEBUG_PORT, HTTP_PORT, READONLY_OFF, READONLY_VARIABLE
 from .settings import FilesystemStorage, HtpasswdAuth, MinioStorage, S3Storage, Settings, TokenAuth
 
@@ -36,7 +38,8 @@ HTPASSWD_REALM = "Registry"
 
 # Fields of the registry's Vault secret (``registry/<env>`` in the KV v2 mount).
 FIELD_HTTP_SECRET = "http_secret"
-FIELD_HTPASSWD = "htpasswd"
+# The bcrypt lines the registry (htpasswd mode) and the token service (token mode) check robots against.
+FIELD_HTPASSWD = contract.ROBOT_HASHES_FIELD
 FIELD_S3_ACCESS_KEY = "s3_access_key"
 FIELD_S3_SECRET_KEY = "s3_secret_key"
 VAULT_REFERENCE_PREFIX = "vault:"

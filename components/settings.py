@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 import pulumi
 
+from token_service import contract
+
 from . import names, validation
 from .names import CONSUL_SERVICE_NAME
 from .validation import Invalid
@@ -102,7 +104,9 @@ KNOWN_KEYS = (
 SECRET_KEYS = ("minioAccessKey", "minioSecretKey")
 
 AUTH_MODES = ("htpasswd", "token")
-USER_ACCESS = ("push", "pull")
+# A robot's role, as the token service reads it from the registry's Vault secret (token_service/contract.py):
+# pull (cluster nodes), push (CI, also pulls), cleanup (the retention identity: pull and delete).
+USER_ACCESS = (contract.ROLE_PUSH, contract.ROLE_PULL, contract.ROLE_CLEANUP)
 MAX_CREDENTIALS_GENERATION = 1_000_000
 
 
@@ -189,7 +193,7 @@ Auth = Union[HtpasswdAuth, TokenAuth]
 
 @dataclass(frozen=True)
 class RegistryUser:
-    """A robot account whose password Pulumi generates; ``access`` is push or pull."""
+    """A robot account whose password Pulumi generates; ``access`` is push, pull or cleanup."""
 
     name: str
     access: str
@@ -900,7 +904,7 @@ def _registry_user(text: str) -> RegistryUser:
 
 
 def _parse_users(read: _Raw, auth: Auth) -> tuple[RegistryUser, ...]:
-    allowed = "name:push or name:pull (name: lowercase letters, digits, . _ -)"
+    allowed = "name:push, name:pull or name:cleanup (name: lowercase letters, digits, . _ -)"
     users = read.string_list("htpasswdUsers", _registry_user, allowed)
     names = [user.name for user in users]
     if len(set(names)) != len(names):
@@ -908,12 +912,13 @@ def _parse_users(read: _Raw, auth: Auth) -> tuple[RegistryUser, ...]:
     if not any(user.access == "push" for user in users):
         raise SettingsError("htpasswdUsers", read.optional("htpasswdUsers"),
                             "required: at least one pushing user (name:push), such as the CI runner's")
-    pull_users = [user.name for user in users if user.access == "pull"]
-    if isinstance(auth, HtpasswdAuth) and pull_users:
+    pull_users = [user.name for user in users if user.access == contract.ROLE_PULL]
+    limited = [user.name for user in users if user.access != contract.ROLE_PUSH]
+    if isinstance(auth, HtpasswdAuth) and limited:
         # Distribution's htpasswd auth grants every authenticated user every action: a "pull" user
         # would silently be able to push. Only token auth carries per-repository actions.
-        raise SettingsError("htpasswdUsers", pull_users,
-                            "htpasswd auth gives every user push access; pull-only users need authMode token")
+        raise SettingsError("htpasswdUsers", limited,
+                            "htpasswd auth gives every user every action; pull and cleanup users need authMode token")
     if isinstance(auth, TokenAuth) and not pull_users:
         raise SettingsError("htpasswdUsers", read.optional("htpasswdUsers"),
                             "with authMode token, expected at least one pull-only user (name:pull) besides the pushers")

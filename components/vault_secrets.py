@@ -30,6 +30,8 @@ import pulumi_random as random
 import pulumi_vault as vault
 
 from .registry_config import FIELD_HTPASSWD, FIELD_HTTP_SECRET, FIELD_S3_ACCESS_KEY, FIELD_S3_SECRET_KEY
+from token_service import contract
+
 from . import names
 from .names import GC_NAME, SERVICE_ACCOUNT_NAME
 from .settings import RegistryUser, Settings
@@ -41,7 +43,7 @@ SALT_BYTES = 16
 # request, not per login. The passwords are 32 random characters (~190 bits): no cost factor adds
 # anything against guessing them, so this is Go's default cost, not the 12 meant for human passwords.
 BCRYPT_COST = 10
-FIELD_ACCESS = "access"
+FIELD_ACCESS = contract.ROBOT_ROLES_FIELD  # {robot: role}, what the token service grants by
 FIELD_GENERATION = "credentials_generation"
 CLIENTS_FOLDER = "clients"
 GENERATION_ANNOTATION = "platform.example.com/credentials-generation"

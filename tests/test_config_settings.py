@@ -39,11 +39,11 @@ def test_every_setting_but_the_optional_secrets_is_declared_in_pulumi_yaml():
     assert all(f"registry:{key}" in header for key in SECRET_KEYS), "Pulumi.yaml must say where the secrets went"
 
 
-def test_stacks_use_token_auth_with_a_pusher_and_a_pull_only_user():
+def test_stacks_use_token_auth_with_a_pusher_a_pull_only_user_and_a_cleanup_identity():
     for stack in ("staging", "prod"):
         settings = settings_for(stack)
         assert isinstance(settings.auth, TokenAuth)
-        assert {user.access for user in settings.users} == {"push", "pull"}
+        assert {user.access for user in settings.users} == {"push", "pull", "cleanup"}
 
 
 def test_htpasswd_is_the_default_mode():
@@ -55,7 +55,12 @@ def test_htpasswd_is_the_default_mode():
 def test_htpasswd_mode_refuses_a_pull_only_user_it_cannot_enforce():
     error = error_for(**{**HTPASSWD_ONLY, "htpasswdUsers": json.dumps(["ci-runner:push", "viewer:pull"])})
     assert error.key == "registry:htpasswdUsers" and error.value == ["viewer"]
-    assert "pull-only users need authMode token" in str(error)
+    assert "pull and cleanup users need authMode token" in str(error)
+
+
+def test_htpasswd_mode_refuses_a_cleanup_user_too():
+    error = error_for(**{**HTPASSWD_ONLY, "htpasswdUsers": json.dumps(["ci-runner:push", "gc:cleanup"])})
+    assert error.key == "registry:htpasswdUsers" and error.value == ["gc"]
 
 
 def test_htpasswd_mode_refuses_token_settings_so_only_one_mode_is_configured():

@@ -33,11 +33,11 @@ _spec.loader.exec_module(s3_undelete)
 
 
 @pytest.fixture
-def drill(request, openbao, tmp_path):
+def drill(request, tmp_path):
     """A stack set up from its recorded plan (its own moto for prod: the drill reads noncurrent versions)."""
     stack = request.param
     moto = request.getfixturevalue("moto_server") if stack == "prod" else None
-    setup = prepare_stack(stack, openbao, tmp_path / stack, moto=moto, extra_overrides=VARIANTS["htpasswd"])
+    setup = prepare_stack(stack, None, tmp_path / stack, moto=moto, extra_overrides=VARIANTS["htpasswd"])
     yield setup
     setup.close()
 

@@ -121,8 +121,8 @@ def service_account_token(cluster: KubeCluster, account: str, namespace: str = N
 
 
 @pytest.fixture
-def peers(kube_binaries, consul_binary, registry_binary, openbao, tmp_path):
-    setup = prepare_stack(STACK, openbao, tmp_path / "stack", extra_overrides=VARIANTS["htpasswd"])
+def peers(kube_binaries, consul_binary, registry_binary, tmp_path):
+    setup = prepare_stack(STACK, None, tmp_path / "stack", extra_overrides=VARIANTS["htpasswd"])
     crd_dir = next(Path(path) for name, path in kube_binaries.items() if name.startswith("kube-crds-"))
     cluster = start_kube_cluster(kube_binaries, sorted(crd_dir.glob("*.yaml")), tmp_path / "kube")
     consul = start_consul(consul_binary, tmp_path / "consul")

@@ -6,8 +6,9 @@ plan's role policy, with two moto-only changes made and checked in ``moto_policy
 replaced by a key created in moto, and ``s3:DeleteObject`` is added on the bucket ARN because moto authorizes
 batch DeleteObjects against the bucket (AWS checks each object ARN, which the plan allows).
 
-Token auth uses a test token server (tests/support/token_server.py) whose users and passwords are the plan's,
-read from Vault; the stack's root certificate and realm are overridden with the test's (``plan_overrides``).
+Token auth goes through the project's own token service (token_service/, a process on 127.0.0.1) checking the
+plan's robots against the hashes in the plan's own Vault secret; the stack's root certificate and realm are
+overridden with that service's published certificates and local URL (``plan_overrides``).
 Every other difference from the plan is in ``TEST_OVERRIDES`` and asserted minimal below.
 """
 

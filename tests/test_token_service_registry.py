@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.crane import Crane, basic_auth, build_crane, layer_tarball
 from tests.support.oci import OciClient, make_image
-from tests.support.token_server import RegistryTokenAuth
+from tests.support.token_client import RegistryTokenAuth
 from tests.support.token_service import (ISSUER, SERVICE, http, provision_vault, read_trust, service_environment,
                                          start_token_service)
 from token_service import contract as c

@@ -52,7 +52,8 @@ def test_secret_data_has_the_http_secret_htpasswd_access_list_and_minio_keys_onl
     settings = settings_for("staging")
     data = registry_secret_data(settings, "h", "ci:$2b$...\n")
     assert set(data) == {"http_secret", "htpasswd", "access", "credentials_generation"}
-    assert json.loads(data["access"]) == {"ci-runner": "push", "cluster-pull": "pull"}
+    # Pulumi.staging.yaml's htpasswdUsers, as the token service grants by them.
+    assert json.loads(data["access"]) == {"ci-runner": "push", "cluster-pull": "pull", "registry-cleanup": "cleanup"}
     assert {"s3_access_key", "s3_secret_key"} <= set(registry_secret_data(settings, "h", "x", ("a", "s")))
 
 
@@ -63,7 +64,7 @@ def test_generation_is_the_pod_annotation():
 def test_plan_generates_each_password_from_the_generation(stack_plan):
     passwords = {r.name: r.plain_inputs for r in stack_plan.of_type(PASSWORD_TYPE)}
     assert set(passwords) == {"registry-secrets-http-secret", "registry-secrets-ci-runner-password",
-                              "registry-secrets-cluster-pull-password"}
+                              "registry-secrets-cluster-pull-password", "registry-secrets-registry-cleanup-password"}
     for inputs in [*passwords.values(), *(r.plain_inputs for r in stack_plan.of_type(BYTES_TYPE))]:
         assert inputs["keepers"] == {"credentialsGeneration": "1"}
 

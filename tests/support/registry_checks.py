@@ -18,7 +18,7 @@ from .oci import RegistryError, make_image, sha256_digest
 from .processes import ProcessStartError
 from .registry_server import RunningRegistry
 from .stack_registry import S3Backend, StackSetup
-from .token_server import TokenRequestError
+from .token_client import TokenRequestError
 
 HTTP = requests.Session()
 HTTP.trust_env = False
@@ -42,7 +42,7 @@ def expect_unauthorized(attempt: Callable[[], object]) -> None:
 
 def expected_challenge(setup: StackSetup, environment: Mapping[str, str]) -> str:
     if setup.token_mode:
-        return f'Bearer realm="{setup.token_server.url}",service="{setup.signer.service}"'
+        return f'Bearer realm="{setup.token_realm}",service="{setup.token_service_name}"'
     return 'Basic realm="Registry"'
 
 
@@ -106,12 +106,13 @@ def behaviour_failures(setup: StackSetup, factory, kv: Optional[Mapping[str, str
 
         def delete() -> None:
             if setup.token_mode:
-                # A token only a retention job would get: the stack's users are granted pull and push only.
-                token = setup.signer.token("retention-job", [{"type": "repository", "name": repo,
-                                                              "actions": ["delete"]}])
-                response = HTTP.delete(f"{registry.base_url}/v2/{repo}/manifests/{image.digest}",
-                                       headers={"Authorization": f"Bearer {token}"}, timeout=10)
-                assert response.status_code == 202, f"{response.status_code} {response.text[:300]}"
+                # Only the cleanup robot's token carries delete; the CI robot's request is refused.
+                try:
+                    ci.delete_manifest(repo, image.digest)
+                    raise AssertionError("the CI robot deleted a manifest")
+                except RegistryError as refused:
+                    assert refused.status == 401, refused.status
+                setup.client(registry, setup.users("cleanup")[0]).delete_manifest(repo, image.digest)
             else:
                 ci.delete_manifest(repo, image.digest)
             assert not setup.client(registry, pusher).manifest_exists(repo, image.digest)

@@ -1,7 +1,8 @@
 """pytest plugin: stacks set up once per session for real-registry tests (with tests.support.fixtures).
 
 ``stack_setup("staging")``, ``stack_setup("prod")`` or ``stack_setup("staging", "htpasswd")`` returns a
-``StackSetup`` (tests/support/stack_registry.py). One OpenBao serves every stack; the prod stack gets one moto
+``StackSetup`` (tests/support/stack_registry.py), each with its own OpenBao (the plan's Vault paths are fixed
+per stack, so two setups would overwrite each other's robots); the prod stack gets one moto
 server whose IAM enforcement starts right after its bucket, KMS key and IAM user exist.
 """
 
@@ -33,14 +34,15 @@ def enforcing_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoSer
 
 
 @pytest.fixture(scope="session")
-def stack_setup(request: pytest.FixtureRequest, openbao,
+def stack_setup(request: pytest.FixtureRequest,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., StackSetup]]:
     setups: dict[tuple[str, str], StackSetup] = {}
 
     def get(stack: str, variant: str = "as-recorded") -> StackSetup:
         if (stack, variant) not in setups:
             moto = request.getfixturevalue("enforcing_moto") if stack == "prod" else None
-            setup = prepare_stack(stack, openbao, tmp_path_factory.mktemp(f"{stack}-{variant}"), moto=moto,
+            # Each setup its own OpenBao: the plan's Vault paths are the same for every variant of a stack.
+            setup = prepare_stack(stack, None, tmp_path_factory.mktemp(f"{stack}-{variant}"), moto=moto,
                                   extra_overrides=VARIANTS[variant])
             if moto is not None:
                 _assert_enforced(moto)

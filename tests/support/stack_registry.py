@@ -2,15 +2,19 @@
 
 Every difference between what the plan configures and what runs here is listed in this module, in two places:
 
-- ``plan_overrides()``: stack settings changed before the plan is recorded (the token server's certificate and
-  URL; the stack files hold a placeholder certificate whose key was discarded, and a realm on the internal net);
+- ``plan_overrides()``: stack settings changed before the plan is recorded (the token service's published
+  certificates and its URL on this machine; the stack files hold the cluster's realm);
 - ``TEST_OVERRIDES``: registry variables the tests replace after config-cli's work (``environment_for_test()``),
   each with its reason. ``tests/test_registry_e2e.py`` asserts that nothing else differs.
 
 Vault login: the pod logs in with Kubernetes auth, which needs a Kubernetes API server; here the root token
 creates a token carrying exactly what that login yields (the registry's policy, no default policy, 5 minutes).
 The robot accounts' passwords are read from ``registry/<env>/clients/<user>`` with the root token, standing in
-for the CI runners' and the token server's own Vault roles (not managed by this program).
+for the CI runners' own Vault roles (not managed by this program).
+
+Token mode runs the project's own token service (token_service/, as a process on 127.0.0.1): its signing key is
+generated into OpenBao by ``python -m token_service.keys init`` as the runbook does, and it checks the robots
+against the hashes in the plan's own Vault secret.
 
 Usable outside pytest (benchmarks/throughput.py uses it).
 """
@@ -30,9 +34,13 @@ from offline_plan.recorder import stack_config
 from .config_cli import LoadedConfig, load, recorded_kv
 from .moto_server import MotoServer
 from .oci import OciClient
-from .openbao import OpenBao
+from .openbao import OpenBao, start_openbao
 from .registry_server import RunningRegistry
-from .token_server import RegistryTokenAuth, RobotAccount, TokenServer, TokenSigner
+from token_service import contract
+
+from .processes import free_port
+from .token_client import RegistryTokenAuth
+from .token_service import KV_MOUNT, RunningTokenService, VaultLayout, read_trust, run_keys, start_token_service
 from .vault_plan import POLICY_TYPE, apply_vault_objects
 
 VAULT_TOKEN_TTL = "5m"  # what the Kubernetes auth role grants (token_ttl 300)
@@ -51,10 +59,16 @@ TEST_OVERRIDES = {
 }
 
 
-def plan_overrides(stack: str, signer: TokenSigner, token_realm: str,
+@dataclass(frozen=True)
+class RobotAccount:
+    password: str
+    access: str
+
+
+def plan_overrides(certificates: str, token_realm: str,
                    extra: Optional[Mapping[str, Optional[str]]] = None) -> dict[str, Optional[str]]:
-    """Stack settings changed for the test: the token server's root certificate and URL (plus ``extra``)."""
-    return {"registry:tokenRootCertBundle": signer.ca_pem, "registry:tokenRealm": token_realm, **(extra or {})}
+    """Stack settings changed for the test: the token service's certificates and URL (plus ``extra``)."""
+    return {"registry:tokenRootCertBundle": certificates, "registry:tokenRealm": token_realm, **(extra or {})}
 
 
 # --- storage backends -------------------------------------------------------------------------------------------
@@ -183,10 +197,12 @@ class StackSetup:
     kv: dict[str, str]  # the recorded KV subkeys, relative to the stack's prefix
     vault: hvac.Client  # token holding only the registry's policy
     accounts: dict[str, RobotAccount]  # robot accounts and their passwords, read back from Vault
-    signer: TokenSigner
-    token_server: TokenServer
+    token_service: Optional[RunningTokenService]  # token mode only
+    token_realm: str
+    token_service_name: str
     backend: FilesystemBackend | S3Backend
     workdir: Path
+    owned_openbao: Optional[OpenBao] = field(default=None, repr=False)
     _boots: int = field(default=0, repr=False)
 
     def load(self, kv: Optional[Mapping[str, str]] = None, name: str = "registry") -> LoadedConfig:
@@ -226,7 +242,10 @@ class StackSetup:
         return OciClient(registry.base_url, user, password, timeout=timeout)
 
     def close(self) -> None:
-        self.token_server.stop()
+        if self.token_service is not None:
+            self.token_service.stop()
+        if self.owned_openbao is not None:
+            self.owned_openbao.stop()
 
 
 def registry_vault_token(root: hvac.Client, plan: Plan) -> str:
@@ -249,28 +268,86 @@ def robot_accounts(root: hvac.Client, plan: Plan) -> dict[str, RobotAccount]:
     return accounts
 
 
-def prepare_stack(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoServer] = None,
-                  extra_overrides: Optional[Mapping[str, Optional[str]]] = None) -> StackSetup:
-    """Record the stack's plan (with the test's token server), apply its Vault objects, provision its storage."""
-    _, config, _ = stack_config(stack)
-    signer = TokenSigner(issuer=config["registry:tokenIssuer"], service=config["registry:tokenService"])
-    token_server = TokenServer(signer, {})
+def provision_token_keys(root: hvac.Client, vault_url: str, stack: str) -> VaultLayout:
+    """The token service's signing and trust secrets beside the registry's, generated as the runbook does."""
+    base = f"registry/{stack}"
+    layout = VaultLayout(prefix=base, robots_path=base, signing_path=f"{base}/token-signing",
+                         trust_path=f"{base}/token-trust", service_token="", robots={})
     try:
-        plan = record_plan(stack, overrides=plan_overrides(stack, signer, token_server.url, extra_overrides))
-        assert plan.error is None, f"{stack}: {plan.error}"
-        root = openbao.client()
-        apply_vault_objects(root, plan)
-        accounts = robot_accounts(root, plan)
-        token_server.accounts = accounts
-        _, kv = recorded_kv(plan)
+        read_trust(root, layout)  # one OpenBao may serve several setups of a stack: keys once
+    except hvac.exceptions.InvalidPath:
+        result = run_keys(layout, vault_url, root.token, "init")
+        assert result.returncode == 0, f"keys init failed: {result.stderr}"
+    return layout
+
+
+def token_service_vault_token(root: hvac.Client, layout: VaultLayout, robots_secret: str) -> str:
+    """What the token service's own Vault role grants: read the robots' secret, its signing and trust secrets."""
+    policy = "".join(f'path "{KV_MOUNT}/data/{path}" {{\n  capabilities = ["read"]\n}}\n'
+                     for path in (robots_secret, layout.signing_path, layout.trust_path))
+    root.sys.create_or_update_policy(name=f"{layout.prefix.replace('/', '-')}-token-service", policy=policy)
+    return root.auth.token.create(policies=[f"{layout.prefix.replace('/', '-')}-token-service"],
+                                  no_default_policy=True, ttl="1h")["auth"]["client_token"]
+
+
+def prepare_stack(stack: str, openbao: Optional[OpenBao], workdir: Path, moto: Optional[MotoServer] = None,
+                  extra_overrides: Optional[Mapping[str, Optional[str]]] = None) -> StackSetup:
+    """Record the stack's plan (with the token service on this machine), apply its Vault objects, provision its
+    storage, and start the token service if the stack uses token auth.
+
+    ``openbao``: None starts one for this setup alone (stopped by ``close()``). Two setups of one stack must
+    not share a Vault: the plan's paths are fixed (``registry/<env>``), so the second would overwrite the robots
+    the first one's token service reads."""
+    owned = None
+    if openbao is None:
+        openbao = owned = start_openbao(workdir / "openbao", name=f"openbao-{stack}")
+    try:
+        setup = _prepare(stack, openbao, workdir, moto, extra_overrides)
+    except BaseException:
+        if owned is not None:
+            owned.stop()
+        raise
+    setup.owned_openbao = owned
+    return setup
+
+
+def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoServer],
+             extra_overrides: Optional[Mapping[str, Optional[str]]]) -> StackSetup:
+    _, config, _ = stack_config(stack)
+    root = openbao.client()
+    layout = provision_token_keys(root, openbao.url, stack)
+    port = free_port()
+    # A host name, not 127.0.0.1: go-containerregistry refuses a loopback IP realm on another port.
+    realm = f"http://localhost:{port}{contract.TOKEN_PATH}"
+    overrides = plan_overrides(read_trust(root, layout)[contract.TRUST_CERTIFICATES_FIELD], realm, extra_overrides)
+    plan = record_plan(stack, overrides=overrides)
+    assert plan.error is None, f"{stack}: {plan.error}"
+    apply_vault_objects(root, plan)
+    accounts = robot_accounts(root, plan)
+    _, kv = recorded_kv(plan)
+    service = None
+    if kv.get("env/REGISTRY_AUTH") == "token":
+        robots_secret = plan.one("vault:kv/secretV2:SecretV2", "registry-secrets-secret").plain_inputs["name"]
+        service = start_token_service({
+            contract.ENV_ISSUER: kv["env/REGISTRY_AUTH_TOKEN_ISSUER"],
+            contract.ENV_REGISTRY_SERVICE: kv["env/REGISTRY_AUTH_TOKEN_SERVICE"],
+            contract.ENV_REGISTRY_TRUST: "rootcertbundle",
+            # Every client here comes from 127.0.0.1, and the checks try wrong passwords on purpose once per
+            # boot: the per-source lockout (tests/test_token_service.py tests it) would end the run early.
+            contract.ENV_FAILURES_PER_SOURCE: "10000", contract.ENV_FAILURES_PER_IDENTITY: "10000",
+            **VaultLayout(layout.prefix, robots_secret, layout.signing_path, layout.trust_path,
+                          token_service_vault_token(root, layout, robots_secret), {}).environment(openbao.url),
+        }, workdir, port=port)
+    try:
         if kv["env/REGISTRY_STORAGE"] == "s3":
             assert moto is not None, f"{stack} stores in S3: pass a moto server"
             backend: FilesystemBackend | S3Backend = provision_s3(moto, plan, kv)
         else:
             backend = FilesystemBackend(workdir / "data")
         return StackSetup(stack=stack, plan=plan, kv=kv, vault=openbao.client(registry_vault_token(root, plan)),
-                          accounts=accounts, signer=signer, token_server=token_server, backend=backend,
-                          workdir=workdir)
+                          accounts=accounts, token_service=service, token_realm=realm,
+                          token_service_name=config["registry:tokenService"], backend=backend, workdir=workdir)
     except BaseException:
-        token_server.stop()
+        if service is not None:
+            service.stop()
         raise
