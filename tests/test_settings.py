@@ -290,6 +290,8 @@ def test_stack_files_use_only_known_settings_and_provider_options():
 @pytest.mark.parametrize("override,key", [
     ("registry:storageMode=nfs", "registry:storageMode"),
     ("registry:replicas=2", "registry:replicas"),
+    ("registry:vaultAddr=http://vault.vault.svc:8200", "registry:vaultAddr"),
+    ("registry:namespace=cicd\n", "registry:namespace"),
 ])
 def test_offline_plan_command_exits_nonzero_with_one_line_naming_the_key(tmp_path, override, key):
     result = subprocess.run(

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from components.settings import SECRET_KEYS
+from components.settings import SECRET_KEYS, SettingsError, parse_settings
 from offline_plan import record_plan
 from offline_plan.cli_config import ConfigFileError
 from offline_plan.recorder import PROJECT_DIR, stack_config
@@ -37,19 +37,16 @@ CLI_REFUSAL = re.compile(r"Stack '[a-z]+' (is missing configuration values? .+|w
 NOISE = [" ", "\t", "\n", "\r\n", "\u00a0", "\u200b", "\u200e", "\u202e", "\ufeff", "\u0430", "\x00", "\x7f"]
 
 
-def _stack_values() -> dict[str, list]:
-    """Every value the two stacks (with Pulumi.yaml's defaults) give each key, lists decoded."""
-    values: dict[str, list] = {key: [] for key in KEYS}
-    for stack in STACKS:
-        project, config, _ = stack_config(stack)
-        for full_key, text in config.items():
-            key = full_key.split(":", 1)[1]
-            if full_key.startswith(f"{project}:") and key in values:
-                values[key].append(json.loads(text) if text.startswith("[") else text)
-    return values
+def _stack_raw(stack: str) -> dict[str, str]:
+    """The stack's settings as the program receives them (Pulumi.yaml's defaults merged in)."""
+    project, config, _ = stack_config(stack)
+    return {full_key.split(":", 1)[1]: text for full_key, text in config.items() if full_key.startswith(f"{project}:")}
 
 
-STACK_VALUES = _stack_values()
+STACK_RAW = {stack: _stack_raw(stack) for stack in STACKS}
+# Every value the two stacks give each key, lists decoded: the starting points of near-valid values.
+STACK_VALUES = {key: [json.loads(raw[key]) if raw[key].startswith("[") else raw[key]
+                      for raw in STACK_RAW.values() if key in raw] for key in KEYS}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
@@ -116,3 +113,16 @@ def test_any_setting_value_plans_or_stops_with_one_line_and_nothing_registered(s
     assert "\n" not in plan.error, plan.error
     assert PROGRAM_REFUSAL.fullmatch(plan.error) or CLI_REFUSAL.fullmatch(plan.error), plan.error
     assert plan.resources == [], f"registered before the error: {plan.error}"
+
+
+@settings(max_examples=EXAMPLES * 2, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(stack=st.sampled_from(STACKS), key=st.sampled_from(KEYS),
+       value=st.one_of(json_values, st.text(max_size=60), st.binary(max_size=8)))
+def test_parse_settings_refuses_any_python_value_with_its_one_error_type(stack, key, value):
+    """Called directly (as tests and tools do), any Python value for any key, not only the CLI's strings."""
+    raw = {**STACK_RAW[stack], key: value}
+    try:
+        parse_settings(raw, environment=stack, present_keys=set(raw))
+    except SettingsError as exc:
+        assert "\n" not in str(exc) and PROGRAM_REFUSAL.fullmatch(str(exc)), str(exc)
