@@ -81,7 +81,6 @@ KNOWN_KEYS = (
     "tokenRealm",
     "tokenService",
     "tokenIssuer",
-    "tokenRootCertBundle",
     "credentialsGeneration",
     "vaultKubernetesAuthPath",
     "vaultAuthAudience",
@@ -179,12 +178,12 @@ class HtpasswdAuth:
 
 @dataclass(frozen=True)
 class TokenAuth:
-    """Distribution accepts bearer tokens signed by an external token server whose certificate it trusts."""
+    """Distribution accepts bearer tokens signed by the token service, whose public keys (a JWKS) it reads from
+    the token service's trust secret in Vault, through config-cli."""
 
     realm: str
     service: str
     issuer: str
-    root_cert_bundle: str  # PEM, public: the token server's signing certificate(s)
     mode: str = "token"
 
 
@@ -843,8 +842,7 @@ _USER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 _TOKEN_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 _ISSUER = re.compile(r"^\S{1,255}$")
-_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+\n-----END CERTIFICATE-----")
-TOKEN_KEYS = ("tokenRealm", "tokenService", "tokenIssuer", "tokenRootCertBundle")
+TOKEN_KEYS = ("tokenRealm", "tokenService", "tokenIssuer")
 
 
 def _token_realm(text: str) -> str:
@@ -882,17 +880,10 @@ def _parse_auth(read: _Raw) -> Auth:
             if read.optional(key) is not None:
                 raise SettingsError(key, read.optional(key), "only used with authMode token (authMode is htpasswd)")
         return HtpasswdAuth()
-    bundle = read.string("tokenRootCertBundle", "the token server's signing certificate(s), PEM")
-    bundle = bundle.replace("\r\n", "\n").strip() + "\n"
-    certificates = _PEM_CERTIFICATE.findall(bundle)
-    if not certificates or "".join(certificates).count("BEGIN") != bundle.count("-----BEGIN"):
-        raise SettingsError("tokenRootCertBundle", bundle[:40] + "...",
-                            "expected one or more PEM certificates (-----BEGIN CERTIFICATE----- blocks) and nothing else")
     return TokenAuth(
         realm=read.checked("tokenRealm", _token_realm, "the token server's URL, https://host[:port]/path"),
         service=read.matching("tokenService", _TOKEN_SERVICE, "the service name tokens are issued for (their audience)"),
         issuer=read.matching("tokenIssuer", _ISSUER, "the issuer (iss claim) of the token server's tokens"),
-        root_cert_bundle=bundle,
     )
 
 

@@ -6,8 +6,8 @@
 #   scripts/setup.sh test   the above plus test dependencies and the real tools the tests run:
 #                           promtool (Debian), checkov (own virtualenv), Distribution v3 and
 #                           actionlint (built with `go install`), and the real peers: the Pulumi CLI,
-#                           Consul, kube-apiserver + kube-controller-manager (built from the Go module
-#                           proxy) with etcd (Debian)
+#                           Consul, kube-apiserver + kube-controller-manager, the Pulumi kubernetes
+#                           provider (built from the Go module proxy) with etcd (Debian)
 #
 # Builds and downloads are cached under ${XDG_CACHE_HOME:-$HOME/.cache} (pip's cache, registry-iac/).
 set -euo pipefail
@@ -70,3 +70,4 @@ scripts/install-actionlint.sh >/dev/null
 scripts/install-pulumi.sh >/dev/null
 scripts/install-consul.sh >/dev/null
 scripts/install-kube.sh >/dev/null
+scripts/install-pulumi-kubernetes.sh >/dev/null

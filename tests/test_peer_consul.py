@@ -12,7 +12,10 @@ functions that build them.
 from __future__ import annotations
 
 import base64
+import json
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -21,7 +24,7 @@ from tests.support.config_cli import consul_tree, load_tree
 from tests.support.consul_agent import (ACL_POLICY_TYPE, ACL_ROLE_TYPE, BINDING_RULE_TYPE, CONFIG_ENTRY_TYPE, KV_TYPE,
                                         ConsulAgent, apply_recorded_consul)
 
-pytest_plugins = ["tests.support.peer_fixtures"]
+pytest_plugins = ["tests.support.peer_fixtures", "tests.support.fixtures", "tests.support.stack_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "registry"
@@ -178,3 +181,43 @@ def test_intentions_allow_exactly_the_listed_sources(applied):
     assert verdicts == {**{s: True for s in listed}, **{s: False for s in unlisted}}
     matched = agent.call("GET", f"/connect/intentions/match?by=destination&name={SERVICE}")[SERVICE]
     assert sorted(i["SourceName"] for i in matched) == sorted(listed + ["*"])
+
+
+# --- config-cli's path through this Consul ----------------------------------------------------------------------
+
+def test_config_cli_boots_the_registry_from_this_consul_and_the_agent_runs_its_check(
+        consul_agent: ConsulAgent, stack_setup, registry_factory):
+    """The stand-in config-cli reads the KV through Consul with the registry's token (not from the plan), the
+    registry boots from it, and the service registered with the KV's own check definition goes passing once
+    Consul's agent has called the registry's /debug/health."""
+    setup = stack_setup("staging")
+    apply_recorded_consul(consul_agent, setup.plan)
+    token = registry_token(consul_agent, setup.stack)
+    kv = consul_tree(consul_agent.url, config_prefix(setup.stack), token=token)
+    assert kv == setup.kv
+
+    registry = setup.boot(registry_factory, kv=kv, name="from-consul")
+    check = json.loads(kv["service/check"])
+    # The pod's IP and ports become the registry's loopback addresses (TEST_OVERRIDES): 5000 -> its HTTP
+    # address, 5001 -> its debug address.
+    target = urlsplit(check["HTTP"].replace("${POD_IP}", "pod-ip"))
+    assert target.hostname == "pod-ip"
+    local = {5000: urlsplit(registry.base_url), 5001: urlsplit(registry.debug_url)}[target.port]
+    check["HTTP"] = f"http://{local.hostname}:{local.port}{target.path}"
+    port = urlsplit(registry.base_url).port
+    service = {"ID": f"{SERVICE}-0", "Name": SERVICE, "Address": "127.0.0.1", "Port": port, "Check": check}
+    response = consul_agent.request("PUT", "/agent/service/register", token=token, json=service)
+    assert response.status_code == 200, response.text
+
+    def check_status():
+        checks = consul_agent.call("GET", "/agent/checks")
+        return next((c for c in checks.values() if c["ServiceID"] == f"{SERVICE}-0" and c["Status"] == "passing"),
+                    None)
+
+    deadline = time.monotonic() + 30
+    while not (passing := check_status()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert passing, consul_agent.call("GET", "/agent/checks")
+    assert "200 OK" in passing["Output"]
+    assert consul_agent.request("PUT", f"/agent/service/deregister/{SERVICE}-0", token=token).status_code == 200
+    assert consul_agent.call("GET", "/agent/services") == {}

@@ -11,7 +11,9 @@ that passes config validation stops at loading it: that error is the proof that 
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,9 @@ import yaml
 
 from offline_plan import record_plan
 from offline_plan.recorder import on_the_wire
-from tests.support.pulumi_cli import PulumiProject
+from offline_plan.render import write_plan
+from tests.support.kube_cluster import NAMESPACE, ReportedReadiness, start_kube_cluster
+from tests.support.pulumi_cli import PulumiProject, PulumiRun, scratch_project
 
 pytest_plugins = ["tests.support.peer_fixtures"]
 
@@ -96,10 +100,53 @@ def test_a_plain_value_for_a_secret_key_is_refused_without_showing_it(pulumi_pro
 
 PACK = "registry-policies"
 
+
+@dataclass
+class EngineRun:
+    project: PulumiProject
+    run: PulumiRun
+    rendered: Path | None = None
+
+
 def engine_project(project: PulumiProject, stack: str) -> PulumiProject:
+    """The project with the engine doubles on the CLI's PATH and the stack initialised."""
     project.use_engine_doubles()
     project.init_stack(stack)
     return project
+
+
+def scratch_engine_project(binary: str, workdir: Path, real_providers: dict[str, str] | None = None
+                           ) -> PulumiProject:
+    project = scratch_project(binary, workdir)
+    project.use_engine_doubles(real_providers)
+    return project
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def engine_preview(request, pulumi_binary: str, tmp_path_factory) -> EngineRun:
+    """`pulumi preview --policy-pack policies` of the stack, every provider an echo provider (recording)."""
+    stack = request.param
+    project = scratch_engine_project(pulumi_binary, tmp_path_factory.mktemp(f"engine-preview-{stack}"))
+    project.init_stack(stack)
+    return EngineRun(project, project.preview(stack, "--policy-pack", "policies", timeout=300))
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def engine_up(request, pulumi_binary: str, pulumi_kubernetes_binary: str, tmp_path_factory) -> EngineRun:
+    """`pulumi up --policy-pack policies` of the stack with the real kubernetes provider rendering YAML
+    (`kubernetes:renderYamlToDirectory`, no cluster needed) and echo providers for the rest."""
+    stack = request.param
+    workdir = tmp_path_factory.mktemp(f"engine-up-{stack}")
+    project = scratch_engine_project(pulumi_binary, workdir, {"kubernetes": pulumi_kubernetes_binary})
+    project.edit_stack_config(stack, set_plain={"kubernetes:renderYamlToDirectory": str(workdir / "rendered")})
+    project.init_stack(stack)
+    run = project.run("up", "--yes", "--stack", stack, "--non-interactive", "--color", "never",
+                      "--policy-pack", "policies", timeout=600)
+    return EngineRun(project, run, workdir / "rendered")
+
+
+def stack_of(engine: EngineRun) -> str:
+    return engine.project.stacks_initialised[-1]
 
 
 def without_stack_type(urn: str) -> str:
@@ -107,12 +154,9 @@ def without_stack_type(urn: str) -> str:
     return urn.replace("::pulumi:pulumi:Stack$", "::", 1)
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_the_engine_loads_the_policy_pack_and_no_mandatory_policy_fails_the_preview(pulumi_project: PulumiProject,
-                                                                                   stack: str):
+def test_the_engine_loads_the_policy_pack_and_no_mandatory_policy_fails_the_preview(engine_preview: EngineRun):
     """During a preview the pack may only be advisory about values not known yet (README "Preview")."""
-    project = engine_project(pulumi_project, stack)
-    run = project.preview(stack, "--policy-pack", "policies", timeout=300)
+    run = engine_preview.run
     assert run.returncode == 0, run.output
     assert "Loading policy packs...: done" in run.stdout
     assert f"{PACK}@v{POLICY_PACK_VERSION} (local: policies)" in run.stdout
@@ -121,11 +165,19 @@ def test_the_engine_loads_the_policy_pack_and_no_mandatory_policy_fails_the_prev
     assert len(advisories) == run.stdout.count("during preview: cannot verify during preview")
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_pulumi_up_passes_every_policy_of_the_pack_loaded_by_the_engine(pulumi_project: PulumiProject, stack: str):
-    project = engine_project(pulumi_project, stack)
-    run = project.run("up", "--yes", "--stack", stack, "--non-interactive", "--color", "never",
-                      "--policy-pack", "policies", timeout=300)
+def test_the_engine_sends_providers_exactly_the_inputs_the_offline_plan_records(engine_preview: EngineRun):
+    assert engine_preview.run.returncode == 0, engine_preview.run.output
+    plan = record_plan(stack_of(engine_preview), preview=True)
+    planned = {(r.type, r.name): on_the_wire(r.inputs) for r in plan.resources
+               if r.custom and not r.type.startswith("pulumi:providers:")}
+    sent = engine_preview.project.recorded_provider_inputs()
+    assert sorted(sent) == sorted(planned)
+    differing = sorted(key for key in planned if sent[key] != planned[key])
+    assert differing == []
+
+
+def test_pulumi_up_passes_every_policy_of_the_pack_loaded_by_the_engine(engine_up: EngineRun):
+    run, stack = engine_up.run, stack_of(engine_up)
     assert run.returncode == 0, run.output
     # `up` prints its preview first (advisories about unknown values included), then the update.
     update = run.stdout.split(f"Updating ({stack}):", 1)[-1]
@@ -133,32 +185,15 @@ def test_pulumi_up_passes_every_policy_of_the_pack_loaded_by_the_engine(pulumi_p
     assert "[advisory]" not in update and "[mandatory]" not in update
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_the_engine_sends_providers_exactly_the_inputs_the_offline_plan_records(pulumi_project: PulumiProject,
-                                                                              stack: str):
-    project = engine_project(pulumi_project, stack)
-    run = project.preview(stack, timeout=300)
-    assert run.returncode == 0, run.output
-    plan = record_plan(stack, preview=True)
-    planned = {(r.type, r.name): on_the_wire(r.inputs) for r in plan.resources
-               if r.custom and not r.type.startswith("pulumi:providers:")}
-    sent = project.recorded_provider_inputs()
-    assert sorted(sent) == sorted(planned)
-    differing = sorted(key for key in planned if sent[key] != planned[key])
-    assert differing == []
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_the_engines_state_has_the_offline_plans_graph(pulumi_project: PulumiProject, stack: str):
+def test_the_engines_state_has_the_offline_plans_graph(engine_up: EngineRun):
     """Parents, dependencies, protect and retainOnDelete of every resource, as `pulumi up` stored them."""
-    project = engine_project(pulumi_project, stack)
-    run = project.run("up", "--yes", "--stack", stack, "--non-interactive", "--color", "never", timeout=300)
-    assert run.returncode == 0, run.output
+    assert engine_up.run.returncode == 0, engine_up.run.output
+    stack = stack_of(engine_up)
     plan = record_plan(stack)
     key = {r.urn: (r.type, r.name) for r in plan.registrations}
     planned = {(r.type, r.name): (key.get(r.parent, r.parent), sorted(key[d] for d in r.dependencies),
                                   bool(r.protect), bool(r.retain_on_delete)) for r in plan.resources}
-    exported = project.exported_resources(stack)
+    exported = engine_up.project.exported_resources(stack)
     engine_key = {r["urn"]: (r["type"], r["urn"].split("::")[-1]) for r in exported}
     # The engine adds the stack and a default provider per package; the program declares neither.
     declared = [r for r in exported if r["type"] != "pulumi:pulumi:Stack"
@@ -176,3 +211,82 @@ def test_the_offline_plan_records_the_urns_the_engine_uses(stack: str):
     # The engine's URNs are known without running it: the root stack type never appears in a child's URN.
     plan = record_plan(stack)
     assert [r.urn for r in plan.resources if r.urn != without_stack_type(r.urn)] == []
+
+
+# --- the real kubernetes provider -------------------------------------------------------------------------------
+
+def without_empty_maps(value):
+    """The object as the provider serialises it: an empty map (``annotations: {}``) is left out."""
+    if isinstance(value, dict):
+        return {key: without_empty_maps(item) for key, item in value.items() if item != {}}
+    if isinstance(value, list):
+        return [without_empty_maps(item) for item in value]
+    return value
+
+
+def rendered_objects(engine: EngineRun) -> dict:
+    assert engine.run.returncode == 0, engine.run.output
+    rendered = {}
+    for path in sorted(engine.rendered.rglob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                rendered[(document["kind"], document["metadata"]["name"])] = document
+    return rendered
+
+
+def planned_manifests(stack: str, out: Path) -> dict:
+    directory = write_plan(record_plan(stack), out) / "kubernetes"
+    documents = (yaml.safe_load(path.read_text()) for path in sorted(directory.glob("*.yaml")))
+    return {(d["kind"], d["metadata"]["name"]): d for d in documents}
+
+
+def test_the_real_kubernetes_provider_renders_the_offline_plans_manifests(engine_up: EngineRun, tmp_path: Path):
+    rendered = rendered_objects(engine_up)
+    planned = planned_manifests(stack_of(engine_up), tmp_path)
+    assert sorted(rendered) == sorted(planned)
+    assert {key for key in planned if without_empty_maps(rendered[key]) != without_empty_maps(planned[key])} == set()
+
+
+def test_the_offline_plans_manifests_are_exactly_what_the_provider_renders(engine_up: EngineRun, tmp_path: Path,
+                                                                          request):
+    stack = stack_of(engine_up)
+    if stack == "staging":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "difference found here, reported: the offline plan writes `annotations: {}` into the snapshot "
+            "CronJob's pod template (components/operations.py), which the provider leaves out")))
+    rendered = rendered_objects(engine_up)
+    planned = planned_manifests(stack, tmp_path)
+    assert {key for key in planned if rendered.get(key) != planned[key]} == set()
+
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_pulumi_up_applies_every_kubernetes_object_to_the_real_api_server(
+        pulumi_binary: str, pulumi_kubernetes_binary: str, kube_binaries: dict[str, str], stack: str,
+        tmp_path: Path):
+    """The engine, the real kubernetes provider and a real API server (PSA restricted, RBAC, the CRDs): every
+    object of the offline plan is created and stored, the provider's readiness waits included."""
+    crd_dir = next(Path(path) for name, path in kube_binaries.items() if name.startswith("kube-crds-"))
+    cluster = start_kube_cluster(kube_binaries, sorted(crd_dir.glob("*.yaml")), tmp_path / "kube")
+    try:
+        project = scratch_engine_project(pulumi_binary, tmp_path, {"kubernetes": pulumi_kubernetes_binary})
+        project.edit_stack_config(stack, set_plain={"kubernetes:kubeconfig": str(cluster.kubeconfig)})
+        project.init_stack(stack)
+        with ReportedReadiness(cluster) as readiness:
+            run = project.run("up", "--yes", "--stack", stack, "--non-interactive", "--color", "never",
+                              "--policy-pack", "policies", timeout=600)
+        assert run.returncode == 0, run.output
+        update = run.stdout.split(f"Updating ({stack}):", 1)[-1]
+        assert f"✅ {PACK}@v{POLICY_PACK_VERSION} (local: policies)" in update
+        planned = planned_manifests(stack, tmp_path / "build")
+        kinds = ",".join(sorted({kind.lower() for kind, _ in planned}))
+        # What the controllers made (pods, claims, kube-root-ca.crt, the default account) carries no labels of ours.
+        stored = json.loads(cluster.kubectl("get", "-n", NAMESPACE, kinds, "-l", "app.kubernetes.io/managed-by=pulumi",
+                                            "-o", "json").stdout)["items"]
+        assert sorted((o["kind"], o["metadata"]["name"]) for o in stored
+                      if not o["metadata"].get("ownerReferences")) == sorted(planned)
+        replicas = int(yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+                       .get("registry:replicas", 1))
+        assert sorted(readiness.reported_pods) == [f"registry-{i}" for i in range(replicas)]
+    finally:
+        cluster.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,3 +193,57 @@ def start_kube_cluster(binaries: dict[str, str], crd_files: Sequence[Path], work
         for proc in reversed(processes):
             proc.stop(timeout=10)
         raise
+
+
+class ReportedReadiness:
+    """Stands in for what does not run here, as a context manager: a kubelet reporting every pod in the
+    namespace Running and Ready (with a pod IP), and an ingress controller giving every Ingress an address.
+
+    The Pulumi kubernetes provider waits for both before it reports a StatefulSet, a Service or an Ingress
+    created; nothing else about the objects is changed.
+    """
+
+    def __init__(self, cluster: KubeCluster, namespace: str = NAMESPACE, interval: float = 0.5):
+        self.cluster, self.namespace, self.interval = cluster, namespace, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._next_ip = 10
+        self.reported_pods: list[str] = []
+
+    def __enter__(self) -> "ReportedReadiness":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _patch_status(self, resource: str, status: dict) -> None:
+        self.cluster.kubectl("patch", "-n", self.namespace, resource, "--subresource=status", "--type=merge",
+                             "-p", json.dumps({"status": status}), check=False)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._report()
+            except Exception:  # noqa: BLE001 - the API server may be stopping; the waiting side reports
+                pass
+            self._stop.wait(self.interval)
+
+    def _report(self) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for pod in self.cluster.get(f"/api/v1/namespaces/{self.namespace}/pods")["items"]:
+            conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+            if conditions.get("Ready") == "True":
+                continue
+            self._next_ip += 1
+            ip = f"10.0.0.{self._next_ip}"
+            self._patch_status(f"pod/{pod['metadata']['name']}", {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now,
+                "conditions": [{"type": kind, "status": "True", "lastTransitionTime": now}
+                               for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]})
+            self.reported_pods.append(pod["metadata"]["name"])
+        for ingress in self.cluster.get(f"/apis/networking.k8s.io/v1/namespaces/{self.namespace}/ingresses")["items"]:
+            if not ingress.get("status", {}).get("loadBalancer", {}).get("ingress"):
+                self._patch_status(f"ingress/{ingress['metadata']['name']}",
+                                   {"loadBalancer": {"ingress": [{"ip": "10.0.1.1"}]}})

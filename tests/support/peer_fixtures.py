@@ -57,3 +57,9 @@ def pulumi_binary() -> str:
 def pulumi_project(pulumi_binary: str, tmp_path: Path) -> PulumiProject:
     """A scratch copy of the project with the real Pulumi CLI logged in to a file backend inside it."""
     return scratch_project(pulumi_binary, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pulumi_kubernetes_binary() -> str:
+    """The real kubernetes provider (tag v4.25.0), built by scripts/install-pulumi-kubernetes.sh."""
+    return installed_binaries("install-pulumi-kubernetes.sh")["pulumi-resource-kubernetes"]

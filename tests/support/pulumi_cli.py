@@ -21,8 +21,15 @@ from .processes import clean_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "registry-iac-test-passphrase"
-# What `pulumi preview` needs of the project: the program, its components, the policy pack and the stack files.
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "policies")
+# What `pulumi preview` needs of the project: the program, the packages it imports (every top-level package but
+# the tests), the policy pack and the stack files.
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "policies")
+
+
+def project_entries() -> list[str]:
+    packages = sorted(p.name for p in REPO_ROOT.iterdir()
+                      if p.is_dir() and (p / "__init__.py").exists() and p.name != "tests")
+    return [*PROJECT_FILES, *packages]
 DEFAULT_TIMEOUT = 120
 
 
@@ -46,6 +53,7 @@ class PulumiProject:
     state: Path
     extra_path: list[Path] = field(default_factory=list)
     provider_records: Path | None = None
+    stacks_initialised: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         return clean_env({
@@ -72,13 +80,13 @@ class PulumiProject:
             raise AssertionError(f"{' '.join(run.argv)} exited {run.returncode}:\n{run.output}")
         return run
 
-    def use_engine_doubles(self) -> None:
+    def use_engine_doubles(self, real_providers: dict[str, str] | None = None) -> None:
         """Put the test-only language host and echo providers on the CLI's PATH (tests/support/engine)."""
         from .engine import install_engine_doubles
 
         self.provider_records = self.directory.parent / "provider-records"
         self.extra_path.insert(0, install_engine_doubles(self.directory.parent / "engine-bin",
-                                                         self.provider_records))
+                                                         self.provider_records, real_providers=real_providers))
 
     def recorded_provider_inputs(self) -> dict[tuple[str, str], dict]:
         """{(type, name): inputs} of every Check the echo providers answered."""
@@ -110,6 +118,7 @@ class PulumiProject:
 
     def init_stack(self, stack: str) -> None:
         self.must("stack", "init", stack, "--secrets-provider", "passphrase", "--non-interactive")
+        self.stacks_initialised.append(stack)
 
     def preview(self, stack: str, *extra: str, timeout: int = DEFAULT_TIMEOUT) -> PulumiRun:
         return self.run("preview", "--stack", stack, "--non-interactive", "--color", "never", *extra,
@@ -120,7 +129,7 @@ def scratch_project(binary: str, workdir: Path, venv: Path = REPO_ROOT / "venv")
     """Copy the project (and its stack files) to workdir/project and log the CLI in to a file backend there."""
     directory = workdir / "project"
     directory.mkdir(parents=True)
-    for name in PROJECT_FILES:
+    for name in project_entries():
         source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__", "venv"))

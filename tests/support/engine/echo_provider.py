@@ -47,6 +47,7 @@ class EchoProvider(provider_pb2_grpc.ResourceProviderServicer):
         self.package = package
         self.record_dir = record_dir / package
         self.record_dir.mkdir(parents=True, exist_ok=True)
+        self.region = None
         try:
             self.version = importlib.metadata.version(f"pulumi_{package}")
         except importlib.metadata.PackageNotFoundError:
@@ -68,6 +69,9 @@ class EchoProvider(provider_pb2_grpc.ResourceProviderServicer):
         return provider_pb2.DiffResponse(changes=DIFF_NONE)
 
     def Configure(self, request, context):
+        # One process per provider instance: its region decides the ARNs the mocks make up (as in the plan).
+        arguments = json_format.MessageToDict(request.args) if request.HasField("args") else {}
+        self.region = arguments.get("region") or dict(request.variables).get(f"{self.package}:config:region")
         return provider_pb2.ConfigureResponse(acceptSecrets=True, supportsPreview=True, acceptResources=True)
 
     def Check(self, request, context):
@@ -88,8 +92,12 @@ class EchoProvider(provider_pb2_grpc.ResourceProviderServicer):
         inputs = _reveal(json_format.MessageToDict(request.properties))
         name = request.name or request.urn.split("::")[-1]
         type_token = request.type or request.urn.split("::")[-2].split("$")[-1]
-        identifier, state = PlanMocks().new_resource(pulumi_mocks.MockResourceArgs(
-            typ=type_token, name=name, inputs=inputs, provider="", resource_id="", custom=True))
+        mocks = PlanMocks()
+        if self.region:
+            mocks.provider_regions["this-provider"] = _reveal(self.region)
+        identifier, state = mocks.new_resource(pulumi_mocks.MockResourceArgs(
+            typ=type_token, name=name, inputs=inputs, provider="urn::this-provider::id", resource_id="",
+            custom=True))
         properties = struct_pb2.Struct()
         properties.CopyFrom(request.properties)
         for key, value in state.items():
