@@ -339,9 +339,6 @@ def _is_encrypted(key: str) -> bool:
 # printable ASCII, nothing around it. Then each key's own rule matches the whole string (``fullmatch``;
 # ``$`` would accept a trailing newline) through the validators of ``components/validation.py``.
 
-# Values that legitimately span lines: their own parser reads every line.
-MULTILINE_KEYS = ("tokenRootCertBundle",)
-
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _REGION = re.compile(r"([a-z]{2}|eusc)(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
 _IMAGE = re.compile(
@@ -385,7 +382,7 @@ def _screen(raw: Mapping[str, Any]) -> None:
             continue  # secrets are Pulumi secrets here: only their presence is read
         for text in _entries(value):
             try:
-                validation.check_text(text, multiline=key in MULTILINE_KEYS)
+                validation.check_text(text)
             except Invalid as exc:
                 raise SettingsError(key, text, str(exc)) from None
 

@@ -28,19 +28,17 @@ class Invalid(ValueError):
 # --- text -----------------------------------------------------------------------------------------
 
 
-def check_text(text: str, multiline: bool = False) -> str:
+def check_text(text: str) -> str:
     """Printable ASCII (space to ~), nothing around it: every value ends up in a Kubernetes object, a Consul
     KV entry, an AWS name or a URL, where a trailing newline, a zero-width space or a homoglyph is either
-    refused later (after other resources were created) or silently becomes part of a name. ``multiline``
-    allows line breaks and surrounding blank space (a PEM bundle from a YAML block scalar)."""
+    refused later (after other resources were created) or silently becomes part of a name."""
     if not isinstance(text, str):
         raise Invalid("expected text")
-    if not multiline and text != text.strip(" \t\r\n\x0b\x0c"):
+    if text != text.strip(" \t\r\n\x0b\x0c"):
         raise Invalid("expected no surrounding whitespace")
     for position, char in enumerate(text):
-        if " " <= char <= "~" or (multiline and char in "\r\n"):
-            continue
-        raise Invalid(f"expected printable ASCII only (found U+{ord(char):04X} at position {position})")
+        if not " " <= char <= "~":
+            raise Invalid(f"expected printable ASCII only (found U+{ord(char):04X} at position {position})")
     return text
 
 
