@@ -157,6 +157,11 @@ REALISTIC_BAD = [
     ("staging", {"storageMode": "minio", "s3Bucket": "registry-staging", "s3StorageBudget": "2Ti",
                  "minioEndpoint": "https://minio.storage.svc:9000"}, "storageClass", "only used with storageMode filesystem"),
     ("prod", {"storageClass": "gp3"}, "storageClass", "only used with storageMode filesystem"),
+    ("prod", {"snapshotClass": "ebs-snapshots"}, "snapshotClass", "only used with storageMode filesystem"),
+    ("staging", {"minioEndpoint": "https://minio.storage.svc:9000"}, "minioEndpoint", "only used with storageMode minio"),
+    ("staging", {"s3Bucket": "registry-staging"}, "s3Bucket", "only used with storageMode s3 or minio"),
+    ("staging", {"s3Region": "eu-west-1"}, "s3Region", "only used with storageMode s3 or minio"),
+    ("staging", {"s3StorageBudget": "2Ti"}, "s3StorageBudget", "only used with storageMode s3 or minio"),
     # Quantities: the Kubernetes grammar, whole millicores and bytes, within bounds.
     ("staging", {"cpuRequest": "1" + "0" * 400}, "cpuRequest", "whole millicores"),  # was an OverflowError traceback
     ("staging", {"cpuRequest": "0.0001"}, "cpuRequest", "whole millicores"),
