@@ -45,10 +45,11 @@ fi
 
 install_requirements "${root}/venv" "${root}/requirements-dev.txt"
 
-# Debian packages: promtool (prometheus), and skopeo, a real registry client the access tests use.
+# Debian packages: promtool (prometheus); skopeo and containerd (ctr), real registry clients the access tests use.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v ctr >/dev/null 2>&1 || missing+=(containerd)
 if [[ ${#missing[@]} -gt 0 ]]; then
     step "apt-get install ${missing[*]}"
     # CI machines run this as root; a GitHub-hosted runner as a user with passwordless sudo.
