@@ -132,6 +132,13 @@ READONLY_OFF = '{"enabled":false}'
 MAINTENANCE_VARIABLES = (READONLY_VARIABLE,)
 
 
+# The token service's secrets beside the registry's own (``<mount>/registry/<env>``), written by
+# ``python -m token_service.keys``: the private signing keys (only the token service reads them) and the
+# public trust material (JWKS and certificates: what config-cli hands the registry).
+TOKEN_SIGNING_SECRET = "token-signing"
+TOKEN_TRUST_SECRET = "token-trust"
+
+
 def kv_prefix(environment: str) -> str:
     """Everything config-cli reads for one stack (``CONFIG_CLI_KV_PREFIX``)."""
     return f"registry/{environment}/"

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 from token_service import contract
 
+from . import names
 from .names import DEBUG_PORT, HTTP_PORT, READONLY_OFF, READONLY_VARIABLE
 from .settings import FilesystemStorage, HtpasswdAuth, MinioStorage, S3Storage, Settings, TokenAuth
 
@@ -31,9 +32,11 @@ DATA_DIRECTORY = "/var/lib/registry"
 # config-cli writes the files of ``config_files()`` here (a memory-backed volume) before the registry starts.
 SECRETS_DIRECTORY = "/run/registry"
 HTPASSWD_FILE = "htpasswd"
-TOKEN_ROOT_CERTS_FILE = "token-root-certs.pem"
+# The token service's public keys, and the only algorithm it signs with (token_service/contract.py).
+TOKEN_JWKS_VARIABLE, TOKEN_JWKS_FIELD, TOKEN_JWKS_FILE = contract.REGISTRY_TRUST_FILES["jwks"]
+TOKEN_SIGNING_ALGORITHMS = "[" + ",".join(contract.REGISTRY_SIGNING_ALGORITHMS) + "]"
 HTPASSWD_PATH = f"{SECRETS_DIRECTORY}/{HTPASSWD_FILE}"
-TOKEN_ROOT_CERTS_PATH = f"{SECRETS_DIRECTORY}/{TOKEN_ROOT_CERTS_FILE}"
+TOKEN_JWKS_PATH = f"{SECRETS_DIRECTORY}/{TOKEN_JWKS_FILE}"
 HTPASSWD_REALM = "Registry"
 
 # Fields of the registry's Vault secret (``registry/<env>`` in the KV v2 mount).
@@ -52,6 +55,15 @@ UPLOAD_PURGE_INTERVAL = "24h"
 def vault_reference(settings: Settings, field: str) -> str:
     """How a KV value points at a field of the registry's Vault secret (resolved by config-cli)."""
     return f"{VAULT_REFERENCE_PREFIX}{settings.vault_kv_mount}/{settings.vault_secret_path}#{field}"
+
+
+def trust_secret_path(settings: Settings) -> str:
+    """The token service's trust secret (public keys), beside the registry's own secret."""
+    return f"{settings.vault_secret_path}/{names.TOKEN_TRUST_SECRET}"
+
+
+def trust_reference(settings: Settings) -> str:
+    return f"{VAULT_REFERENCE_PREFIX}{settings.vault_kv_mount}/{trust_secret_path(settings)}#{TOKEN_JWKS_FIELD}"
 
 
 def _compact_json(value: dict) -> str:
@@ -104,7 +116,9 @@ def _auth_environment(settings: Settings) -> dict[str, str]:
             "REGISTRY_AUTH_TOKEN_REALM": auth.realm,
             "REGISTRY_AUTH_TOKEN_SERVICE": auth.service,
             "REGISTRY_AUTH_TOKEN_ISSUER": auth.issuer,
-            "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": TOKEN_ROOT_CERTS_PATH,
+            TOKEN_JWKS_VARIABLE: TOKEN_JWKS_PATH,
+            # A token signed any other way is refused, whatever key it names.
+            "REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS": TOKEN_SIGNING_ALGORITHMS,
         }
     assert isinstance(auth, HtpasswdAuth)
     return {
@@ -117,12 +131,13 @@ def _auth_environment(settings: Settings) -> dict[str, str]:
 def config_files(settings: Settings) -> dict[str, str]:
     """Files config-cli writes into ``SECRETS_DIRECTORY`` before the registry starts, by file name.
 
-    A value is either the file's content (public data such as the token server's certificates) or a
-    Vault reference whose field holds the content (the bcrypt htpasswd file).
+    A value is either the file's content or a Vault reference whose field holds the content: the bcrypt
+    htpasswd file, or in token mode the token service's published JWKS (public; its keys command writes it, so
+    a key rotation reaches the registry with a rolling restart and no change to any stack file).
     """
     auth = settings.auth
     if isinstance(auth, TokenAuth):
-        return {TOKEN_ROOT_CERTS_FILE: auth.root_cert_bundle}
+        return {TOKEN_JWKS_FILE: trust_reference(settings)}
     return {HTPASSWD_FILE: vault_reference(settings, FIELD_HTPASSWD)}
 
 

@@ -79,7 +79,6 @@ KNOWN_KEYS = (
     "tokenRealm",
     "tokenService",
     "tokenIssuer",
-    "tokenRootCertBundle",
     "credentialsGeneration",
     "vaultKubernetesAuthPath",
     "vaultAuthAudience",
@@ -169,12 +168,12 @@ class HtpasswdAuth:
 
 @dataclass(frozen=True)
 class TokenAuth:
-    """Distribution accepts bearer tokens signed by an external token server whose certificate it trusts."""
+    """Distribution accepts bearer tokens signed by the token service, whose public keys (a JWKS) it reads from
+    the token service's trust secret in Vault, through config-cli."""
 
     realm: str
     service: str
     issuer: str
-    root_cert_bundle: str  # PEM, public: the token server's signing certificate(s)
     mode: str = "token"
 
 
@@ -717,8 +716,7 @@ _USER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _REALM = re.compile(r"^(https://[A-Za-z0-9.-]+|http://(127\.0\.0\.1|localhost))(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 _TOKEN_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 _ISSUER = re.compile(r"^\S{1,255}$")
-_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+\n-----END CERTIFICATE-----")
-TOKEN_KEYS = ("tokenRealm", "tokenService", "tokenIssuer", "tokenRootCertBundle")
+TOKEN_KEYS = ("tokenRealm", "tokenService", "tokenIssuer")
 
 
 def _consul_service_name(text: str) -> str:
@@ -747,17 +745,10 @@ def _parse_auth(read: _Raw) -> Auth:
             if read.optional(key) is not None:
                 raise SettingsError(key, read.optional(key), "only used with authMode token (authMode is htpasswd)")
         return HtpasswdAuth()
-    bundle = read.string("tokenRootCertBundle", "the token server's signing certificate(s), PEM")
-    bundle = bundle.replace("\r\n", "\n").strip() + "\n"
-    certificates = _PEM_CERTIFICATE.findall(bundle)
-    if not certificates or "".join(certificates).count("BEGIN") != bundle.count("-----BEGIN"):
-        raise SettingsError("tokenRootCertBundle", bundle[:40] + "...",
-                            "expected one or more PEM certificates (-----BEGIN CERTIFICATE----- blocks) and nothing else")
     return TokenAuth(
         realm=read.matching("tokenRealm", _REALM, "the token server's URL, https://host[:port]/path"),
         service=read.matching("tokenService", _TOKEN_SERVICE, "the service name tokens are issued for (their audience)"),
         issuer=read.matching("tokenIssuer", _ISSUER, "the issuer (iss claim) of the token server's tokens"),
-        root_cert_bundle=bundle,
     )
 
 

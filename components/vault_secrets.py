@@ -29,12 +29,13 @@ import pulumi
 import pulumi_random as random
 import pulumi_vault as vault
 
-from .registry_config import FIELD_HTPASSWD, FIELD_HTTP_SECRET, FIELD_S3_ACCESS_KEY, FIELD_S3_SECRET_KEY
+from .registry_config import (FIELD_HTPASSWD, FIELD_HTTP_SECRET, FIELD_S3_ACCESS_KEY, FIELD_S3_SECRET_KEY,
+                              trust_secret_path)
 from token_service import contract
 
 from . import names
 from .names import GC_NAME, SERVICE_ACCOUNT_NAME
-from .settings import RegistryUser, Settings
+from .settings import RegistryUser, Settings, TokenAuth
 
 PASSWORD_LENGTH = 32
 HTTP_SECRET_LENGTH = 64
@@ -122,13 +123,17 @@ def vault_policy_name(settings: Settings) -> str:
 
 
 def vault_policy(settings: Settings) -> str:
-    """HCL that reads exactly the registry's secret: no list, no metadata, no other version paths.
+    """HCL that reads exactly the registry's secret (and in token mode the token service's public trust
+    secret): no list, no metadata, no other version paths.
 
-    A path without ``*`` or ``+`` matches only itself, so ``registry/<env>/clients/...`` and
-    ``registry/<other env>`` stay out of reach.
+    A path without ``*`` or ``+`` matches only itself, so ``registry/<env>/clients/...``, the token service's
+    signing keys and ``registry/<other env>`` stay out of reach.
     """
-    path = f"{settings.vault_kv_mount}/data/{settings.vault_secret_path}"
-    return f'path "{path}" {{\n  capabilities = ["read"]\n}}\n'
+    paths = [settings.vault_secret_path]
+    if isinstance(settings.auth, TokenAuth):
+        paths.append(trust_secret_path(settings))
+    return "".join(f'path "{settings.vault_kv_mount}/data/{path}" {{\n  capabilities = ["read"]\n}}\n'
+                   for path in paths)
 
 
 # The service accounts whose pods run config-cli, and so log in to Vault.

@@ -306,6 +306,417 @@ MUTATIONS: dict[str, tuple[str, Mutation, str]] = {
 }
 
 
+# --- what each resource grants or exposes (issue 12) -----------------------------------------------
+
+IAM_ROLE = "aws:iam/role:Role"
+ACL_POLICY = "consul:index/aclPolicy:AclPolicy"
+CONFIG_ENTRY = "consul:index/configEntry:ConfigEntry"
+REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
+REGISTRY_ROLE = "registry-storage-role"
+GC_ROLE = "registry-operations-gc-role"
+REPLICATION_ROLE = "registry-operations-replication-role"
+INTENTIONS = "registry-consul-service-intentions"
+SERVICE_DEFAULTS = "registry-consul-service-defaults"
+ACL = "registry-consul-acl-policy"
+ACL_BINDING_RULE = "consul:index/aclBindingRule:AclBindingRule"
+ACL_ROLE = "consul:index/aclRole:AclRole"
+GC_BINDING_RULE = "registry-consul-gc-binding-rule"
+FOREIGN_ACCOUNT = "210987654321"  # not the stacks' 123456789012
+SNAPSHOT_CRONJOB = "registry-operations-snapshot-cronjob"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+INGRESS_NAME = "registry-network-ingress"
+GC_K8S_ROLE = "registry-operations-gc-role"
+SNAPSHOT_K8S_ROLE = "registry-operations-snapshot-role"
+GC_BINDING = "registry-operations-gc-role-binding"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
+VAULT_SECRET = "vault:kv/secretV2:SecretV2"
+SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
+
+
+def _pod_spec(inputs: dict) -> dict:
+    return inputs["spec"]["template"]["spec"]
+
+
+def _job_spec(inputs: dict) -> dict:
+    return inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def _trust(change: Callable[[dict], Any]) -> Callable[[dict], None]:
+    """Edit the (only) statement of a role's trust policy."""
+    return _json_edit("assumeRolePolicy", lambda document: change(document["Statement"][0]))
+
+
+def _trust_everyone(statement: dict) -> None:
+    statement.update(Principal={"AWS": "*"}, Action="sts:AssumeRole")
+    statement.pop("Condition")
+
+
+def _claims(statement: dict) -> dict:
+    return statement["Condition"]["StringEquals"]
+
+
+def _sub_key(statement: dict) -> str:
+    return next(key for key in _claims(statement) if key.endswith(":sub"))
+
+
+def _sub_pattern(statement: dict) -> None:
+    key = _sub_key(statement)
+    statement["Condition"]["StringLike"] = {key: "system:serviceaccount:cicd:*"}
+    del _claims(statement)[key]
+
+
+def _foreign_provider(statement: dict) -> None:
+    statement["Principal"]["Federated"] = statement["Principal"]["Federated"].replace("123456789012", FOREIGN_ACCOUNT)
+
+
+def _add_statement(statement: dict) -> Callable[[dict], None]:
+    return _json_edit("policy", lambda document: document["Statement"].append(statement))
+
+
+def _bucket_grant(principal: Any, prefix: str) -> Callable[[Plan], Plan]:
+    def apply(plan: Plan) -> Plan:
+        return edit(plan, BUCKET_POLICY, f"{prefix}-tls-only", _add_statement({
+            "Sid": "ReadImages", "Effect": "Allow", "Principal": principal, "Action": "s3:GetObject",
+            "Resource": f"{_bucket_arn(plan, prefix)}/*"}))
+    return apply
+
+
+def _key_policy(principal: Any) -> Callable[[dict], None]:
+    def apply(props: dict) -> None:
+        props["policy"] = json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Sid": "EnableIamPolicies", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+             "Action": "kms:*", "Resource": "*"},
+            {"Sid": "Use", "Effect": "Allow", "Principal": principal,
+             "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*"}]})
+    return apply
+
+
+def _foreign_key(props: dict) -> None:
+    default = props["rules"][0]["applyServerSideEncryptionByDefault"]
+    default["kmsMasterKeyId"] = default["kmsMasterKeyId"].replace("123456789012", FOREIGN_ACCOUNT)
+
+
+def _foreign_replica_key(props: dict) -> None:
+    encryption = props["rules"][0]["destination"]["encryptionConfiguration"]
+    encryption["replicaKmsKeyId"] = encryption["replicaKmsKeyId"].replace("123456789012", FOREIGN_ACCOUNT)
+
+
+def _config_json(change: Callable[[dict], Any]) -> Callable[[dict], None]:
+    return _json_edit("configJson", change)
+
+
+def _everyone_allowed(body: dict) -> None:
+    wildcard = next(source for source in body["Sources"] if source["Name"] == "*")
+    wildcard.update(Action="allow", Description="everyone")
+
+
+def _no_wildcard_deny(body: dict) -> None:
+    body["Sources"] = [source for source in body["Sources"] if source["Name"] != "*"]
+
+
+def _acl_rules(extra: str) -> Callable[[dict], None]:
+    def apply(props: dict) -> None:
+        props["rules"] += extra
+    return apply
+
+
+def _drop_auth(props: dict) -> None:
+    for key in [k for k in props["subkeys"] if k.startswith("env/REGISTRY_AUTH")]:
+        del props["subkeys"][key]
+
+
+def _vault_policy(extra: str = "", replace: tuple[str, str] = ("", "")) -> Callable[[dict], None]:
+    def apply(props: dict) -> None:
+        if replace[0] and replace[0] not in props["policy"]:
+            raise LookupError(f"{replace[0]!r} is not in the Vault policy")
+        props["policy"] = props["policy"].replace(*replace) + extra
+    return apply
+
+
+# Nested braces hid this block from the pack's former regular expression; HCL sees it.
+SUDO_BEHIND_A_MAP = 'path "sys/*" {\n  allowed_parameters = {\n    "*" = []\n  }\n  capabilities = ["sudo", "update"]\n}\n'
+
+# case -> (stack, mutation, the one policy expected to fire, a phrase its message must contain)
+GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
+    # IAM trust, attachments, history
+    "a role trusting every AWS principal": ("prod", lambda p: edit(p, IAM_ROLE, REGISTRY_ROLE, _trust(
+        _trust_everyone)), "iam-role-trust-bound", "trusts every AWS principal"),
+    "a GC role trust without a :sub condition": ("prod", lambda p: edit(p, IAM_ROLE, GC_ROLE, _trust(
+        lambda s: _claims(s).pop(_sub_key(s)))), "iam-role-trust-bound", "every service account of the cluster"),
+    "a trust matching service accounts by pattern": ("prod", lambda p: edit(p, IAM_ROLE, REGISTRY_ROLE, _trust(
+        _sub_pattern)), "iam-role-trust-bound", "StringLike"),
+    "a trust bound to the wrong service account": ("prod", lambda p: edit(p, IAM_ROLE, GC_ROLE, _trust(
+        lambda s: _claims(s).update({_sub_key(s): "system:serviceaccount:cicd:registry"}))),
+        "iam-role-trust-bound", "system:serviceaccount:cicd:registry-gc"),
+    "the OIDC provider of another account": ("prod", lambda p: edit(p, IAM_ROLE, REGISTRY_ROLE, _trust(
+        _foreign_provider)), "iam-role-trust-bound", f"account {FOREIGN_ACCOUNT}"),
+    "the replication role trusted by EC2": ("prod", lambda p: edit(p, IAM_ROLE, REPLICATION_ROLE, _trust(
+        lambda s: s["Principal"].update(Service="ec2.amazonaws.com"))), "iam-role-trust-bound", "ec2.amazonaws.com"),
+    "an AWS-managed policy on the registry role": ("prod", lambda p: edit(p, IAM_ROLE, REGISTRY_ROLE, _set(
+        "managedPolicyArns", ["arn:aws:iam::aws:policy/AmazonS3FullAccess"])), "iam-no-foreign-managed-policies",
+        "AWS-managed policy 'arn:aws:iam::aws:policy/AmazonS3FullAccess'"),
+    "an inline wildcard policy on the GC role": ("prod", lambda p: edit(p, IAM_ROLE, GC_ROLE, lambda i: i.update(
+        inlinePolicies=[{"name": "read-all", "policy": json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "s3:Get*", "Resource": f"{_bucket_arn(p, REGISTRY)}/*"}]})}])),
+        "iam-no-wildcards", "inlinePolicies[0].policy"),
+    "the GC role deleting object versions": ("prod", lambda p: edit(p, ROLE_POLICY, GC_ACCESS, _statement(
+        "RegistryObjects", lambda s: s["Action"].append("s3:DeleteObjectVersion"))),
+        "iam-no-history-destroying-actions", "s3:DeleteObjectVersion"),
+    "the registry role suspending versioning": ("prod", lambda p: edit(p, ROLE_POLICY, REGISTRY_ACCESS, _statement(
+        "RegistryBucket", lambda s: s["Action"].append("s3:PutBucketVersioning"))),
+        "iam-no-history-destroying-actions", "suspend versioning"),
+    "the registry role deleting its key": ("prod", lambda p: edit(p, ROLE_POLICY, REGISTRY_ACCESS, _statement(
+        "RegistryKmsKey", lambda s: s["Action"].append("kms:ScheduleKeyDeletion"))),
+        "iam-no-history-destroying-actions", "kms:ScheduleKeyDeletion"),
+    # S3 and KMS resource policies, lifecycle, force destroy, whose key
+    "a bucket granted to another account": ("prod", _bucket_grant(
+        {"AWS": f"arn:aws:iam::{FOREIGN_ACCOUNT}:root"}, REGISTRY), "s3-bucket-policy-allows-nothing",
+        f"another account ({FOREIGN_ACCOUNT})"),
+    "a public DR bucket": ("prod", _bucket_grant("*", DR), "s3-bucket-policy-allows-nothing", "everyone ('*')"),
+    "a key policy open to *": ("prod", lambda p: edit(p, KMS_KEY, f"{REGISTRY}-key", _key_policy("*")),
+                               "kms-key-policy-own-account", "to everyone ('*')"),
+    "a DR key policy granting another account": ("prod", lambda p: edit(p, KMS_KEY, f"{DR}-key", _key_policy(
+        {"AWS": f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/reader"})), "kms-key-policy-own-account",
+        f"another account ({FOREIGN_ACCOUNT})"),
+    "a lifecycle expiring current versions": ("prod", lambda p: edit(p, LIFECYCLE, f"{REGISTRY}-lifecycle", _set(
+        "rules", 0, "expiration", {"days": 90})), "s3-lifecycle-keeps-current-versions", "expires current object versions"),
+    "noncurrent versions kept one day": ("prod", lambda p: edit(p, LIFECYCLE, f"{DR}-lifecycle", _set(
+        "rules", 0, "noncurrentVersionExpiration", "noncurrentDays", 1)), "s3-lifecycle-keeps-current-versions",
+        "after 1 days"),
+    "forceDestroy on the registry bucket": ("prod", lambda p: edit(p, BUCKET, f"{REGISTRY}-bucket", _set(
+        "forceDestroy", True)), "s3-bucket-no-force-destroy", "forceDestroy"),
+    "encryption with another account's key": ("prod", lambda p: edit(p, ENCRYPTION, f"{REGISTRY}-encryption",
+                                                                     _foreign_key), "s3-encrypted-with-own-key",
+                                              f"a key of account {FOREIGN_ACCOUNT}"),
+    "the replica encrypted with another account's key": ("prod", lambda p: edit(
+        p, REPLICATION, "registry-operations-replication", _foreign_replica_key), "s3-encrypted-with-own-key",
+        "replicaKmsKeyId"),
+    # Consul
+    "an intention admitting every service": ("staging", lambda p: edit(p, CONFIG_ENTRY, INTENTIONS, _config_json(
+        _everyone_allowed)), "consul-intentions-deny-by-default", "Name='*'"),
+    "intentions without a * deny": ("prod", lambda p: edit(p, CONFIG_ENTRY, INTENTIONS, _config_json(
+        _no_wildcard_deny)), "consul-intentions-deny-by-default", "default intention is allow"),
+    "permissive mTLS for the registry": ("prod", lambda p: edit(p, CONFIG_ENTRY, SERVICE_DEFAULTS, _config_json(
+        lambda body: body.update(MutualTLSMode="permissive"))), "consul-mesh-strict-mtls", "permissive"),
+    "an ACL policy with operator write": ("prod", lambda p: edit(p, ACL_POLICY, ACL, _acl_rules(
+        'operator = "write"\n')), "consul-acl-policy-least-privilege", "operator = 'write'"),
+    "an ACL policy writing the whole KV folder": ("staging", lambda p: edit(p, ACL_POLICY, ACL, _acl_rules(
+        'key_prefix "registry/staging/" {\n  policy = "write"\n}\n')), "consul-acl-policy-least-privilege",
+        "write on every key under registry/staging/"),
+    "an ACL policy reading every KV key": ("prod", lambda p: edit(p, ACL_POLICY, ACL, _acl_rules(
+        'key_prefix "" {\n  policy = "read"\n}\n')), "consul-acl-policy-least-privilege", "outside the registry's folder"),
+    "an ACL policy registering any service": ("prod", lambda p: edit(p, ACL_POLICY, ACL, _acl_rules(
+        'service_prefix "" {\n  policy = "write"\n}\n')), "consul-acl-policy-least-privilege", "act as any service"),
+    "an anonymous registry": ("prod", lambda p: edit(p, CONSUL_KEY_PREFIX, CONSUL_KV, _drop_auth),
+                              "registry-auth-required", "anonymously"),
+    "silly auth": ("staging", lambda p: edit(p, CONSUL_KEY_PREFIX, CONSUL_KV, _set("subkeys", "env/REGISTRY_AUTH",
+                                                                                  "silly")),
+                   "registry-auth-required", "REGISTRY_AUTH='silly'"),
+    "token auth without its root certificates": ("prod", lambda p: edit(p, CONSUL_KEY_PREFIX, CONSUL_KV, _kv_drop(
+        "env/REGISTRY_AUTH_TOKEN_JWKS")), "registry-auth-required", "REGISTRY_AUTH_TOKEN_JWKS"),
+    # Vault
+    "sudo hidden behind a map in the Vault policy": ("prod", lambda p: edit(p, VAULT_POLICY, VAULT_POLICY_NAME,
+                                                                            _vault_policy(SUDO_BEHIND_A_MAP)),
+                                                     "vault-policy-read-only", "'sys/*' grants ['sudo', 'update']"),
+    "write through the policy shorthand": ("staging", lambda p: edit(p, VAULT_POLICY, VAULT_POLICY_NAME, _vault_policy(
+        replace=('capabilities = ["read"]', 'policy = "write"'))), "vault-policy-read-only", "'create'"),
+    "a Vault token max TTL of a day": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
+        "tokenMaxTtl", 86400)), "vault-kubernetes-role-single-binding", "tokenMaxTtl is 86400"),
+    "a Vault role admitting namespaces by label": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
+        "boundServiceAccountNamespaceSelector", '{"matchLabels": {"team": "ci"}}')),
+        "vault-kubernetes-role-single-binding", "boundServiceAccountNamespaceSelector"),
+    "periodic Vault tokens": ("staging", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set("tokenPeriod", 3600)),
+                              "vault-kubernetes-role-single-binding", "renewable forever"),
+    "the Vault default policy": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, _set(
+        "tokenNoDefaultPolicy", False)), "vault-kubernetes-role-single-binding", "tokenNoDefaultPolicy: true"),
+    "a Vault role granting a policy defined elsewhere": ("prod", lambda p: edit(p, VAULT_ROLE, VAULT_ROLE_NAME, lambda i: i[
+        "tokenPolicies"].append("admin")), "vault-role-policies-defined", "'admin'"),
+    # Kubernetes: the whole Pod Security "restricted" profile, baseline's bans included
+    **{name: (stack, mutation, "workload-pod-security-restricted", phrase) for name, (stack, mutation, phrase) in {
+        "a registry pod on the host network": ("staging", lambda p: edit(p, STS, STATEFULSET, _set(
+            "spec", "template", "spec", "hostNetwork", True)), "hostNetwork is true"),
+        "a snapshot pod in the host PID namespace": ("staging", lambda p: edit(p, CRON_JOB, SNAPSHOT_CRONJOB, _set(
+            "spec", "jobTemplate", "spec", "template", "spec", "hostPID", True)), "hostPID is true"),
+        "the docker socket mounted into the GC pod": ("prod", lambda p: edit(p, CRON_JOB, GC_CRONJOB, lambda i: _job_spec(
+            i)["volumes"].append({"name": "docker", "hostPath": {"path": "/var/run/docker.sock"}})), "hostPath volume"),
+        "an NFS volume": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(i)["volumes"].append(
+            {"name": "shared", "nfs": {"server": "nfs.example.com", "path": "/registry"}})), "of type ['nfs']"),
+        "a hostPort on the registry": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)["ports"][
+            0].update(hostPort=5000)), "hostPort 5000"),
+        # Unmasked needs a user namespace (hostUsers: false), or the API server refuses it before Pod Security
+        "an unmasked /proc": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: (_pod_spec(i).update(
+            hostUsers=False), _container(i)["securityContext"].update(procMount="Unmasked"))), "procMount 'Unmasked'"),
+        "an unsafe sysctl": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(i)[
+            "securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "65536"}])), "'kernel.msgmax'"),
+        "AppArmor unconfined by annotation": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: i["spec"][
+            "template"]["metadata"]["annotations"].update({
+                "container.apparmor.security.beta.kubernetes.io/registry": "unconfined"})), "AppArmor must be"),
+        "AppArmor unconfined in the GC job": ("prod", lambda p: edit(p, CRON_JOB, GC_CRONJOB, lambda i: _job_container(
+            i)["securityContext"].update(appArmorProfile={"type": "Unconfined"})), "appArmorProfile 'Unconfined'"),
+        "a privileged SELinux type": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(i)[
+            "securityContext"].update(seLinuxOptions={"type": "spc_t"})), "SELinux type 'spc_t'"),
+        "an SELinux user": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
+            "securityContext"].update(seLinuxOptions={"user": "system_u"})), "SELinux user 'system_u'"),
+        "SYS_ADMIN added to the GC tools": ("staging", lambda p: edit(p, CRON_JOB, GC_CRONJOB, lambda i: _job_spec(i)[
+            "initContainers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"])), "['SYS_ADMIN']"),
+        "a privileged registry container": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
+            "securityContext"].update(privileged=True)), "is privileged"),
+        "seccomp unconfined for the pod": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(i)[
+            "securityContext"].update(seccompProfile={"type": "Unconfined"})), "seccompProfile Unconfined"),
+        "root for the pod, containers overriding": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _pod_spec(
+            i)["securityContext"].update(runAsUser=0)), "spec.securityContext runs as root"),
+        "a Windows host process": ("prod", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
+            "securityContext"].update(windowsOptions={"hostProcess": True})), "hostProcess"),
+    }.items()},
+    # Kubernetes: Services, Ingress, secrets in manifests
+    "a LoadBalancer registry Service": ("prod", lambda p: edit(p, SERVICE, "registry-service", _set(
+        "spec", "type", "LoadBalancer")), "kubernetes-service-not-exposed", "type LoadBalancer"),
+    "a NodePort metrics Service": ("staging", lambda p: edit(p, SERVICE, "registry-monitoring-metrics-service", lambda i: i[
+        "spec"].update(type="NodePort", clusterIP=None)), "kubernetes-service-not-exposed", "type NodePort"),
+    "externalIPs on the registry Service": ("staging", lambda p: edit(p, SERVICE, "registry-service", _set(
+        "spec", "externalIPs", ["203.0.113.10"])), "kubernetes-service-not-exposed", "externalIPs"),
+    "an Ingress without TLS": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["spec"].pop("tls")),
+                               "kubernetes-ingress-tls-and-source-ranges", "without TLS"),
+    "an Ingress without source ranges": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["metadata"][
+        "annotations"].pop("nginx.ingress.kubernetes.io/whitelist-source-range")),
+        "kubernetes-ingress-tls-and-source-ranges", "restricts no source ranges"),
+    "an Ingress open to half the internet twice": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i[
+        "metadata"]["annotations"].update({"nginx.ingress.kubernetes.io/whitelist-source-range": "0.0.0.0/1,128.0.0.0/1"})),
+        "kubernetes-ingress-tls-and-source-ranges", "internet addresses"),
+    "an Ingress answering any host": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["spec"]["rules"][
+        0].pop("host")), "kubernetes-ingress-tls-and-source-ranges", "without a host"),
+    "an Ingress serving plain HTTP too": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["metadata"][
+        "annotations"].update({"nginx.ingress.kubernetes.io/ssl-redirect": "false"})),
+        "kubernetes-ingress-tls-and-source-ranges", "ssl-redirect: false"),
+    "a configuration snippet on the Ingress": ("prod", lambda p: edit(p, INGRESS, INGRESS_NAME, lambda i: i["metadata"][
+        "annotations"].update({"nginx.ingress.kubernetes.io/server-snippet": "allow all;"})),
+        "kubernetes-ingress-tls-and-source-ranges", "server-snippet"),
+    "a password in the GC ConfigMap": ("prod", lambda p: edit(p, CONFIG_MAP, "registry-operations-gc-script", lambda i: i[
+        "data"].update({"probe-password": "correct-horse-battery"})), "kubernetes-no-secrets-in-manifests",
+        "probe-password names a secret"),
+    "a private key in a ConfigMap": ("staging", lambda p: edit(p, CONFIG_MAP, "registry-operations-snapshot-script", lambda i: i[
+        "data"].update({"tls.pem": "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n"})),
+        "kubernetes-no-secrets-in-manifests", "a PEM private key"),
+    "the HTTP secret as a literal env value": ("staging", lambda p: edit(p, STS, STATEFULSET, lambda i: _container(i)[
+        "env"].append({"name": "REGISTRY_HTTP_SECRET", "value": "a-long-shared-secret-for-all-pods"})),
+        "kubernetes-no-secrets-in-manifests", "REGISTRY_HTTP_SECRET names a secret"),
+    # Kubernetes RBAC
+    "the GC role reading every secret": ("staging", lambda p: edit(p, K8S_ROLE, GC_K8S_ROLE, lambda i: i["rules"].append(
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]})), "rbac-no-sensitive-grants",
+        "on secrets (all of them)"),
+    "exec into the registry pods": ("prod", lambda p: edit(p, K8S_ROLE, GC_K8S_ROLE, lambda i: i["rules"].append(
+        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]})), "rbac-no-sensitive-grants", "pods/exec"),
+    "token creation for the snapshot job": ("staging", lambda p: edit(p, K8S_ROLE, SNAPSHOT_K8S_ROLE, lambda i: i[
+        "rules"].append({"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]})),
+        "rbac-no-sensitive-grants", "serviceaccounts/token"),
+    "the GC role creating pods": ("prod", lambda p: edit(p, K8S_ROLE, GC_K8S_ROLE, lambda i: i["rules"].append(
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]})), "rbac-no-sensitive-grants",
+        "['create'] on ['jobs']"),
+    "a binding to every authenticated user": ("staging", lambda p: edit(p, ROLE_BINDING, GC_BINDING, lambda i: i[
+        "subjects"].append({"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"})),
+        "rbac-no-broad-subjects", "'system:authenticated'"),
+    "a binding to every service account of the namespace": ("prod", lambda p: edit(p, ROLE_BINDING, GC_BINDING, _set(
+        "subjects", [{"kind": "Group", "name": "system:serviceaccounts:cicd", "apiGroup": "rbac.authorization.k8s.io"}])),
+        "rbac-no-broad-subjects", "'system:serviceaccounts:cicd'"),
+    # Network
+    "a half-internet CIDR pair": ("staging", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients", lambda i: i[
+        "spec"]["ingress"][0]["from"].extend([{"ipBlock": {"cidr": "0.0.0.0/1"}}, {"ipBlock": {"cidr": "128.0.0.0/1"}}])),
+        "network-no-open-cidr", "together admit internet addresses"),
+    "two policies adding up to the internet": ("prod", lambda p: edit(edit(
+        p, NETWORK_POLICY, "registry-network-allow-clients", lambda i: i["spec"]["ingress"][0]["from"].append(
+            {"ipBlock": {"cidr": "0.0.0.0/1"}})), NETWORK_POLICY, "registry-network-allow-metrics", lambda i: i["spec"][
+                "ingress"][0]["from"].append({"ipBlock": {"cidr": "128.0.0.0/1"}})),
+        "network-no-open-cidr", "0.0.0.0/1, 10.60.0.0/16"),
+    "an egress range on the internet": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-egress", lambda i: i[
+        "spec"]["egress"][3]["to"].append({"ipBlock": {"cidr": "52.0.0.0/8"}})), "network-no-open-cidr",
+        "egress ipBlocks"),
+    "two private /12s adding up past maxAddresses": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients",
+                                                                          lambda i: i["spec"]["ingress"][0]["from"].extend(
+                                                                              [{"ipBlock": {"cidr": "10.64.0.0/12"}},
+                                                                               {"ipBlock": {"cidr": "10.80.0.0/12"}}])),
+                                                      "network-no-open-cidr", "more than maxAddresses"),
+    "all of 10.0.0.0/8 as clients": ("staging", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients", lambda i: i[
+        "spec"]["ingress"][0]["from"].append({"ipBlock": {"cidr": "10.0.0.0/8"}})), "network-no-open-cidr",
+        "more than maxAddresses"),
+    "metrics from every namespace": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-metrics", _set(
+        "spec", "ingress", 0, "from", 0, {"namespaceSelector": {}})), "network-peers-scoped", "namespaceSelector is empty"),
+    "clients from every pod of the namespace": ("staging", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients",
+                                                                          lambda i: i["spec"]["ingress"][0]["from"].append(
+                                                                              {"podSelector": {}})),
+                                                "network-peers-scoped", "podSelector is empty"),
+    "clients from every namespace but one": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-clients",
+                                                                    _set("spec", "ingress", 0, "from", 0, "namespaceSelector",
+                                                                         {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                                                                                                "operator": "NotIn",
+                                                                                                "values": ["kube-system"]}]})),
+                                             "network-peers-scoped", "uses NotIn"),
+    "egress to every port of the storage endpoint": ("prod", lambda p: edit(p, NETWORK_POLICY, "registry-network-allow-egress",
+                                                                            lambda i: i["spec"]["egress"][3].pop("ports")),
+                                                     "network-peers-scoped", "lists no ports"),
+    # the remaining resource types: generated secrets, Vault secrets, service accounts, replication
+    "an 8-character HTTP secret": ("staging", lambda p: edit(p, RANDOM_PASSWORD, "registry-secrets-http-secret", _set(
+        "length", 8)), "random-secrets-strong", "generates 8 characters"),
+    "a 4-byte bcrypt salt": ("prod", lambda p: edit(p, RANDOM_BYTES, "registry-secrets-ci-runner-salt", _set(
+        "length", 4)), "random-secrets-strong", "generates 4 bytes"),
+    "the registry's secret written over another team's": ("prod", lambda p: edit(
+        p, VAULT_SECRET, "registry-secrets-secret", _set("name", "platform/shared")), "vault-secrets-own-paths",
+        "secret/platform/shared is outside"),
+    "a Vault secret deleting its history": ("staging", lambda p: edit(p, VAULT_SECRET, "registry-secrets-secret", _set(
+        "deleteAllVersions", True)), "vault-secrets-own-paths", "deleteAllVersions"),
+    "a service account automounting its token": ("staging", lambda p: edit(
+        p, SERVICE_ACCOUNT, "registry-service-account", _set("automountServiceAccountToken", True)),
+        "kubernetes-service-account-no-automount", "mounts its API token"),
+    "replication to another account's bucket": ("prod", lambda p: edit(p, REPLICATION, "registry-operations-replication",
+                                                                        lambda i: i["rules"][0]["destination"].update(
+                                                                            bucket="arn:aws:s3:::someone-elses-bucket",
+                                                                            account=FOREIGN_ACCOUNT)),
+                                                 "s3-replication-to-own-bucket", f"of account {FOREIGN_ACCOUNT}"),
+    "replication through a role outside the stack": ("prod", lambda p: edit(
+        p, REPLICATION, "registry-operations-replication", _set("role", f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/copier")),
+        "s3-replication-to-own-bucket", "does not manage"),
+    "a Consul login for every service account": ("prod", lambda p: edit(p, ACL_BINDING_RULE, GC_BINDING_RULE, _set(
+        "selector", 'serviceaccount.namespace=="cicd"')), "consul-acl-logins-scoped", "more than one service account"),
+    "a Consul login choosing its own service name": ("staging", lambda p: edit(p, ACL_BINDING_RULE, GC_BINDING_RULE, lambda i: i.update(
+        bindType="service", bindName="${serviceaccount.name}")), "consul-acl-logins-scoped", "a name taken from the login"),
+    "a Consul role holding global-management": ("prod", lambda p: edit(p, ACL_ROLE, "registry-consul-gc-acl-role", lambda i: i[
+        "policies"].append("00000000-0000-0000-0000-000000000001")), "consul-acl-logins-scoped", "every right in the cluster"),
+    "a PodDisruptionBudget selecting the GC job's pods": ("prod", lambda p: edit(p, PDB, "registry-pdb", lambda i: i[
+        "spec"]["selector"]["matchLabels"].pop("app.kubernetes.io/component")), "kubernetes-pdb-selects-its-workload",
+        "CronJob registry-gc"),
+    "a PodDisruptionBudget selecting nothing": ("staging", lambda p: edit(p, PDB, "registry-pdb", _set(
+        "spec", "selector", "matchLabels", "app.kubernetes.io/name", "docker-registy")),
+        "kubernetes-pdb-selects-its-workload", "protects nothing"),
+    "a ServiceMonitor scraping every namespace": ("prod", lambda p: edit(p, SERVICE_MONITOR, "registry-monitoring-service-monitor",
+                                                                         _set("spec", "namespaceSelector", {"any": True})),
+                                                  "prometheus-service-monitor-scoped", "namespaceSelector.any"),
+    "Prometheus's token sent to the registry": ("staging", lambda p: edit(p, SERVICE_MONITOR, "registry-monitoring-service-monitor",
+                                                                        lambda i: i["spec"]["endpoints"][0].update(
+                                                                            bearerTokenFile="/var/run/secrets/kubernetes.io/serviceaccount/token")),
+                                                 "prometheus-service-monitor-scoped", "bearerTokenFile"),
+    "the DR provider assuming a role of another account": ("prod", lambda p: edit(
+        p, "pulumi:providers:aws", "registry-operations-dr-aws", _set("assumeRoles", json.dumps(
+            [{"roleArn": f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/deployer"}]))), "aws-providers-own-account",
+        f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/deployer"),
+    "the registry's provider allowed into another account": ("prod", lambda p: edit(
+        p, "pulumi:providers:aws", "registry-storage-aws", _set("allowedAccountIds", json.dumps([FOREIGN_ACCOUNT]))),
+        "aws-providers-own-account", f"allows account '{FOREIGN_ACCOUNT}'"),
+    # found by a second round of regressions written after the rules (see the report of issue 12)
+    "the registry role creating grants on its key": ("prod", lambda p: edit(p, ROLE_POLICY, REGISTRY_ACCESS, _statement(
+        "RegistryKmsKey", lambda s: s["Action"].append("kms:CreateGrant"))), "iam-no-delegating-actions",
+        "kms:CreateGrant"),
+    "a 7-day deletion window on the registry's key": ("prod", lambda p: edit(p, KMS_KEY, f"{REGISTRY}-key", _set(
+        "deletionWindowInDays", 7)), "kms-key-deletion-window", "deletionWindowInDays is 7"),
+    "the GC's Vault role bound to the default service account": ("prod", lambda p: edit(
+        p, VAULT_ROLE, "registry-secrets-registry-gc-auth-role", _set("boundServiceAccountNames", ["default"])),
+        "vault-role-bound-to-stack-account", "cicd/default"),
+}
+MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
+MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}
+
+
 def mutated(plans: dict[str, Plan], case: str) -> Plan:
     """A copy of the stack's recorded plan with the case's mutation applied (the recorded plan is shared)."""
     stack, mutation, _ = MUTATIONS[case]
@@ -339,4 +750,4 @@ def violations_by_policy(plan: Plan, policies: list) -> dict[str, list[str]]:
     return found
 
 
-__all__ = ["MUTATIONS", "UNKNOWN", "UNKNOWN_WIRE", "edit", "mutated", "violations_by_policy"]
+__all__ = ["MESSAGES", "MUTATIONS", "UNKNOWN", "UNKNOWN_WIRE", "edit", "mutated", "violations_by_policy"]

@@ -13,7 +13,7 @@ from offline_plan.recorder import PROJECT_DIR
 from tests.conftest import settings_for
 
 HTPASSWD_ONLY = {
-    "authMode": "htpasswd", "tokenRealm": None, "tokenService": None, "tokenIssuer": None, "tokenRootCertBundle": None,
+    "authMode": "htpasswd", "tokenRealm": None, "tokenService": None, "tokenIssuer": None,
     "htpasswdUsers": json.dumps(["ci-runner:push"]),
 }
 MINIO = {
@@ -68,16 +68,21 @@ def test_htpasswd_mode_refuses_token_settings_so_only_one_mode_is_configured():
     assert error.key == "registry:tokenIssuer" and "only used with authMode token" in str(error)
 
 
-@pytest.mark.parametrize("missing", ["tokenRealm", "tokenService", "tokenIssuer", "tokenRootCertBundle"])
+@pytest.mark.parametrize("missing", ["tokenRealm", "tokenService", "tokenIssuer"])
 def test_token_mode_names_each_missing_setting(missing):
     error = error_for(**{missing: None})
     assert error.key == f"registry:{missing}" and "required" in str(error)
 
 
-def test_token_mode_rejects_a_plain_http_realm_and_a_bundle_that_is_not_certificates():
+def test_token_mode_rejects_a_plain_http_realm():
     assert error_for(tokenRealm="http://auth.example.com/token").key == "registry:tokenRealm"
-    assert error_for(tokenRootCertBundle="-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").key == \
-        "registry:tokenRootCertBundle"
+
+
+def test_no_stack_file_carries_a_certificate_any_more():
+    """The registry trusts the token service's keys from Vault (its trust secret), so a key rotation changes no
+    stack file, and no placeholder certificate with a discarded key can reach a cluster."""
+    for stack in ("staging", "prod"):
+        assert "BEGIN" not in (PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text()
 
 
 def test_token_mode_needs_a_pull_only_user_and_every_mode_a_pusher():

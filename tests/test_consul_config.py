@@ -9,7 +9,7 @@ import pytest
 
 from components.consul_config import (CHECK_KEY, GENERATION_KEY, acl_policy_rules, health_check, kv_subkeys,
                                       service_defaults, service_intentions, vault_references)
-from components.registry_config import (HTPASSWD_PATH, SECRETS_DIRECTORY, TOKEN_ROOT_CERTS_PATH, config_files,
+from components.registry_config import (HTPASSWD_PATH, SECRETS_DIRECTORY, TOKEN_JWKS_PATH, config_files,
                                         registry_environment)
 from components.vault_secrets import registry_secret_data
 from tests.conftest import settings_for
@@ -44,10 +44,12 @@ def test_token_mode_sets_only_token_auth_and_ships_the_certificates_as_a_file():
         "REGISTRY_AUTH_TOKEN_REALM": "https://registry-auth.staging.internal.example.com/token",
         "REGISTRY_AUTH_TOKEN_SERVICE": "docker-registry-staging",
         "REGISTRY_AUTH_TOKEN_ISSUER": "registry-token-issuer-staging",
-        "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": TOKEN_ROOT_CERTS_PATH,
+        "REGISTRY_AUTH_TOKEN_JWKS": "/run/registry/token-jwks.json",
+        "REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS": "[ES256]",
     }
-    assert config_files(settings) == {"token-root-certs.pem": settings.auth.root_cert_bundle}
-    assert TOKEN_ROOT_CERTS_PATH.startswith(SECRETS_DIRECTORY + "/")
+    # The token service's public keys, from its trust secret beside the registry's own (never the signing keys).
+    assert config_files(settings) == {"token-jwks.json": "vault:secret/registry/staging/token-trust#jwks"}
+    assert TOKEN_JWKS_PATH.startswith(SECRETS_DIRECTORY + "/")
 
 
 def test_htpasswd_mode_sets_only_htpasswd_auth_and_takes_the_file_from_vault():
@@ -64,7 +66,7 @@ def test_htpasswd_mode_sets_only_htpasswd_auth_and_takes_the_file_from_vault():
 @pytest.mark.parametrize("stack,overrides", [
     ("staging", HTPASSWD_ONLY), ("prod", {}), ("staging", {**MINIO, "minioAccessKey": "a", "minioSecretKey": "s"}),
 ])
-def test_every_vault_reference_names_a_field_of_the_registry_secret(stack, overrides):
+def test_every_vault_reference_names_a_field_of_the_registry_secret_or_the_token_trust(stack, overrides):
     settings = settings_for(stack, **overrides)
     references = vault_references(kv_subkeys(settings, KMS_ARN if stack == "prod" else None))
     minio_keys = ("a", "s") if settings.minio_credentials else None
@@ -73,6 +75,11 @@ def test_every_vault_reference_names_a_field_of_the_registry_secret(stack, overr
     for key, reference in references.items():
         parts = VAULT_REFERENCE.match(reference)
         assert parts, (key, reference)
+        if key == "files/token-jwks.json":
+            # The token service's public keys (token_service/contract.py), never its signing secret.
+            assert (parts["mount"], parts["path"], parts["field"]) == (
+                settings.vault_kv_mount, f"{settings.vault_secret_path}/token-trust", "jwks")
+            continue
         assert (parts["mount"], parts["path"]) == (settings.vault_kv_mount, settings.vault_secret_path)
         assert parts["field"] in fields, (key, reference)
 

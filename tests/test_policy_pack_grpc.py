@@ -51,6 +51,22 @@ def test_the_ten_mutations_issue_5_names_are_among_those_run():
     assert {case: MUTATIONS[case][2] for case in ISSUE_5_CASES if case in MUTATIONS} == ISSUE_5_CASES
 
 
+# The realistic regressions issue 12 found planned with zero violations, and the rule that now stops each.
+ISSUE_12_CASES = {
+    "a role trusting every AWS principal": "iam-role-trust-bound",
+    "a bucket granted to another account": "s3-bucket-policy-allows-nothing",
+    "a key policy open to *": "kms-key-policy-own-account",
+    "an intention admitting every service": "consul-intentions-deny-by-default",
+    "an anonymous registry": "registry-auth-required",
+    "a half-internet CIDR pair": "network-no-open-cidr",
+    "sudo hidden behind a map in the Vault policy": "vault-policy-read-only",
+}
+
+
+def test_the_regressions_issue_12_names_are_among_those_run():
+    assert {case: MUTATIONS[case][2] for case in ISSUE_12_CASES if case in MUTATIONS} == ISSUE_12_CASES
+
+
 @pytest.mark.parametrize("case", list(MUTATIONS))
 def test_mutated_plan_violates_exactly_the_expected_rule(policy_analyzer, plans, case):
     _, _, expected = MUTATIONS[case]
@@ -82,13 +98,15 @@ def test_an_unknown_value_does_not_hide_a_known_violation(policy_analyzer, plans
 
 def test_prod_previewed_before_its_kms_key_exists_gets_advisories_not_violations(policy_analyzer, plans):
     """The real KeyPrefix's subkeys are one apply over the KMS key ARN, so a preview that creates the key
-    sends the whole map as unknown: the Consul rules cannot verify it, and none may fail the preview."""
+    sends the whole map as unknown: the Consul rules (the registry's auth settings among them) cannot
+    verify it, and none may fail the preview."""
     plan = copy.deepcopy(plans["prod"])
     edit(plan, "consul:index/keyPrefix:KeyPrefix", "registry-consul-kv", lambda props: props.update(subkeys=UNKNOWN_WIRE))
     report = policy_analyzer.analyze(plan)
     assert report.mandatory == [], "\n".join(map(str, report.mandatory))
     assert sorted(d.policy for d in report.advisory) == [
-        "consul-kv-no-plaintext-secrets", "consul-kv-registry-prefix", "registry-shared-http-secret"]
+        "consul-kv-no-plaintext-secrets", "consul-kv-registry-prefix", "registry-auth-required",
+        "registry-shared-http-secret"]
 
 
 def test_stack_policy_config_tunes_rules_and_their_enforcement(plans):
@@ -119,3 +137,35 @@ def test_offline_plan_step_passes_a_clean_plan(plans):
         status = run_policies([plans["staging"]], None)
     assert status == 0
     assert "staging: policies: 0 mandatory violations, 0 advisory" in output.getvalue()
+
+
+def _first_preview(plan):
+    """The plan as the engine previews a stack whose AWS resources do not exist yet: every input that comes
+    from one of them (its recorded property dependencies) and their own computed ARNs and IDs are unknown."""
+    plan = copy.deepcopy(plan)
+    aws = {r.urn for r in plan.registrations if r.type.startswith("aws:")}
+    for registration in plan.registrations:
+        for values in (registration.inputs, registration.outputs):
+            for key, sources in registration.property_dependencies.items():
+                if set(sources) & aws and key in values:
+                    values[key] = UNKNOWN_WIRE
+        if registration.urn in aws and registration.outputs:
+            for key in ("arn", "id", "keyId", "name"):
+                if key in registration.outputs and key not in registration.inputs:
+                    registration.outputs[key] = UNKNOWN_WIRE
+    return plan
+
+
+def test_a_first_preview_of_prod_gets_advisories_and_no_violation(policy_analyzer, plans):
+    """Before the first ``pulumi up`` nothing of AWS exists: ARNs, the account, every document built from
+    them are unknown. The grant rules may not fail such a preview; they say what they could not verify."""
+    report = policy_analyzer.analyze(_first_preview(plans["prod"]))
+    assert report.mandatory == [], "\n".join(map(str, report.mandatory))
+    advised = {d.policy for d in report.advisory}
+    assert {"iam-role-trust-bound", "iam-registry-role-scoped", "s3-replication-to-own-bucket",
+            "registry-auth-required"} <= advised, advised
+
+
+def test_a_first_preview_still_fails_a_role_trusting_everyone(policy_analyzer, plans):
+    report = policy_analyzer.analyze(_first_preview(mutated(plans, "a role trusting every AWS principal")))
+    assert report.policies_violated() == {"iam-role-trust-bound"}, "\n".join(map(str, report.diagnostics))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -13,23 +16,47 @@ from policies.rules import POLICIES
 from policies.rules.config_secrets import (
     check_consul_kv_no_secrets,
     check_consul_kv_prefix,
+    check_vault_policy_read_only,
     check_vault_role_binding,
     key_looks_secret,
     secret_value_kind,
 )
-from policies.rules.iam import check_no_wildcards, check_registry_role_scoped
-from policies.rules.network import check_default_deny
-from policies.rules.rbac import check_rbac_least_privilege
-from policies.rules.s3 import check_bucket_versioning, check_tls_only_policy
-from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, plain
-from policies.rules.workload import check_debug_port_not_on_client_service, check_pod_security, check_shared_http_secret
-from tests.plan_mutations import MUTATIONS, UNKNOWN_WIRE, as_resource, mutated, violations_by_policy
+from policies.rules.consul import check_acl_logins, check_consul_acl_policy, check_intentions_deny_by_default
+from policies.rules.iam import (
+    check_managed_policy_attachments,
+    check_no_wildcards,
+    check_registry_role_scoped,
+    check_role_trust,
+)
+from policies.rules.network import check_default_deny, check_no_open_cidr
+from policies.rules.rbac import check_rbac_least_privilege, check_rbac_no_broad_subjects, check_rbac_no_sensitive_grants
+from policies.rules.s3 import (
+    check_bucket_versioning,
+    check_encrypted_with_own_key,
+    check_key_policy,
+    check_tls_only_policy,
+)
+from policies.rules.support import UNKNOWN, Resource, Unverifiable, Violation, config_defaults, dig, plain
+from policies.rules.workload import (
+    check_debug_port_not_on_client_service,
+    check_ingress_tls_and_sources,
+    check_pod_security,
+    check_shared_http_secret,
+)
+from tests.plan_mutations import MESSAGES, MUTATIONS, UNKNOWN_WIRE, as_resource, mutated, violations_by_policy
 
 POLICY_NAMES = [policy.name for policy in POLICIES]
 
 
 def test_every_rule_has_a_failing_case():
     assert sorted({expected for _, _, expected in MUTATIONS.values()}) == sorted(POLICY_NAMES)
+
+
+def test_the_policy_document_lists_every_rule_and_their_number():
+    text = (Path(__file__).parent.parent / "docs" / "policy-and-pipelines.md").read_text()
+    assert [name for name in POLICY_NAMES if f"| `{name}` |" not in text] == []
+    assert f"{len(POLICIES)} rules" in text and f"by {len(POLICIES)} rules (mandatory)" in (
+        Path(__file__).parent.parent / "README.md").read_text()
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
@@ -55,11 +82,46 @@ def test_every_mutation_changes_the_recorded_plan_and_leaves_it_intact(plans, ca
     assert changed != recorded
 
 
+# The rule reports on the resource the change left unprotected, not the one it edited or removed.
+NAMED_INSTEAD = {
+    "the DR bucket's versioning pointed at the registry bucket": "registry-operations-dr-bucket",
+    "replicas without a shared HTTP secret": "StatefulSet registry",
+    "a bucket without a lifecycle": "registry-storage-bucket",
+    "a bucket without encryption": "registry-storage-bucket",
+    "a bucket without a lifecycle (DR replica)": "registry-operations-dr-bucket",
+    "a bucket without encryption (DR replica)": "registry-operations-dr-bucket",
+    "a missing NetworkPolicy": "StatefulSet registry",
+    "only allow rules, no default deny": "StatefulSet registry",
+    "no PrometheusRule": "StatefulSet registry",
+}
+
+
+def _names_of_what_changed(before: list, after: list) -> set[str]:
+    recorded = {r.urn: (r.plain_inputs, r.protect) for r in before}
+    names = set()
+    for registration in (r for r in after if recorded.get(r.urn) != (r.plain_inputs, r.protect)):
+        inputs = registration.plain_inputs
+        names |= {registration.name, *(str(v) for v in (dig(inputs, "metadata", "name"), inputs.get("name"),
+                                                        inputs.get("roleName")) if isinstance(v, str))}
+    return names
+
+
 @pytest.mark.parametrize("case", list(MUTATIONS))
-def test_broken_plan_fails_exactly_its_rule(plans, case):
-    _, _, expected = MUTATIONS[case]
-    found = violations_by_policy(mutated(plans, case), POLICIES)
+def test_broken_plan_fails_exactly_its_rule_naming_the_resource_the_grant_and_the_fix(plans, case):
+    """Only the expected rule fires; its message names the resource (the one changed, or the one left without
+    what was removed), the grant (the case's phrase, for the grant cases) and what to do instead."""
+    stack, _, expected = MUTATIONS[case]
+    broken = mutated(plans, case)
+    found = violations_by_policy(broken, POLICIES)
     assert set(found) == {expected}, found
+    messages = found[expected]
+    names = ({NAMED_INSTEAD[case]} if case in NAMED_INSTEAD else
+             _names_of_what_changed(plans[stack].registrations, broken.registrations))
+    assert names, "a case that removes a resource names what is left without it in NAMED_INSTEAD"
+    assert any(name in message for name in names for message in messages), (names, messages)
+    if case in MESSAGES:
+        assert any(MESSAGES[case] in message for message in messages), messages
+        assert all("; " in message for message in messages), "every message ends with '; <the fix>'"
 
 
 # --- unknown values during preview ---------------------------------------------------------------
@@ -382,3 +444,251 @@ def test_secret_key_names(path, secret):
 ])
 def test_secret_looking_values(value, kind):
     assert secret_value_kind(value) == kind
+
+
+# --- grants: what the rules accept, and what they cannot verify -----------------------------------
+
+
+GC_ACL_RULES = '''key_prefix "registry/prod/" {
+  policy = "read"
+}
+key "registry/prod/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY" {
+  policy = "write"
+}
+service_prefix "" {
+  policy = "read"
+}
+node_prefix "" {
+  policy = "read"
+}
+'''
+
+
+@pytest.mark.parametrize("rules, violates", [
+    (GC_ACL_RULES, False),  # the garbage collector's identity: one exact key, read everything else
+    (GC_ACL_RULES.replace('key "registry/prod/maintenance/', 'key_prefix "registry/prod/maintenance/'), True),
+    (GC_ACL_RULES.replace("READONLY", "READONLY_OTHER"), True),
+    (GC_ACL_RULES.replace('key "registry/prod/maintenance/REGISTRY_STORAGE_MAINTENANCE_READONLY"',
+                          'key "vault/config"'), True),
+    (GC_ACL_RULES + 'acl = "read"\n', True),
+    (GC_ACL_RULES + 'keyring = "write"\n', True),
+    (GC_ACL_RULES + 'service "registry" {\n  policy = "write"\n  intentions = "write"\n}\n', True),
+    (GC_ACL_RULES + 'agent_prefix "" {\n  policy = "write"\n}\n', True),
+    (GC_ACL_RULES.replace('service_prefix "" {\n  policy = "read"\n', 'service_prefix "" {\n  policy = "read"\n'
+                          '  intentions = "write"\n'), True),
+    ('{"key": {"registry/prod/env/REGISTRY_AUTH": {"policy": "write"}}}', True),  # the JSON form
+    ('key_prefix "registry/prod/" {{', True),  # unparseable
+])
+def test_a_consul_acl_policy_may_write_only_a_declared_exact_key(rules, violates):
+    acl = _resource("consul:index/aclPolicy:AclPolicy", {"name": "registry-gc-prod", "rules": rules})
+    findings = list(check_consul_acl_policy(acl, _policy_config("consul-acl-policy-least-privilege")))
+    assert bool(findings) is violates, findings
+    assert all(isinstance(f, Violation) and "registry-gc-prod" in f.message for f in findings)
+
+
+def test_an_unknown_acl_policy_or_intention_cannot_be_verified():
+    acl = _resource("consul:index/aclPolicy:AclPolicy", {"name": "x", "rules": UNKNOWN_WIRE}, name="acl")
+    assert list(check_consul_acl_policy(acl, _policy_config("consul-acl-policy-least-privilege"))) == [
+        Unverifiable("acl", "rules")]
+    entry = _resource("consul:index/configEntry:ConfigEntry", {"kind": "service-intentions", "name": "registry",
+                                                               "configJson": UNKNOWN_WIRE}, name="intentions")
+    assert list(check_intentions_deny_by_default(entry, {})) == [Unverifiable("intentions", "configJson")]
+
+
+@pytest.mark.parametrize("policy, violates", [
+    ('path "secret/data/registry/prod" {\n  capabilities = ["read"]\n}\n', False),
+    ('# read only\npath "secret/data/registry/prod" { capabilities = ["read"] } // same\n', False),
+    ('{"path": {"secret/data/registry/prod": {"capabilities": ["read"]}}}', False),
+    ('{"path": {"secret/data/registry/prod": {"capabilities": ["read", "update"]}}}', True),
+    ('path "secret/data/registry/prod" {\n  capabilities = ["read"]\n  path "sys/*" {\n'
+     '    capabilities = ["sudo"]\n  }\n}\n', True),  # a nested block Vault would reject
+    ('path "secret/data/registry/prod" {\n  policy = "sudo"\n}\n', True),
+    ('path "secret/data/registry/+" {\n  capabilities = ["read"]\n}\n', True),
+    ('path "secret/data/registry/prod" {\n  capabilities = ["read"]\n}\npath "secret/data/registry/staging" {\n'
+     '  capabilities = ["read"]\n}\n', True),
+    ('capabilities = ["read"]\n', True),
+    ('path "secret/data/registry/prod" {', True),
+])
+def test_the_vault_policy_is_read_with_a_real_hcl_parser(policy, violates):
+    resource = _resource("vault:index/policy:Policy", {"name": "registry-prod", "policy": policy})
+    findings = list(check_vault_policy_read_only(resource, _policy_config("vault-policy-read-only")))
+    assert bool(findings) is violates, findings
+    assert all(isinstance(f, Violation) and "registry-prod" in f.message for f in findings)
+
+
+def test_a_managed_policy_attachment_is_judged_like_managed_policy_arns(plans):
+    resources = _prod_resources(plans)
+    role = _named(resources, "registry-storage-role")
+    attachment = _resource("aws:iam/rolePolicyAttachment:RolePolicyAttachment", {
+        "role": role.props["name"], "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}, name="admin")
+    findings = list(check_managed_policy_attachments([*resources, attachment], {}))
+    assert [type(f) for f in findings] == [Violation]
+    assert "AWS-managed policy 'arn:aws:iam::aws:policy/AdministratorAccess'" in findings[0].message
+    own = _resource("aws:iam/policy:Policy", {"arn": "arn:aws:iam::123456789012:policy/registry", "policy": "{}"})
+    attachment.props["policyArn"] = own.props["arn"]
+    assert list(check_managed_policy_attachments([*resources, attachment, own], {})) == []
+    attachment.props["policyArn"] = UNKNOWN
+    assert list(check_managed_policy_attachments([*resources, attachment, own], {})) == [
+        Unverifiable("admin", "policyArn")]
+
+
+def test_a_trust_policy_of_a_new_stack_cannot_be_tied_to_an_account_yet(plans):
+    """Before the first ``pulumi up`` no ARN of the stack is known; the provider's account is then
+    unverifiable, while everything else about the trust is still checked."""
+    resources = [dataclasses.replace(r, props={k: v for k, v in r.props.items() if k != "arn"})
+                 for r in _prod_resources(plans)]
+    config = _policy_config("iam-role-trust-bound")
+    findings = list(check_role_trust(resources, config))
+    assert findings and all(isinstance(f, Unverifiable) for f in findings)
+    config["accountIds"] = ["123456789012"]
+    assert list(check_role_trust(resources, config)) == []
+    config["accountIds"] = ["210987654321"]
+    assert {type(f) for f in check_role_trust(resources, config)} == {Violation}
+
+
+def test_a_key_policy_open_to_star_passes_only_when_limited_to_the_stack_s_account(plans):
+    resources = _prod_resources(plans)
+    key = _named(resources, "registry-storage-key")
+    statement = {"Sid": "ViaS3", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt",
+                 "Resource": "*", "Condition": {"StringEquals": {"kms:CallerAccount": "123456789012"}}}
+    key.props["policy"] = json.dumps({"Statement": [statement]})
+    assert list(check_key_policy(resources, _policy_config("kms-key-policy-own-account"))) == []
+    statement["Condition"]["StringEquals"]["kms:CallerAccount"] = "210987654321"
+    key.props["policy"] = json.dumps({"Statement": [statement]})
+    assert [type(f) for f in check_key_policy(resources, _policy_config("kms-key-policy-own-account"))] == [Violation]
+
+
+def test_an_encryption_key_computed_from_the_stack_s_key_is_its_own(plans):
+    resources = _prod_resources(plans)
+    encryption = _named(resources, "registry-storage-encryption")
+    encryption.props["rules"][0]["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"] = UNKNOWN
+    encryption.property_dependencies.clear()
+    resources[resources.index(encryption)] = dataclasses.replace(encryption, dependencies=())
+    path = "rules[0].applyServerSideEncryptionByDefault.kmsMasterKeyId"
+    assert list(check_encrypted_with_own_key(resources, {})) == [Unverifiable("registry-storage-encryption", path)]
+    encryption = _named(resources, "registry-storage-encryption")
+    encryption.property_dependencies["rules"] = (_named(resources, "registry-storage-key").urn,)
+    assert list(check_encrypted_with_own_key(resources, {})) == []
+
+
+# --- Kubernetes and network grants -----------------------------------------------------------------
+
+
+def _staging_resources(plans) -> list[Resource]:
+    return [as_resource(r, outputs=True) for r in plans["staging"].registrations]
+
+
+def _client_peers(resources: list[Resource]) -> list:
+    return _named(resources, "registry-network-allow-clients").props["spec"]["ingress"][0]["from"]
+
+
+def _cidr_findings(resources: list[Resource]) -> list:
+    return list(check_no_open_cidr(resources, _policy_config("network-no-open-cidr")))
+
+
+def test_the_internet_minus_an_except_list_is_still_the_internet(plans):
+    resources = _staging_resources(plans)
+    _client_peers(resources).append({"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}})
+    assert {type(f) for f in _cidr_findings(resources)} == {Violation}
+
+
+def test_an_except_list_can_keep_a_wide_private_block_narrow(plans):
+    """The union subtracts each block's except entries: 10.60.0.0/12 minus everything but a /16 is a /16."""
+    resources = _staging_resources(plans)
+    cuts = [str(n) for n in ipaddress.ip_network("10.48.0.0/12").address_exclude(ipaddress.ip_network("10.60.0.0/16"))]
+    _client_peers(resources).append({"ipBlock": {"cidr": "10.48.0.0/12", "except": cuts}})
+    assert _cidr_findings(resources) == []
+    config = _policy_config("network-no-open-cidr")
+    config["maxAddresses"] = 1 << 16
+    assert [type(f) for f in check_no_open_cidr(resources, config)] == [Violation, Violation]  # STS and GC job
+
+
+def test_a_partner_range_can_be_declared_public_and_allowed(plans):
+    resources = _staging_resources(plans)
+    _client_peers(resources).append({"ipBlock": {"cidr": "203.0.113.0/24"}})
+    assert _cidr_findings(resources)
+    config = _policy_config("network-no-open-cidr")
+    config["allowedPublicCidrs"] = ["203.0.113.0/24"]
+    assert list(check_no_open_cidr(resources, config)) == []
+
+
+def test_an_unknown_cidr_cannot_be_verified(plans):
+    resources = _staging_resources(plans)
+    _client_peers(resources).append({"ipBlock": {"cidr": UNKNOWN}})
+    findings = _cidr_findings(resources)
+    assert findings and all(isinstance(f, Unverifiable) for f in findings)
+
+
+@pytest.mark.parametrize("rule, violates", [
+    ({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["registry-tls"], "verbs": ["get"]}, False),
+    ({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["registry-tls"], "verbs": ["list"]}, True),
+    ({"apiGroups": [""], "resources": ["secrets"], "verbs": ["watch"]}, True),
+    ({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]}, True),  # wildcards include secrets
+    ({"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create"]}, True),
+    ({"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}, True),
+    ({"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["patch"]}, True),
+    ({"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch"]}, False),
+])
+def test_no_role_reads_secrets_wholesale_opens_pods_or_starts_them(plans, rule, violates):
+    role = _named(_staging_resources(plans), "registry-operations-snapshot-role")
+    role.props["rules"].append(rule)
+    findings = list(check_rbac_no_sensitive_grants(role, {}))
+    assert bool(findings) is violates and all(isinstance(f, Violation) for f in findings), findings
+
+
+def test_a_cluster_role_binding_is_reported_even_for_one_service_account(plans):
+    binding = _named(_staging_resources(plans), "registry-operations-gc-role-binding")
+    cluster_wide = dataclasses.replace(binding, type="kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
+    assert [type(f) for f in check_rbac_no_broad_subjects(cluster_wide, {})] == [Violation]
+    assert list(check_rbac_no_broad_subjects(binding, {})) == []
+
+
+@pytest.mark.parametrize("annotation, violates", [
+    ("10.8.16.0/22, 10.8.24.0/22", False),
+    ("10.8.16.0/22,0.0.0.0/0", True),
+    ("10.8.16.0/22,not-a-cidr", True),
+    ("10.0.0.0/8", True),  # private, but more than maxSourceAddresses
+])
+def test_ingress_source_ranges_are_judged_together(plans, annotation, violates):
+    ingress = as_resource(plans["prod"].one("kubernetes:networking.k8s.io/v1:Ingress"))
+    ingress.props["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"] = annotation
+    config = _policy_config("kubernetes-ingress-tls-and-source-ranges")
+    assert [type(f) for f in check_ingress_tls_and_sources(ingress, config)] == ([Violation] if violates else [])
+
+
+@pytest.mark.parametrize("selector, bind_name, violates", [
+    ('serviceaccount.name=="registry-gc"', "registry-gc-prod", False),  # the GC identity: one account, fixed policy
+    ('serviceaccount.name=="registry-gc" and serviceaccount.namespace=="cicd"', "registry-gc-prod", False),
+    ('serviceaccount.name=="registry-gc" or serviceaccount.name=="default"', "registry-gc-prod", True),
+    ('serviceaccount.name!="default"', "registry-gc-prod", True),
+    ("", "registry-gc-prod", True),
+    ('serviceaccount.name=="registry-gc"', "${serviceaccount.name}", True),
+])
+def test_a_consul_binding_rule_logs_in_one_service_account_as_a_fixed_identity(selector, bind_name, violates):
+    rule = _resource("consul:index/aclBindingRule:AclBindingRule", {
+        "authMethod": "registry-prod-kubernetes", "bindType": "policy", "bindName": bind_name, "selector": selector})
+    findings = list(check_acl_logins([rule], {}))
+    assert bool(findings) is violates and all(isinstance(f, Violation) for f in findings), findings
+
+
+def test_no_consul_token_holds_the_management_policy():
+    token = _resource("consul:index/aclToken:AclToken", {"policies": ["global-management"]}, name="gc-token")
+    assert [type(f) for f in check_acl_logins([token], {})] == [Violation]
+    token.props["policies"] = ["registry-gc-prod"]
+    assert list(check_acl_logins([token], {})) == []
+
+
+def test_the_grant_rules_defaults_are_the_programs_names():
+    """The pack cannot import components/ (its own program, its own virtualenv): its defaults are held to
+    components/names.py here, so a rename on one side fails this test instead of every deployment."""
+    from components import names
+
+    acl = _policy_config("consul-acl-policy-least-privilege")
+    assert acl["serviceNames"] == [names.CONSUL_SERVICE_NAME, names.SIDECAR_SERVICE_NAME]
+    for environment in ("staging", "prod"):
+        key = names.readonly_kv_key(environment)
+        assert [pattern for pattern in acl["writableKeys"] if re.match(pattern, key)], key
+        assert re.match(acl["kvPrefixPattern"], names.kv_prefix(environment))
+    trust = _policy_config("iam-role-trust-bound")["roleTrust"]
+    assert {declared["serviceAccount"].split("/")[1] for declared in trust.values() if "serviceAccount" in declared} == {
+        names.SERVICE_ACCOUNT_NAME, names.GC_NAME}

@@ -49,7 +49,7 @@ def test_staging_environment_is_filesystem_with_token_auth():
     assert env["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"] == "/var/lib/registry"
     assert not [key for key in env if key.startswith("REGISTRY_STORAGE_S3_")]
     assert env["REGISTRY_AUTH"] == "token"
-    assert env["REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE"].startswith("/run/registry/")
+    assert env["REGISTRY_AUTH_TOKEN_JWKS"].startswith("/run/registry/")
 
 
 def test_prod_environment_is_s3_with_sse_kms_and_no_static_keys():

@@ -24,8 +24,8 @@ NEEDED = {
     "env/REGISTRY_AUTH_TOKEN_REALM": "start",  # "token auth requires a valid option string: realm"
     "env/REGISTRY_AUTH_TOKEN_SERVICE": "start",
     "env/REGISTRY_AUTH_TOKEN_ISSUER": "start",
-    "env/REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": "start",
-    "files/token-root-certs.pem": "start",  # config-cli refuses: an env value names a file nobody provides
+    "env/REGISTRY_AUTH_TOKEN_JWKS": "start",  # token auth without any key to verify with
+    "files/token-jwks.json": "start",  # config-cli refuses: an env value names a file nobody provides
     "env/REGISTRY_HTTP_SECRET": "upload across instances",  # each instance makes up its own secret
     "env/REGISTRY_HTTP_DRAINTIMEOUT": "clean SIGTERM",  # without it v3.1.1 dies by the signal (-15)
     "env/REGISTRY_HTTP_DEBUG_ADDR": "metrics",  # no debug server: no /metrics, no /debug/health
@@ -63,6 +63,9 @@ NOT_OBSERVABLE = {
     "env/REGISTRY_STORAGE_S3_REGION": "moto accepts any region in the signature scope; AWS would refuse",
     "env/REGISTRY_STORAGE_S3_SECURE": "true is the default, and the test replaces it with false for moto",
     "env/REGISTRY_STORAGE_S3_V4AUTH": "true is the default",
+    "env/REGISTRY_AUTH_TOKEN_SIGNINGALGORITHMS": "the token service signs ES256 only, which the default list "
+                                                "accepts; tests/test_token_service_registry.py shows the pin "
+                                                "refusing another algorithm",
 }
 NOT_OBSERVABLE_IN = {("prod", "env/REGISTRY_LOG_LEVEL"): "info is the default level"}
 

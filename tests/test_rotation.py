@@ -69,6 +69,9 @@ def test_next_generation_changes_credentials_secret_kv_generation_and_pod_annota
                                     ("credentials_generation", "htpasswd", "http_secret")],
         "registry-secrets-ci-runner-client": [("dataJson", "password")],
         "registry-secrets-cluster-pull-client": [("dataJson", "password")],
+        "registry-secrets-registry-cleanup-password": keepers,
+        "registry-secrets-registry-cleanup-salt": keepers,
+        "registry-secrets-registry-cleanup-client": [("dataJson", "password")],
         "registry-consul-kv": [("subkeys", "credentials-generation")],
         "registry-statefulset": [ANNOTATIONS + (GENERATION_ANNOTATION,)],
     }

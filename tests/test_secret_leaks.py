@@ -59,8 +59,9 @@ def test_stack_plans_show_no_generated_secret(tmp_path):
     for stack in ("staging", "prod"):
         plan = record_plan(stack)  # same process, same keepers: the values the printed run generated
         secrets = generated_secrets(plan)
-        # http secret + 2 passwords + 2 hashes, each distinct: the scan has something to find.
-        assert len(secrets) == 5 and all(len(secret) >= 32 for secret in secrets)
+        # http secret + 3 robots' passwords and hashes (push, pull, cleanup), each distinct: the scan has
+        # something to find.
+        assert len(secrets) == 7 and all(len(secret) >= 32 for secret in secrets)
         texts = exposed_texts(plan, tmp_path / stack, printed.getvalue())
         assert leaks(secrets, texts) == []
 
@@ -94,5 +95,5 @@ def test_minio_keys_reach_vault_only(minio_project, tmp_path):
     print_plan(plan, printed)
     build_dir = write_plan(plan, tmp_path / "build")
     secrets = generated_secrets(plan)
-    assert SECURE_PLACEHOLDER in secrets and len(secrets) == 6  # the two keys share the placeholder
+    assert SECURE_PLACEHOLDER in secrets and len(secrets) == 8  # the two keys share the placeholder
     assert leaks(secrets, exposed_texts(plan, build_dir, printed.getvalue())) == []

@@ -692,10 +692,11 @@ def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_t
     try:
         keys = KeySet.import_key_set(json.loads(read_trust(root, layout)[c.TRUST_JWKS_FIELD]))
         accounts = robot_accounts(root, plan)
-        assert {a.access for a in accounts.values()} == {c.ROLE_PUSH, c.ROLE_PULL}
+        assert {a.access for a in accounts.values()} == {c.ROLE_PUSH, c.ROLE_PULL, c.ROLE_CLEANUP}
+        granted = {c.ROLE_PUSH: ["pull", "push"], c.ROLE_PULL: ["pull"], c.ROLE_CLEANUP: ["pull", "delete"]}
         for name, account in accounts.items():
             answer = get_token(running, name, account.password, ["repository:ci/app:pull,push,delete"])
-            expected = ["pull", "push"] if account.access == c.ROLE_PUSH else ["pull"]
+            expected = granted[account.access]
             assert access_of(answer, keys) == {"repository:ci/app": expected}, name
             refused_without_token(get_token(running, name, account.password + "x", ["repository:ci/app:pull"]), 401)
     finally:

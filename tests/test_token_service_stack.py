@@ -1,8 +1,7 @@
 """The staging stack's registry, booted from its recorded configuration, through the real token service.
 
-``prepare_stack`` records the plan with two settings overridden (what a stack file must carry once the token
-service is deployed): ``tokenRootCertBundle`` becomes the certificate bundle the keys command published, and
-``tokenRealm`` the service's URL. The plan's own Vault objects give the robots (their hashes in
+``prepare_stack`` records the plan with ``tokenRealm`` overridden to the service's local URL; the registry trusts
+the keys the keys command published in ``registry/staging/token-trust`` through the plan's own Vault reference. The plan's own Vault objects give the robots (their hashes in
 ``registry/staging``, their passwords in ``.../clients/<user>``); config-cli's stand-in loads the recorded KV
 and the registry starts from it. The token service reads the same secret with the registry's read policy.
 """
@@ -17,7 +16,7 @@ from offline_plan.recorder import stack_config
 from tests.support.openbao import start_openbao
 from tests.support.processes import free_port
 from tests.support.stack_registry import prepare_stack
-from tests.support.token_service import provision_vault, read_trust, start_token_service
+from tests.support.token_service import provision_vault, start_token_service
 from tests.support.vault_plan import POLICY_TYPE, SECRET_TYPE
 from tests.support.crane import Crane, basic_auth, build_crane, layer_tarball
 from token_service import contract as c
@@ -38,12 +37,11 @@ def staging_through_the_token_service(tmp_path, registry_factory):
     setup = service = None
     try:
         root = openbao.client()
-        layout = provision_vault(root, openbao.url, {})
+        # The trust and signing secrets where the plan's Vault reference and policy expect them.
+        layout = provision_vault(root, openbao.url, {}, prefix="registry/staging")
         port = free_port()
         realm = f"http://localhost:{port}{c.TOKEN_PATH}"  # a host name: crane refuses loopback IP realms
-        certificates = read_trust(root, layout)[c.TRUST_CERTIFICATES_FIELD]
-        setup = prepare_stack(STACK, openbao, tmp_path / "stack", extra_overrides={
-            "registry:tokenRootCertBundle": certificates, "registry:tokenRealm": realm})
+        setup = prepare_stack(STACK, openbao, tmp_path / "stack", extra_overrides={"registry:tokenRealm": realm})
         _, config, _ = stack_config(STACK)
         robots_secret = setup.plan.one(SECRET_TYPE, "registry-secrets-secret").plain_inputs["name"]
         token = root.auth.token.create(
@@ -51,7 +49,7 @@ def staging_through_the_token_service(tmp_path, registry_factory):
             no_default_policy=True, ttl="1h")["auth"]["client_token"]
         service = start_token_service({
             c.ENV_ISSUER: config["registry:tokenIssuer"], c.ENV_REGISTRY_SERVICE: config["registry:tokenService"],
-            c.ENV_REGISTRY_TRUST: "rootcertbundle", **layout.environment(openbao.url),
+            c.ENV_REGISTRY_TRUST: "jwks", **layout.environment(openbao.url),
             c.ENV_VAULT_TOKEN: token, c.ENV_VAULT_ROBOTS_PATH: robots_secret,
         }, tmp_path, port=port)
         registry = setup.boot(registry_factory)

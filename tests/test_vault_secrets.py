@@ -35,8 +35,13 @@ def test_bcrypt_salt_uses_all_sixteen_bytes():
         bcrypt_salt(bytes(8))
 
 
-def test_policy_reads_exactly_the_registry_secret():
-    assert vault_policy(settings_for("prod")) == 'path "secret/data/registry/prod" {\n  capabilities = ["read"]\n}\n'
+def test_policy_reads_exactly_the_registry_secret_and_the_token_services_public_keys():
+    assert vault_policy(settings_for("prod")) == (
+        'path "secret/data/registry/prod" {\n  capabilities = ["read"]\n}\n'
+        'path "secret/data/registry/prod/token-trust" {\n  capabilities = ["read"]\n}\n')
+    htpasswd = settings_for("staging", authMode="htpasswd", tokenRealm=None, tokenService=None, tokenIssuer=None,
+                            htpasswdUsers='["ci-runner:push"]')
+    assert vault_policy(htpasswd) == 'path "secret/data/registry/staging" {\n  capabilities = ["read"]\n}\n'
 
 
 def test_auth_role_is_bound_to_the_service_account_with_an_audience_and_short_ttls():

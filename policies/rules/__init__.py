@@ -1,6 +1,6 @@
 """The registry's policy rules, one module per concern; ``POLICIES`` is what the pack enforces."""
 
-from . import alerting, config_secrets, iam, network, rbac, s3, workload
+from . import alerting, config_secrets, consul, iam, network, rbac, s3, workload
 
 POLICIES = [
     *s3.POLICIES,
@@ -9,6 +9,7 @@ POLICIES = [
     *rbac.POLICIES,
     *network.POLICIES,
     *config_secrets.POLICIES,
+    *consul.POLICIES,
     *alerting.POLICIES,
 ]
 

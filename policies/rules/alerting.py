@@ -20,6 +20,7 @@ from .support import (
     Violation,
     as_list,
     dig,
+    display,
     is_registry_workload,
     resource_policy,
     schema,
@@ -62,7 +63,8 @@ def alert_rules(resource: Resource) -> Any:
 
 
 def check_required_alerts(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
-    if not any(is_registry_workload(r, config["registryLabels"]) for r in resources):
+    workloads = [r for r in resources if is_registry_workload(r, config["registryLabels"])]
+    if not workloads:
         return
     names: list[str] = []
     for resource in (r for r in resources if r.type == PROMETHEUS_RULE):
@@ -75,7 +77,8 @@ def check_required_alerts(resources: list[Resource], config: Mapping[str, Any]) 
                if not any(re.search(pattern, name, re.I) for name in names)]
     if missing:
         where = f"alerts {sorted(names)}" if names else "no PrometheusRule alerts"
-        yield Violation(f"the stack runs the registry but has {where}; missing: {', '.join(missing)}")
+        yield Violation(f"the stack runs the registry ({', '.join(display(w) for w in workloads)}) but has {where}; "
+                        f"missing: {', '.join(missing)}; add an alert for each")
 
 
 def check_alert_metadata(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
@@ -86,10 +89,34 @@ def check_alert_metadata(resource: Resource, config: Mapping[str, Any]) -> Itera
     for rule in rules:
         name = rule.get("alert")
         if not dig(rule, "labels", "severity"):
-            yield Violation(f"alert {name} has no severity label")
+            yield Violation(f"{resource.name}: alert {name} has no severity label; label it (critical, warning, info) so "
+                            "it is routed")
         missing = [a for a in REQUIRED_ANNOTATIONS if not dig(rule, "annotations", a)]
         if missing:
-            yield Violation(f"alert {name} lacks annotations {missing}")
+            yield Violation(f"{resource.name}: alert {name} lacks annotations {missing}; on-call needs each of them")
+
+
+SERVICE_MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
+
+
+def check_service_monitor_scoped(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A ServiceMonitor scrapes named namespaces and never hands Prometheus's own credentials to a target."""
+    spec = dig(resource.props, "spec")
+    if spec is UNKNOWN:
+        yield Unverifiable(resource.name, "spec")
+        return
+    name = dig(resource.props, "metadata", "name", default=resource.name)
+    if dig(spec, "namespaceSelector", "any") is True:
+        yield Violation(f"ServiceMonitor {name} sets namespaceSelector.any: Prometheus scrapes every namespace's "
+                        "Services that carry its labels, whoever made them; name the namespaces (matchNames)")
+    endpoints = dig(spec, "endpoints", default=[])
+    for index, endpoint in enumerate(as_list(endpoints) if endpoints is not UNKNOWN else []):
+        if dig(endpoint, "bearerTokenFile"):
+            yield Violation(f"ServiceMonitor {name} endpoints[{index}] sets bearerTokenFile: Prometheus sends its own "
+                            "service account token to the scraped pod; use authorization from a Secret, or none")
+        if dig(endpoint, "tlsConfig", "insecureSkipVerify") is True:
+            yield Violation(f"ServiceMonitor {name} endpoints[{index}] skips TLS verification: anyone on the path can "
+                            "answer the scrape; verify against the CA (tlsConfig.ca)")
 
 
 POLICIES = [
@@ -100,4 +127,7 @@ POLICIES = [
     resource_policy("prometheus-rule-alert-metadata",
                     "Every alert has a severity label and summary, description and runbook_url annotations.",
                     (PROMETHEUS_RULE,), check_alert_metadata),
+    resource_policy("prometheus-service-monitor-scoped",
+                    "ServiceMonitors scrape named namespaces, send no bearerTokenFile, verify TLS.",
+                    (SERVICE_MONITOR,), check_service_monitor_scoped),
 ]

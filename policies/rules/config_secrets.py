@@ -10,12 +10,12 @@ Vault policy or role field, is reported as "cannot verify during preview".
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Iterable, Mapping
 
 from .support import (
     CONSUL_KEY_PREFIX,
+    HclError,
     CONSUL_KV_TYPES,
     UNKNOWN,
     Finding,
@@ -25,8 +25,12 @@ from .support import (
     as_list,
     consul_kv_entries,
     dig,
+    hcl_blocks,
+    parse_hcl,
     resource_policy,
     schema,
+    stack_policy,
+    strings,
 )
 
 VAULT_POLICY = "vault:index/policy:Policy"
@@ -75,14 +79,20 @@ VAULT_POLICY_CONFIG = schema({
     },
     "pathPattern": {
         "type": "string",
-        "description": "Regular expression for the one path a registry Vault policy may name (KV v2 data path).",
-        "default": r"^[A-Za-z0-9_-]+/data/registry/[a-z0-9-]+$",
+        "description": "Regular expression for the paths a registry Vault policy may name (KV v2 data paths): its "
+                       "own secret, and the token service's public trust secret beside it. Never the signing keys.",
+        "default": r"^[A-Za-z0-9_-]+/data/registry/[a-z0-9-]+(/token-trust)?$",
     },
 })
 VAULT_ROLE_CONFIG = schema({
     "maxTokenTtlSeconds": {
         "type": "integer",
         "description": "Longest token TTL the registry's Kubernetes auth role may issue.",
+        "default": 3600,
+    },
+    "maxTokenMaxTtlSeconds": {
+        "type": "integer",
+        "description": "Longest token max TTL (renewals included) the Kubernetes auth roles may issue.",
         "default": 3600,
     },
 })
@@ -111,17 +121,18 @@ def check_consul_kv_no_secrets(resource: Resource, config: Mapping[str, Any]) ->
         shown = path if isinstance(path, str) else repr(path)
         if isinstance(path, str) and key_looks_secret(path):
             if value is UNKNOWN:
-                yield Violation(f"{shown} names a secret but its value is computed (unknown during preview); a "
+                yield Violation(f"{resource.name}: {shown} names a secret but its value is computed (unknown during preview); a "
                                 "secret key may hold only a literal vault:<mount>/<path>#<field> reference")
             elif value not in (None, "") and not (isinstance(value, str) and VAULT_REFERENCE.match(value)):
-                yield Violation(f"{shown} names a secret but holds a plaintext value, not a vault: reference")
+                yield Violation(f"{resource.name}: {shown} names a secret but holds a plaintext value; store it in Vault and write a "
+                                "vault:<mount>/<path>#<field> reference here")
             continue
         if value is UNKNOWN:
             yield Unverifiable(resource.name, f"the value of {shown}")
         elif isinstance(value, str):
             kind = secret_value_kind(value)
             if kind:
-                yield Violation(f"{shown} holds what looks like {kind}; secrets belong in Vault, referenced as "
+                yield Violation(f"{resource.name}: {shown} holds what looks like {kind}; secrets belong in Vault, referenced as "
                                 "vault:<mount>/<path>#<field>")
 
 
@@ -140,7 +151,7 @@ def check_consul_kv_prefix(resource: Resource, config: Mapping[str, Any]) -> Ite
             return
         owned = re.compile(config["keyPrefixPattern"])
         if not isinstance(prefix, str) or not owned.match(prefix):
-            yield Violation(f"KeyPrefix pathPrefix {prefix!r} is not one environment's folder (expected to match "
+            yield Violation(f"{resource.name}: KeyPrefix pathPrefix {prefix!r} is not one environment's folder (expected to match "
                             f"{owned.pattern}): a KeyPrefix deletes every key under its prefix that it does not "
                             "declare")
     pattern = re.compile(config["keyPattern"])
@@ -148,78 +159,230 @@ def check_consul_kv_prefix(resource: Resource, config: Mapping[str, Any]) -> Ite
         if path is UNKNOWN:
             yield Unverifiable(resource.name, "a key path")
         elif not isinstance(path, str) or not pattern.match(path):
-            yield Violation(f"KV key {path!r} is outside the registry's prefix (expected to match {pattern.pattern})")
+            yield Violation(f"{resource.name}: KV key {path!r} is outside the registry's prefix (expected to match "
+                            f"{pattern.pattern}); write it under registry/<env>/")
 
 
-PATH_BLOCK = re.compile(r'path\s+"(?P<path>[^"]*)"\s*\{(?P<body>[^{}]*)\}', re.S)
-CAPABILITIES = re.compile(r"capabilities\s*=\s*\[(?P<items>[^\]]*)\]", re.S)
+# Vault's policy syntax: what each ``policy = "..."`` shorthand grants, and the attributes a path
+# block may hold (anything else, a nested block included, Vault itself rejects).
+POLICY_SHORTHAND = {
+    "deny": ["deny"],
+    "read": ["read", "list"],
+    "write": ["create", "read", "update", "delete", "list"],
+    "sudo": ["create", "read", "update", "delete", "list", "sudo"],
+}
+PATH_ATTRIBUTES = frozenset({
+    "capabilities", "policy", "comment", "allowed_parameters", "denied_parameters", "required_parameters",
+    "min_wrapping_ttl", "max_wrapping_ttl", "mfa_methods", "control_group", "subscribe_event_types",
+})
 
 
-def vault_policy_rules(text: str) -> list[tuple[str, list[str]]]:
-    """(path, capabilities) of each rule of a Vault policy in HCL or JSON."""
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            document = json.loads(stripped)
-        except json.JSONDecodeError:
-            return []
-        paths = document.get("path", {}) if isinstance(document, dict) else {}
-        return [(p, list(as_list(dig(rule, "capabilities", default=[])))) for p, rule in paths.items()]
-    without_comments = re.sub(r"(?m)(#|//).*$", "", text)
-    rules = []
-    for block in PATH_BLOCK.finditer(without_comments):
-        found = CAPABILITIES.search(block["body"])
-        items = re.findall(r'"([^"]*)"', found["items"]) if found else []
-        rules.append((block["path"], items))
-    return rules
+def vault_policy_rules(text: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """((path, capabilities) of each path rule, what in the policy is not a Vault policy rule).
+
+    Parsed with a real HCL parser (python-hcl2; JSON policies too), so a rule hidden in a nested
+    block or after a map-valued attribute is seen like any other. Raises ``HclError`` for text that
+    is neither HCL nor JSON.
+    """
+    document = parse_hcl(text)
+    rules: list[tuple[str, list[str]]] = []
+    unreadable = [f"top-level {key!r}" for key in document if key != "path"]
+    for path, body in hcl_blocks(document, "path"):
+        if not isinstance(path, str) or not isinstance(body, dict):
+            unreadable.append(f"path {path!r} without a block body")
+            continue
+        capabilities = [str(c) for c in as_list(body.get("capabilities"))]
+        shorthand = body.get("policy")
+        if shorthand is not None:
+            capabilities += POLICY_SHORTHAND.get(str(shorthand), [f"policy={shorthand}"])
+        unreadable += [f"path {path!r} attribute {key!r}" for key in body if key not in PATH_ATTRIBUTES]
+        rules.append((path, capabilities))
+    return rules, unreadable
 
 
 def check_vault_policy_read_only(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
     text = dig(resource.props, "policy")
+    name = dig(resource.props, "name", default=resource.name)
     if text is UNKNOWN:
         yield Unverifiable(resource.name, "policy")
         return
-    rules = vault_policy_rules(text) if isinstance(text, str) else []
+    try:
+        rules, unreadable = vault_policy_rules(text) if isinstance(text, str) else ([], [])
+    except HclError as error:
+        yield Violation(f"Vault policy {name}: {error}; write it as path \"<mount>/data/registry/<env>\" "
+                        "{ capabilities = [\"read\"] }")
+        return
+    for what in unreadable:
+        yield Violation(f"Vault policy {name}: {what} is not a Vault path rule; remove it (Vault rejects it, and "
+                        "this pack cannot judge what it would grant)")
     if not rules:
-        yield Violation("the policy has no path rule this pack can read; write it as path \"...\" { capabilities = "
-                        "[\"read\"] }")
+        yield Violation(f"Vault policy {name} has no path rule; write it as path \"...\" "
+                        "{ capabilities = [\"read\"] }")
         return
     allowed = set(config["allowedCapabilities"])
     pattern = re.compile(config["pathPattern"])
     paths = {path for path, _ in rules}
     for path, capabilities in rules:
-        extra = sorted(set(capabilities) - allowed)
+        extra = sorted(set(capabilities) - allowed - {"deny"})
         if extra:
-            yield Violation(f"path {path!r} grants {extra}; the registry may only {sorted(allowed)}")
+            yield Violation(f"Vault policy {name}: path {path!r} grants {extra}; the registry may only "
+                            f"{sorted(allowed)}: drop the other capabilities")
         if not pattern.match(path):
-            yield Violation(f"path {path!r} is not the registry's own secret (expected to match {pattern.pattern})")
-    if len(paths) > 1:
-        yield Violation(f"the policy names {len(paths)} paths {sorted(paths)}; the registry reads exactly one secret")
+            yield Violation(f"Vault policy {name}: path {path!r} is not the registry's own secret or its token trust "
+                            f"secret (expected to match {pattern.pattern}); name only the KV v2 data paths it reads")
+    environments = {path.split("/data/", 1)[-1].split("/")[1] for path in paths if "/data/registry/" in path}
+    if len(environments) > 1:
+        yield Violation(f"Vault policy {name} names paths of {len(environments)} environments {sorted(paths)}; the "
+                        "registry reads its own environment's secrets only: keep only its own paths")
+
+
+def _seconds_within(value: Any, limit: int) -> bool:
+    return isinstance(value, (int, float)) and 0 < value <= limit
 
 
 def check_vault_role_binding(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    role = dig(resource.props, "roleName", default=resource.name)
     for field in ("boundServiceAccountNames", "boundServiceAccountNamespaces"):
         values = dig(resource.props, field, default=[])
         if values is UNKNOWN or UNKNOWN in as_list(values):
             yield Unverifiable(resource.name, field)
         elif len(as_list(values)) != 1 or any("*" in str(v) for v in as_list(values)):
-            yield Violation(f"{field} is {as_list(values)}; bind exactly one, without wildcards")
+            yield Violation(f"Vault role {role}: {field} is {as_list(values)}; bind exactly one, without wildcards")
+    selector = dig(resource.props, "boundServiceAccountNamespaceSelector")
+    if selector is UNKNOWN:
+        yield Unverifiable(resource.name, "boundServiceAccountNamespaceSelector")
+    elif selector:
+        yield Violation(f"Vault role {role}: boundServiceAccountNamespaceSelector {selector!r} admits every namespace "
+                        "whose labels match, whoever labels it; bind the namespace by name only")
     policies = dig(resource.props, "tokenPolicies", default=[])
     if policies is UNKNOWN:
         yield Unverifiable(resource.name, "tokenPolicies")
     elif "root" in as_list(policies):
-        yield Violation("tokenPolicies includes 'root'")
+        yield Violation(f"Vault role {role}: tokenPolicies includes 'root', which grants everything; name the "
+                        "registry's own policy only")
+    elif not as_list(policies):
+        yield Violation(f"Vault role {role} grants no tokenPolicies; name the registry's own policy")
+    default_policy = dig(resource.props, "tokenNoDefaultPolicy")
+    if default_policy is UNKNOWN:
+        yield Unverifiable(resource.name, "tokenNoDefaultPolicy")
+    elif default_policy is not True:
+        yield Violation(f"Vault role {role} also grants Vault's 'default' policy (cubbyhole, token self-management, "
+                        "whatever the cluster added to it); set tokenNoDefaultPolicy: true")
     audience = dig(resource.props, "audience")
     if audience is UNKNOWN:
         yield Unverifiable(resource.name, "audience")
     elif not audience:
-        yield Violation("no audience: any service account token for this cluster, whatever its audience, could log in")
-    ttl = dig(resource.props, "tokenTtl")
-    limit = config["maxTokenTtlSeconds"]
-    if ttl is UNKNOWN:
-        yield Unverifiable(resource.name, "tokenTtl")
-    elif not isinstance(ttl, (int, float)) or not 0 < ttl <= limit:
-        yield Violation(f"tokenTtl is {ttl!r}; set 1 to {limit} seconds (0 or unset means the mount's long default)")
+        yield Violation(f"Vault role {role} has no audience: any service account token for this cluster, whatever "
+                        "its audience, could log in; set audience")
+    limits = {"tokenTtl": config["maxTokenTtlSeconds"], "tokenMaxTtl": config["maxTokenMaxTtlSeconds"]}
+    for field, limit in limits.items():
+        value = dig(resource.props, field)
+        if value is UNKNOWN:
+            yield Unverifiable(resource.name, field)
+        elif not _seconds_within(value, limit):
+            yield Violation(f"Vault role {role}: {field} is {value!r}; set 1 to {limit} seconds (0 or unset means "
+                            "the mount's long default)")
+    period = dig(resource.props, "tokenPeriod")
+    if period is UNKNOWN:
+        yield Unverifiable(resource.name, "tokenPeriod")
+    elif period not in (None, 0):
+        yield Violation(f"Vault role {role}: tokenPeriod {period!r} issues periodic tokens, renewable forever past "
+                        "tokenMaxTtl; leave it unset")
+
+
+def check_vault_role_policies_defined(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A Kubernetes auth role grants only policies this stack defines, so the pack has judged each of them."""
+    defined, unknown_names = set(), False
+    for policy in (r for r in resources if r.type == VAULT_POLICY):
+        name = dig(policy.props, "name")
+        if isinstance(name, str):
+            defined.add(name)
+        else:
+            unknown_names = True
+    for role in (r for r in resources if r.type == VAULT_K8S_ROLE):
+        granted = dig(role.props, "tokenPolicies", default=[])
+        if granted is UNKNOWN:
+            yield Unverifiable(role.name, "tokenPolicies")
+            continue
+        for policy in as_list(granted):
+            if not isinstance(policy, str) and policy is not UNKNOWN:
+                yield Violation(f"Vault role {dig(role.props, 'roleName', default=role.name)} names the policy "
+                                f"{policy!r}, which is not a policy name; name the stack's own vault.Policy", role.urn)
+            elif policy is UNKNOWN or (policy not in defined and unknown_names):
+                yield Unverifiable(role.name, "tokenPolicies (the names of the stack's Vault policies)")
+            elif policy not in defined:
+                yield Violation(f"Vault role {dig(role.props, 'roleName', default=role.name)} grants the policy "
+                                f"{policy!r}, which this stack does not define: what it allows cannot be checked; "
+                                "grant only the stack's own vault.Policy", role.urn)
+
+
+SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+
+
+def check_vault_role_accounts_defined(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
+    """A Kubernetes auth role is bound to a service account this stack defines (in its namespace): a role
+    bound to ``default`` or to another team's account hands the registry's secrets to their pods."""
+    pairs = [(dig(r.props, "metadata", "namespace", default="default"), dig(r.props, "metadata", "name"))
+             for r in resources if r.type == SERVICE_ACCOUNT]
+    accounts = {pair for pair in pairs if all(isinstance(part, str) for part in pair)}
+    if any(UNKNOWN in pair for pair in pairs):
+        yield from (Unverifiable(r.name, "the stack's service accounts") for r in resources if r.type == VAULT_K8S_ROLE)
+        return
+    for role in (r for r in resources if r.type == VAULT_K8S_ROLE):
+        names = dig(role.props, "boundServiceAccountNames", default=[])
+        namespaces = dig(role.props, "boundServiceAccountNamespaces", default=[])
+        if UNKNOWN in (names, namespaces) or UNKNOWN in [*as_list(names), *as_list(namespaces)]:
+            yield Unverifiable(role.name, "boundServiceAccountNames/Namespaces")
+            continue
+        bound = [(namespace, name) for namespace in strings(as_list(namespaces)) for name in strings(as_list(names))]
+        if len(bound) != 1 or "*" in "".join(bound[0]):
+            continue  # not one account: vault-kubernetes-role-single-binding reports it, once
+        if bound[0] not in accounts:
+            yield Violation(f"Vault role {dig(role.props, 'roleName', default=role.name)} is bound to "
+                            f"{'/'.join(bound[0])}, a service account this stack does not define: its pods would read "
+                            "the registry's secrets; bind the stack's own account", role.urn)
+
+
+VAULT_SECRET = "vault:kv/secretV2:SecretV2"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
+VAULT_SECRET_CONFIG = schema({
+    "secretPathPattern": {
+        "type": "string",
+        "description": "Regular expression the KV v2 path (name) of every Vault secret the stack writes must match.",
+        "default": r"^registry/[a-z0-9-]+(/clients/[a-z0-9-]+)?$",
+    },
+})
+RANDOM_CONFIG = schema({
+    "minPasswordLength": {"type": "integer", "description": "Shortest generated password.", "default": 32},
+    "minRandomBytes": {"type": "integer", "description": "Fewest random bytes (salts).", "default": 16},
+})
+
+
+def check_vault_secret(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    """The stack writes only the registry's own secrets, and never deletes their history."""
+    name = dig(resource.props, "name")
+    pattern = re.compile(config["secretPathPattern"])
+    if name is UNKNOWN:
+        yield Unverifiable(resource.name, "name")
+    elif not isinstance(name, str) or not pattern.match(name):
+        yield Violation(f"Vault secret {dig(resource.props, 'mount')}/{name} is outside the registry's own paths "
+                        f"(expected to match {pattern.pattern}): the stack would overwrite (and on destroy delete) "
+                        "someone else's secret; write under registry/<env>")
+    if dig(resource.props, "deleteAllVersions") is True:
+        yield Violation(f"Vault secret {name} sets deleteAllVersions: a destroy or replacement erases every version, "
+                        "the previous credentials a rollback needs included; remove it")
+
+
+def check_random_strength(resource: Resource, config: Mapping[str, Any]) -> Iterable[Finding]:
+    length = dig(resource.props, "length")
+    minimum = config["minPasswordLength"] if resource.type == RANDOM_PASSWORD else config["minRandomBytes"]
+    unit = "characters" if resource.type == RANDOM_PASSWORD else "bytes"
+    if length is UNKNOWN:
+        yield Unverifiable(resource.name, "length")
+    elif not isinstance(length, (int, float)) or length < minimum:
+        yield Violation(f"{resource.name} generates {length!r} {unit}, fewer than {minimum}; a registry credential "
+                        f"or salt that short can be guessed; generate at least {minimum}")
 
 
 POLICIES = [
@@ -234,7 +397,20 @@ POLICIES = [
                     "The registry's Vault policy only reads its own secret path.",
                     (VAULT_POLICY,), check_vault_policy_read_only, VAULT_POLICY_CONFIG),
     resource_policy("vault-kubernetes-role-single-binding",
-                    "The Vault Kubernetes auth role is bound to one service account in one namespace, with an "
-                    "audience and a short token TTL.",
+                    "Each Vault Kubernetes auth role is bound to one service account in one namespace, with an "
+                    "audience, short token TTLs, no periodic tokens, no root or default policy.",
                     (VAULT_K8S_ROLE,), check_vault_role_binding, VAULT_ROLE_CONFIG),
+    stack_policy("vault-role-bound-to-stack-account",
+                 "Vault Kubernetes auth roles are bound to service accounts the stack defines.",
+                 check_vault_role_accounts_defined),
+    stack_policy("vault-role-policies-defined",
+                 "Vault Kubernetes auth roles grant only Vault policies the stack defines (and the pack checks).",
+                 check_vault_role_policies_defined),
+    resource_policy("vault-secrets-own-paths",
+                    "Vault secrets the stack writes stay under registry/<env> and keep their version history.",
+                    (VAULT_SECRET,), check_vault_secret, VAULT_SECRET_CONFIG),
+    resource_policy("random-secrets-strong",
+                    "Generated passwords have at least minPasswordLength characters, random bytes at least "
+                    "minRandomBytes.",
+                    (RANDOM_PASSWORD, RANDOM_BYTES), check_random_strength, RANDOM_CONFIG),
 ]

@@ -19,11 +19,14 @@ resource's output) is the ``UNKNOWN`` marker, and it yields findings:
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Union
 
+import hcl2  # python-hcl2 (policies/requirements.txt): a missing parser fails the pack at start, not mid-preview
 from pulumi_policy import (
     PolicyConfigSchema,
     ReportViolation,
@@ -107,6 +110,16 @@ def parse_json_document(value: Any) -> Any:
         return None
 
 
+def is_number(value: Any) -> bool:
+    """A JSON number (not a bool): what a count or a size must be before it is compared."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def strings(values: Iterable[Any]) -> set[str]:
+    """The strings among ``values``: a list, a map or an unknown where a name belongs is no name."""
+    return {value for value in values if isinstance(value, str)}
+
+
 def as_list(value: Any) -> list:
     """IAM fields take a string or a list of strings; ``None`` is an empty list."""
     if value is None:
@@ -114,6 +127,150 @@ def as_list(value: Any) -> list:
     if isinstance(value, list):
         return value
     return [value]
+
+
+# --- AWS policy documents ---------------------------------------------------------------------
+
+
+def statements(document: Any, effect: Optional[str] = None) -> list[dict]:
+    """The statements of a parsed IAM-style document (only those of ``effect`` if given)."""
+    found = as_list(document.get("Statement")) if isinstance(document, dict) else []
+    return [s for s in found if isinstance(s, dict) and (effect is None or s.get("Effect") == effect)]
+
+
+def principals(statement: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(kind, value) of each principal a statement names: ``("*", "*")`` for everyone, else
+    ``("AWS" | "Service" | "Federated" | "CanonicalUser", value)``."""
+    principal = statement.get("Principal")
+    if principal is None:
+        return []
+    if principal == "*" or principal is UNKNOWN:
+        return [("*", principal)]
+    if not isinstance(principal, dict):
+        return [("?", principal)]
+    return [(kind, value) for kind, values in principal.items() for value in as_list(values)]
+
+
+def arn_account(arn: Any) -> Optional[str]:
+    """The account ID field of an ARN (``arn:<partition>:<service>:<region>:<account>:...``); a bare
+    12-digit account ID is its own account; None when the value names no account (S3 bucket ARNs)."""
+    if not isinstance(arn, str):
+        return None
+    if re.fullmatch(r"\d{12}", arn):
+        return arn
+    parts = arn.split(":", 5)
+    if len(parts) == 6 and parts[0] == "arn" and re.fullmatch(r"\d{12}", parts[4]):
+        return parts[4]
+    return None
+
+
+def own_accounts(resources: Iterable["Resource"], configured: Iterable[str] = ()) -> set[str]:
+    """The AWS accounts the stack lives in: the policy config's ``accountIds`` if it names any, else
+    the accounts of the ARNs the stack's own AWS resources report (its roles' and keys' ``arn``).
+    Empty while none is known (the first preview of a new stack)."""
+    named = {account for account in configured if isinstance(account, str)}
+    if named:
+        return named
+    return {account for r in resources if r.type.startswith("aws:")
+            for account in (arn_account(dig(r.props, "arn")),) if account}
+
+
+ACCOUNTS_PROPERTY = {
+    "accountIds": {
+        "type": "array", "items": {"type": "string", "pattern": "^[0-9]{12}$"},
+        "description": "The AWS accounts this stack's resources belong to; empty means the accounts of the "
+                       "ARNs the stack's own roles and keys report.",
+        "default": [],
+    }
+}
+
+
+# --- address ranges -----------------------------------------------------------------------------
+
+IpNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+# Addresses that are not the internet's: RFC 1918, shared (CGNAT), loopback, link-local, IPv6 ULA.
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "fc00::/7", "fe80::/10", "::1/128"))
+
+
+def _minus(networks: Iterable[IpNetwork], removed: Iterable[IpNetwork]) -> list[IpNetwork]:
+    remaining = list(networks)
+    for cut in removed:
+        kept: list[IpNetwork] = []
+        for network in remaining:
+            if network.version != cut.version or not network.overlaps(cut):
+                kept.append(network)
+            elif not network.subnet_of(cut):  # type: ignore[arg-type]
+                kept += list(network.address_exclude(cut))  # type: ignore[arg-type]
+        remaining = kept
+    return remaining
+
+
+def cidr_union(blocks: Iterable[tuple[IpNetwork, Iterable[IpNetwork]]]) -> list[IpNetwork]:
+    """The addresses a set of (CIDR, its ``except`` list) admits together, as collapsed networks."""
+    admitted: list[IpNetwork] = []
+    for network, exceptions in blocks:
+        admitted += _minus([network], exceptions)
+    by_version = [[n for n in admitted if n.version == version] for version in (4, 6)]
+    return [n for group in by_version for n in ipaddress.collapse_addresses(group)]  # type: ignore[arg-type]
+
+
+def public_part(networks: Iterable[IpNetwork]) -> list[IpNetwork]:
+    """The internet addresses (outside ``PRIVATE_NETWORKS``) among ``networks``, collapsed."""
+    return cidr_union((network, ()) for network in _minus(networks, PRIVATE_NETWORKS))
+
+
+def address_count(networks: Iterable[IpNetwork], version: int = 4) -> int:
+    return sum(n.num_addresses for n in networks if n.version == version)
+
+
+def shown_networks(networks: list[IpNetwork], limit: int = 4) -> str:
+    listed = ", ".join(str(n) for n in networks[:limit])
+    return listed + (f" and {len(networks) - limit} more" if len(networks) > limit else "")
+
+
+# --- HCL (Vault and Consul policies) ------------------------------------------------------------
+
+
+class HclError(ValueError):
+    """The text is neither HCL nor JSON: a policy the pack cannot read."""
+
+
+def parse_hcl(text: str) -> dict:
+    """An HCL (or, as Vault and Consul also accept, JSON) policy as a dict, parsed by python-hcl2.
+
+    Blocks become ``{"<type>": [{"<label>": {...body...}}, ...]}``; string values lose their quotes.
+    """
+    if text.lstrip().startswith("{"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise HclError(f"invalid JSON: {error}") from error
+        if not isinstance(document, dict):
+            raise HclError("the JSON document is not an object")
+        return document
+    options = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True,
+                                        preserve_heredocs=False)
+    try:
+        return hcl2.loads(text, serialization_options=options)
+    except Exception as error:  # lark raises several unrelated types for bad input
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HclError(f"invalid HCL: {first_line}") from error
+
+
+def hcl_blocks(document: Mapping[str, Any], block_type: str) -> list[tuple[Any, Any]]:
+    """(label, body) of every ``<block_type> "<label>" { ... }`` in a parsed HCL or JSON document.
+
+    HCL gives a list of one-entry dicts; the JSON form gives one dict of label -> body (or a list of them).
+    """
+    found: list[tuple[Any, Any]] = []
+    for entry in as_list(document.get(block_type)):
+        if isinstance(entry, dict):
+            found += list(entry.items())
+        else:
+            found.append((entry, None))
+    return found
 
 
 # --- findings --------------------------------------------------------------------------------

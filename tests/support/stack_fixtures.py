@@ -20,8 +20,7 @@ from .stack_registry import S3_SETUP_ACTIONS, StackSetup, prepare_stack
 VARIANTS = {
     "as-recorded": {},
     "htpasswd": {"registry:authMode": "htpasswd", "registry:htpasswdUsers": ["ci-runner:push"],
-                 "registry:tokenRealm": None, "registry:tokenService": None, "registry:tokenIssuer": None,
-                 "registry:tokenRootCertBundle": None},
+                 "registry:tokenRealm": None, "registry:tokenService": None, "registry:tokenIssuer": None},
 }
 
 

@@ -2,8 +2,8 @@
 
 Every difference between what the plan configures and what runs here is listed in this module, in two places:
 
-- ``plan_overrides()``: stack settings changed before the plan is recorded (the token service's published
-  certificates and its URL on this machine; the stack files hold the cluster's realm);
+- ``plan_overrides()``: stack settings changed before the plan is recorded (the token service's URL on this
+  machine; the stack files hold the cluster's realm);
 - ``TEST_OVERRIDES``: registry variables the tests replace after config-cli's work (``environment_for_test()``),
   each with its reason. ``tests/test_registry_e2e.py`` asserts that nothing else differs.
 
@@ -36,6 +36,7 @@ from .moto_server import MotoServer
 from .oci import OciClient
 from .openbao import OpenBao, start_openbao
 from .registry_server import RunningRegistry
+from components import names
 from token_service import contract
 
 from .processes import free_port
@@ -65,10 +66,9 @@ class RobotAccount:
     access: str
 
 
-def plan_overrides(certificates: str, token_realm: str,
-                   extra: Optional[Mapping[str, Optional[str]]] = None) -> dict[str, Optional[str]]:
-    """Stack settings changed for the test: the token service's certificates and URL (plus ``extra``)."""
-    return {"registry:tokenRootCertBundle": certificates, "registry:tokenRealm": token_realm, **(extra or {})}
+def plan_overrides(token_realm: str, extra: Optional[Mapping[str, Optional[str]]] = None) -> dict[str, Optional[str]]:
+    """Stack settings changed for the test: the token service's URL (plus ``extra``)."""
+    return {"registry:tokenRealm": token_realm, **(extra or {})}
 
 
 # --- storage backends -------------------------------------------------------------------------------------------
@@ -271,8 +271,8 @@ def robot_accounts(root: hvac.Client, plan: Plan) -> dict[str, RobotAccount]:
 def provision_token_keys(root: hvac.Client, vault_url: str, stack: str) -> VaultLayout:
     """The token service's signing and trust secrets beside the registry's, generated as the runbook does."""
     base = f"registry/{stack}"
-    layout = VaultLayout(prefix=base, robots_path=base, signing_path=f"{base}/token-signing",
-                         trust_path=f"{base}/token-trust", service_token="", robots={})
+    layout = VaultLayout(prefix=base, robots_path=base, signing_path=f"{base}/{names.TOKEN_SIGNING_SECRET}",
+                         trust_path=f"{base}/{names.TOKEN_TRUST_SECRET}", service_token="", robots={})
     try:
         read_trust(root, layout)  # one OpenBao may serve several setups of a stack: keys once
     except hvac.exceptions.InvalidPath:
@@ -319,7 +319,7 @@ def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoSer
     port = free_port()
     # A host name, not 127.0.0.1: go-containerregistry refuses a loopback IP realm on another port.
     realm = f"http://localhost:{port}{contract.TOKEN_PATH}"
-    overrides = plan_overrides(read_trust(root, layout)[contract.TRUST_CERTIFICATES_FIELD], realm, extra_overrides)
+    overrides = plan_overrides(realm, extra_overrides)
     plan = record_plan(stack, overrides=overrides)
     assert plan.error is None, f"{stack}: {plan.error}"
     apply_vault_objects(root, plan)
@@ -331,7 +331,7 @@ def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoSer
         service = start_token_service({
             contract.ENV_ISSUER: kv["env/REGISTRY_AUTH_TOKEN_ISSUER"],
             contract.ENV_REGISTRY_SERVICE: kv["env/REGISTRY_AUTH_TOKEN_SERVICE"],
-            contract.ENV_REGISTRY_TRUST: "rootcertbundle",
+            contract.ENV_REGISTRY_TRUST: "jwks",
             # Every client here comes from 127.0.0.1, and the checks try wrong passwords on purpose once per
             # boot: the per-source lockout (tests/test_token_service.py tests it) would end the run early.
             contract.ENV_FAILURES_PER_SOURCE: "10000", contract.ENV_FAILURES_PER_IDENTITY: "10000",
