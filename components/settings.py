@@ -5,6 +5,10 @@
 ``SettingsError`` naming the key, the bad value and what is allowed. Defaults live in one place, the
 ``config:`` block of ``Pulumi.yaml``; the Pulumi CLI (and the offline plan, which mirrors it) fills
 them in before the program runs, so a key without a default there is required here.
+
+Validation is one pass before anything is registered: every value is screened alike (``_screen``), then
+each key's rule runs; the rules are the pure functions of ``components/validation.py`` (which reads no
+config), and every failure is one ``SettingsError`` line.
 """
 
 from __future__ import annotations
