@@ -671,6 +671,7 @@ def _parse_operations(read: _Raw, storage: Storage) -> dict:
         "operationsToolsImage", _IMAGE,
         "an image with static kubectl, consul and curl, such as registry.example.com/platform/ops-tools:1.0@sha256:<64 hex>",
     )
+    _check_image_limits("operationsToolsImage", tools_image)
     if not _IMAGE.fullmatch(tools_image)["digest"]:
         raise SettingsError("operationsToolsImage", tools_image, "the operations tools image must be pinned by digest")
     api_cidrs = read.cidr_list("kubernetesApiCidrs", "CIDR blocks of the Kubernetes API server endpoints")
@@ -716,10 +717,21 @@ def _dns_label_or_error(key: str, value: str) -> str:
     return value
 
 
+def _check_image_limits(key: str, reference: str) -> None:
+    """What the reference grammar's shape does not say: a repository name of 255 characters at most
+    (distribution/reference), and a registry port from 1 to 65535."""
+    name = _IMAGE.fullmatch(reference)["name"]
+    host, _, _ = name.partition("/")
+    port = host.partition(":")[2]
+    if len(name) > 255 or (port and not 1 <= int(port) <= 65535):
+        raise SettingsError(key, reference, "an image name of 255 characters at most, its registry port from 1 to 65535")
+
+
 def _parse_image(read: _Raw) -> str:
     image = read.matching(
         "image", _IMAGE, "an image reference such as registry.example.com/team/name:tag@sha256:<64 hex digits>"
     )
+    _check_image_limits("image", image)
     parts = _IMAGE.fullmatch(image)
     if parts["tag"] == "latest":
         raise SettingsError("image", image, "the tag 'latest' is never allowed; pin a version tag and a digest")

@@ -162,6 +162,11 @@ REALISTIC_BAD = [
     ("staging", {"s3Bucket": "registry-staging"}, "s3Bucket", "only used with storageMode s3 or minio"),
     ("staging", {"s3Region": "eu-west-1"}, "s3Region", "only used with storageMode s3 or minio"),
     ("staging", {"s3StorageBudget": "2Ti"}, "s3StorageBudget", "only used with storageMode s3 or minio"),
+    # Image references the kubelet could never pull.
+    ("staging", {"image": f"registry.example.com:99999/platform/docker-registry:3.1.1@sha256:{'a' * 64}"}, "image",
+     "registry port from 1 to 65535"),
+    ("staging", {"operationsToolsImage": f"registry.example.com/{'p' * 250}/ops-tools:1.0@sha256:{'b' * 64}"},
+     "operationsToolsImage", "255 characters at most"),
     # Quantities: the Kubernetes grammar, whole millicores and bytes, within bounds.
     ("staging", {"cpuRequest": "1" + "0" * 400}, "cpuRequest", "whole millicores"),  # was an OverflowError traceback
     ("staging", {"cpuRequest": "0.0001"}, "cpuRequest", "whole millicores"),
