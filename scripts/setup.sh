@@ -45,14 +45,19 @@ fi
 
 install_requirements "${root}/venv" "${root}/requirements-dev.txt"
 
-if ! command -v promtool >/dev/null 2>&1; then
-    step "apt-get install prometheus (for promtool)"
+# Debian packages: promtool (prometheus); skopeo and containerd (ctr), real registry clients the access tests use.
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v ctr >/dev/null 2>&1 || missing+=(containerd)
+if [[ ${#missing[@]} -gt 0 ]]; then
+    step "apt-get install ${missing[*]}"
     # CI machines run this as root; a GitHub-hosted runner as a user with passwordless sudo.
     as_root=()
     [[ "$(id -u)" -eq 0 ]] || as_root=(sudo DEBIAN_FRONTEND=noninteractive)
     export DEBIAN_FRONTEND=noninteractive
     "${as_root[@]}" apt-get update -qq >/dev/null
-    "${as_root[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 checkov_venv="${cache}/checkov-$(sha256sum requirements-checkov.txt | cut -c1-12)"
@@ -66,6 +71,7 @@ ln -sfn "${checkov_venv}" "${cache}/checkov"
 
 scripts/install-registry.sh >/dev/null
 scripts/install-actionlint.sh >/dev/null
+scripts/install-oras.sh >/dev/null
 # The real peers (docs/peers.md): minutes each when cold, one at a time (each peaks at ~2 GB).
 scripts/install-pulumi.sh >/dev/null
 scripts/install-consul.sh >/dev/null
