@@ -291,7 +291,8 @@ def token_service_vault_token(root: hvac.Client, layout: VaultLayout, robots_sec
 
 
 def prepare_stack(stack: str, openbao: Optional[OpenBao], workdir: Path, moto: Optional[MotoServer] = None,
-                  extra_overrides: Optional[Mapping[str, Optional[str]]] = None) -> StackSetup:
+                  extra_overrides: Optional[Mapping[str, Optional[str]]] = None,
+                  token_service_overrides: Optional[Mapping[str, str]] = None) -> StackSetup:
     """Record the stack's plan (with the token service on this machine), apply its Vault objects, provision its
     storage, and start the token service if the stack uses token auth.
 
@@ -302,7 +303,7 @@ def prepare_stack(stack: str, openbao: Optional[OpenBao], workdir: Path, moto: O
     if openbao is None:
         openbao = owned = start_openbao(workdir / "openbao", name=f"openbao-{stack}")
     try:
-        setup = _prepare(stack, openbao, workdir, moto, extra_overrides)
+        setup = _prepare(stack, openbao, workdir, moto, extra_overrides, token_service_overrides or {})
     except BaseException:
         if owned is not None:
             owned.stop()
@@ -312,7 +313,8 @@ def prepare_stack(stack: str, openbao: Optional[OpenBao], workdir: Path, moto: O
 
 
 def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoServer],
-             extra_overrides: Optional[Mapping[str, Optional[str]]]) -> StackSetup:
+             extra_overrides: Optional[Mapping[str, Optional[str]]], token_service_overrides: Mapping[str, str]
+             ) -> StackSetup:
     _, config, _ = stack_config(stack)
     root = openbao.client()
     layout = provision_token_keys(root, openbao.url, stack)
@@ -337,6 +339,7 @@ def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoSer
             contract.ENV_FAILURES_PER_SOURCE: "10000", contract.ENV_FAILURES_PER_IDENTITY: "10000",
             **VaultLayout(layout.prefix, robots_secret, layout.signing_path, layout.trust_path,
                           token_service_vault_token(root, layout, robots_secret), {}).environment(openbao.url),
+            **token_service_overrides,
         }, workdir, port=port)
     try:
         if kv["env/REGISTRY_STORAGE"] == "s3":
