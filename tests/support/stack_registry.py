@@ -195,7 +195,7 @@ class StackSetup:
     stack: str
     plan: Plan
     kv: dict[str, str]  # the recorded KV subkeys, relative to the stack's prefix
-    vault: hvac.Client  # token holding only the registry's policy
+    login: Callable[[], hvac.Client]  # a new Kubernetes-auth-like login: the registry's policy, 5 minutes
     accounts: dict[str, RobotAccount]  # robot accounts and their passwords, read back from Vault
     token_service: Optional[RunningTokenService]  # token mode only
     token_realm: str
@@ -203,6 +203,11 @@ class StackSetup:
     backend: FilesystemBackend | S3Backend
     workdir: Path
     owned_openbao: Optional[OpenBao] = field(default=None, repr=False)
+
+    @property
+    def vault(self) -> hvac.Client:
+        """A client of a fresh login, as each pod start logs in (a session outlives one 5-minute token)."""
+        return self.login()
     _boots: int = field(default=0, repr=False)
 
     def load(self, kv: Optional[Mapping[str, str]] = None, name: str = "registry") -> LoadedConfig:
@@ -347,7 +352,8 @@ def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoSer
             backend: FilesystemBackend | S3Backend = provision_s3(moto, plan, kv)
         else:
             backend = FilesystemBackend(workdir / "data")
-        return StackSetup(stack=stack, plan=plan, kv=kv, vault=openbao.client(registry_vault_token(root, plan)),
+        return StackSetup(stack=stack, plan=plan, kv=kv,
+                          login=lambda: openbao.client(registry_vault_token(root, plan)),
                           accounts=accounts, token_service=service, token_realm=realm,
                           token_service_name=config["registry:tokenService"], backend=backend, workdir=workdir)
     except BaseException:
