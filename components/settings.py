@@ -5,6 +5,10 @@
 ``SettingsError`` naming the key, the bad value and what is allowed. Defaults live in one place, the
 ``config:`` block of ``Pulumi.yaml``; the Pulumi CLI (and the offline plan, which mirrors it) fills
 them in before the program runs, so a key without a default there is required here.
+
+Validation is one pass before anything is registered: every value is screened alike (``_screen``), then
+each key's rule runs; the rules are the pure functions of ``components/validation.py`` (which reads no
+config), and every failure is one ``SettingsError`` line.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import pulumi
 
 from token_service import contract
 
-from . import names
+from . import names, validation
 from .names import CONSUL_SERVICE_NAME
+from .validation import Invalid
 
 PROJECT = "registry"
 
@@ -50,6 +55,7 @@ KNOWN_KEYS = (
     "s3NoncurrentVersionDays",
     "s3AbortMultipartDays",
     "s3OidcProviderArn",
+    "awsAccountId",
     "minioEndpoint",
     "cpuRequest",
     "cpuLimit",
@@ -114,8 +120,16 @@ class SettingsError(pulumi.RunError):
         self.key = f"{PROJECT}:{key}"
         self.value = value
         self.allowed = allowed
-        shown = "(not set)" if value is None else repr(value)
-        super().__init__(f"{self.key}: {shown} is not allowed; {allowed}")
+        super().__init__(f"{self.key}: {_shown(value)} is not allowed; {allowed}")
+
+
+def _shown(value: object) -> str:
+    """The value as the message shows it: repr (so a newline or an invisible character is visible and the
+    message stays one line), long values cut."""
+    if value is None:
+        return "(not set)"
+    shown = repr(value)
+    return shown if len(shown) <= 160 else f"{shown[:120]}... ({len(shown)} characters)"
 
 
 @dataclass(frozen=True)
@@ -331,35 +345,68 @@ def _is_encrypted(key: str) -> bool:
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
+# Every value is screened first, the same way for every key (``_screen``): text the CLI handed over,
+# printable ASCII, nothing around it. Then each key's own rule matches the whole string (``fullmatch``;
+# ``$`` would accept a trailing newline) through the validators of ``components/validation.py``.
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-_OIDC_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/[A-Za-z0-9.-]+(/[A-Za-z0-9._-]+)*$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_REGION = re.compile(r"([a-z]{2}|eusc)(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
 _IMAGE = re.compile(
-    r"^(?P<name>[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)+)"
+    r"(?P<name>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)+)"
     r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(@(?P<digest>sha256:[0-9a-f]{64}))?$"
+    r"(@(?P<digest>sha256:[0-9a-f]{64}))?"
 )
-_CPU = re.compile(r"^(\d+m|\d+(\.\d{1,3})?)$")
-_MEMORY = re.compile(r"^\d+(Ki|Mi|Gi)$")
-_SIZE = re.compile(r"^(?P<number>\d+)(?P<unit>Mi|Gi|Ti)$")
-_UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
-_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
-_DOCUMENT_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
 _DURATION_SECONDS = (10, 600)
-_HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-# The egress NetworkPolicy admits Consul and Vault by namespace, so they must be in-cluster services.
-_SERVICE_URL = re.compile(r"^https?://[a-z0-9-]+\.[a-z0-9-]+\.svc(\.[a-z0-9.-]+)?(:\d{1,5})?/?$")
-_SERVICE_URL_ALLOWED = "an in-cluster service URL such as https://<service>.<namespace>.svc:<port>"
-_CONSUL_AUTH_METHOD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_SERVICE_URL_ALLOWED = "an in-cluster service URL, https://<service>.<namespace>.svc[:<port>] (TLS only)"
+_CONSUL_AUTH_METHOD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+MAX_CPU_MILLIS = 256_000  # 256 cores
+MAX_MEMORY_BYTES = 1 << 40  # 1Ti
+
+
+def _url_text(text: str, schemes: tuple[str, ...] = ("https",), path: bool = False) -> str:
+    validation.parse_url(text, schemes, path)
+    return text
 
 
 def _in_cluster(url: str) -> bool:
-    return bool(_SERVICE_URL.match(url))
+    return validation.in_cluster_service(validation.parse_url(url)) is not None
+
+
+def _in_cluster_service_url(text: str) -> str:
+    """Consul and Vault: the egress NetworkPolicy admits them by namespace, so they must be in-cluster
+    services, and config-cli sends its Vault token and Consul ACL token there: TLS only."""
+    url = validation.parse_url(text)
+    if validation.in_cluster_service(url) is None:
+        raise Invalid(f"expected {_SERVICE_URL_ALLOWED}")
+    return text
+
 
 T = TypeVar("T")
+
+
+def _screen(raw: Mapping[str, Any]) -> None:
+    """Every value, whether this stack's mode reads it or not: text, printable ASCII, nothing around it."""
+    for key in (*KNOWN_KEYS, *sorted(set(raw) - set(KNOWN_KEYS))):
+        value = raw.get(key)
+        if key in SECRET_KEYS or value is None:
+            continue  # secrets are Pulumi secrets here: only their presence is read
+        for text in _entries(value):
+            try:
+                validation.check_text(text)
+            except Invalid as exc:
+                raise SettingsError(key, text, str(exc)) from None
+
+
+def _entries(value: Any) -> list:
+    """A list setting's entries (each is screened and shown on its own), or the value itself."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            items = json.loads(value)
+        except (ValueError, RecursionError):
+            return [value]
+        if isinstance(items, list) and all(isinstance(item, str) for item in items):
+            return items
+    return [value]
 
 
 class _Raw:
@@ -371,6 +418,10 @@ class _Raw:
     def optional(self, key: str) -> Optional[str]:
         value = self._raw.get(key)
         return None if value is None or value == "" else value
+
+    def given(self, key: str) -> bool:
+        """Set to something other than an empty default ("" or [])."""
+        return self._raw.get(key) not in (None, *UNSET_VALUES)
 
     def string(self, key: str, allowed: str = "a non-empty string") -> str:
         value = self.optional(key)
@@ -386,25 +437,32 @@ class _Raw:
 
     def matching(self, key: str, pattern: re.Pattern, allowed: str) -> str:
         value = self.string(key, allowed)
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise SettingsError(key, value, f"expected {allowed}")
         return value
 
+    def checked(self, key: str, check: Callable[[str], T], allowed: str) -> T:
+        """The value through a validator of ``components/validation.py``; its reason becomes the message."""
+        value = self.string(key, allowed)
+        try:
+            return check(value)
+        except Invalid as exc:
+            raise SettingsError(key, value, str(exc)) from None
+
     def integer(self, key: str, low: int, high: int) -> int:
         value = self.string(key, f"an integer from {low} to {high}")
-        try:
-            number = int(value)
-        except ValueError:
-            raise SettingsError(key, value, f"expected an integer from {low} to {high}") from None
+        if not re.fullmatch(r"-?[0-9]{1,19}", value):
+            raise SettingsError(key, value, f"expected an integer from {low} to {high}")
+        number = int(value)
         if not low <= number <= high:
             raise SettingsError(key, number, f"expected an integer from {low} to {high}")
         return number
 
     def boolean(self, key: str) -> bool:
         value = self.string(key, "true or false")
-        if value.lower() not in ("true", "false"):
+        if value not in ("true", "false"):
             raise SettingsError(key, value, "expected true or false")
-        return value.lower() == "true"
+        return value == "true"
 
     def string_list(self, key: str, item: Callable[[str], T], allowed: str) -> tuple[T, ...]:
         value = self.optional(key)
@@ -412,51 +470,56 @@ class _Raw:
             return ()
         try:
             items = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise SettingsError(key, value, f"expected a list, each entry {allowed}") from None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise SettingsError(key, value, f"expected a list, each entry {allowed}")
         parsed = []
         for entry in items:
             try:
-                parsed.append(item(entry))
+                parsed.append(item(validation.check_text(entry)))
+            except Invalid as exc:
+                raise SettingsError(key, entry, f"each entry must be {allowed}: {exc}") from None
             except ValueError:
                 raise SettingsError(key, entry, f"each entry must be {allowed}") from None
         if len(set(parsed)) != len(parsed):
             raise SettingsError(key, items, f"expected distinct entries, each {allowed}")
         return tuple(parsed)
 
-
-def _cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    if "/" not in text:
-        raise ValueError(text)
-    network = ipaddress.ip_network(text, strict=True)
-    if network.prefixlen == 0:
-        # An allow-list entry that admits the whole internet is never what a registry wants.
-        raise ValueError(text)
-    return network
+    def cidr_list(self, key: str, allowed: str = validation.CIDR_ALLOWED) -> tuple[validation.Network, ...]:
+        """CIDR blocks whose union stays within the public-address limit (judged together, not per entry)."""
+        networks = self.string_list(key, validation.parse_cidr, allowed)
+        try:
+            validation.check_breadth(networks)
+        except Invalid as exc:
+            raise SettingsError(key, [str(n) for n in networks], str(exc)) from None
+        return networks
 
 
 def _dns_label(text: str) -> str:
-    if not _DNS_LABEL.match(text):
+    if not validation.is_dns_label(text):
         raise ValueError(text)
     return text
 
 
+def _dns_subdomain(text: str) -> str:
+    if not validation.is_dns_subdomain(text):
+        raise Invalid("expected a Kubernetes object name (lowercase RFC 1123 subdomain, 253 characters at most)")
+    return text
+
+
+def _hostname(text: str) -> str:
+    if not validation.is_hostname(text):
+        raise Invalid("expected a DNS host name such as registry.example.com (lowercase, 253 characters at most)")
+    return text
+
+
 def quantity_bytes(text: str) -> int:
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(text)
-    return int(match["number"]) * _UNITS[match["unit"]]
-
-
-def _memory_bytes(text: str) -> int:
-    number, unit = text[:-2], text[-2:]
-    return int(number) * _UNITS[unit]
-
-
-def _cpu_millis(text: str) -> int:
-    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+    """The bytes of a Kubernetes quantity that is a whole number of bytes (ValueError otherwise)."""
+    value = validation.parse_quantity(text)
+    if value.denominator != 1 or value < 0:
+        raise Invalid(f"expected a whole number of bytes, {validation.QUANTITY_ALLOWED}")
+    return int(value)
 
 
 def parse_settings(
@@ -472,7 +535,9 @@ def parse_settings(
     """
     for key in sorted((present_keys or set()) - set(KNOWN_KEYS)):
         raise SettingsError(key, raw.get(key), "unknown setting; known settings are listed in Pulumi.yaml")
+    _screen(raw)
     read = _Raw(raw)
+    _refuse_settings_given_alone(read)
 
     namespace = read.matching("namespace", _DNS_LABEL, "a Kubernetes namespace name (DNS label)")
     image = _parse_image(read)
@@ -483,10 +548,9 @@ def parse_settings(
         # A partition equal to the replica count updates no pod at all: a rollout that never starts.
         raise SettingsError("updatePartition", update_partition, f"expected 0 to {replicas - 1} with {replicas} replicas")
 
-    developer_cidrs = read.string_list("developerCidrs", _cidr, "a CIDR block such as 10.20.0.0/16 (not /0)")
-    storage_endpoint_cidrs = read.string_list(
-        "storageEndpointCidrs", _cidr, "a CIDR block such as 10.60.240.0/24 (not /0)"
-    )
+    developer_cidrs = read.cidr_list("developerCidrs")
+    node_cidrs = read.cidr_list("nodeCidrs")
+    storage_endpoint_cidrs = read.cidr_list("storageEndpointCidrs")
     if isinstance(storage, S3Storage) and not storage_endpoint_cidrs:
         raise SettingsError(
             "storageEndpointCidrs", None,
@@ -499,11 +563,17 @@ def parse_settings(
     ingress_host = read.optional("ingressHost")
     ingress_tls_secret_name = None
     if ingress_host is not None:
-        read.matching("ingressHost", _HOSTNAME, "a DNS host name such as registry.example.com")
+        read.checked("ingressHost", _hostname, "a DNS host name such as registry.example.com")
         if not developer_cidrs:
             raise SettingsError("developerCidrs", [], "the developer Ingress needs at least one developer CIDR (an empty allow-list would admit everybody)")
-        ingress_tls_secret_name = read.matching(
-            "ingressTlsSecretName", _DNS_SUBDOMAIN, "the name of the TLS Secret for the Ingress host"
+        # Developers and kubelets share the Ingress's one allow-list: its breadth is their union's.
+        try:
+            validation.check_breadth((*developer_cidrs, *node_cidrs))
+        except Invalid as exc:
+            raise SettingsError("developerCidrs", [str(n) for n in developer_cidrs],
+                                f"with nodeCidrs (the Ingress admits both) {exc}") from None
+        ingress_tls_secret_name = read.checked(
+            "ingressTlsSecretName", _dns_subdomain, "the name of the TLS Secret for the Ingress host"
         )
     auth = _parse_auth(read)
     users = _parse_users(read, auth)
@@ -524,22 +594,23 @@ def parse_settings(
         termination_grace_period_seconds=read.integer("terminationGracePeriodSeconds", *_DURATION_SECONDS),
         log_level=read.choice("logLevel", LOG_LEVELS),
         ci_runner_namespaces=read.string_list("ciRunnerNamespaces", _dns_label, "a Kubernetes namespace name"),
-        node_cidrs=read.string_list("nodeCidrs", _cidr, "a CIDR block such as 10.20.0.0/16 (not /0)"),
+        node_cidrs=node_cidrs,
         developer_cidrs=developer_cidrs,
         storage_endpoint_cidrs=storage_endpoint_cidrs,
         ingress_host=ingress_host,
-        ingress_class_name=read.matching("ingressClassName", _DNS_SUBDOMAIN, "an IngressClass name such as nginx"),
+        ingress_class_name=read.checked("ingressClassName", _dns_subdomain, "an IngressClass name such as nginx"),
         ingress_tls_secret_name=ingress_tls_secret_name,
         ingress_controller_namespace=read.matching(
             "ingressControllerNamespace", _DNS_LABEL, "the namespace of the ingress controller"
         ),
         monitoring_namespace=read.matching("monitoringNamespace", _DNS_LABEL, "a Kubernetes namespace name"),
-        consul_http_addr=read.matching("consulHttpAddr", _SERVICE_URL, _SERVICE_URL_ALLOWED),
-        vault_addr=read.matching("vaultAddr", _SERVICE_URL, _SERVICE_URL_ALLOWED),
-        vault_kv_mount=read.matching("vaultKvMount", re.compile(r"^[a-z0-9][a-z0-9_-]*$"), "a Vault mount path such as secret"),
+        consul_http_addr=read.checked("consulHttpAddr", _in_cluster_service_url, _SERVICE_URL_ALLOWED),
+        vault_addr=read.checked("vaultAddr", _in_cluster_service_url, _SERVICE_URL_ALLOWED),
+        vault_kv_mount=read.matching("vaultKvMount", re.compile(r"[a-z0-9][a-z0-9_-]{0,63}"), "a Vault mount path such as secret"),
         s3_storage_budget_bytes=_parse_storage_budget(read, storage),
-        runbook_base_url=read.matching(
-            "runbookBaseUrl", _DOCUMENT_URL, "an https:// URL of the document holding the runbooks, without a #fragment"
+        runbook_base_url=read.checked(
+            "runbookBaseUrl", lambda text: _url_text(text, path=True),
+            "an https:// URL of the document holding the runbooks, without a #fragment",
         ),
         consul_intention_sources=_parse_intention_sources(read),
         auth=auth,
@@ -591,14 +662,14 @@ def _size_bytes(read: _Raw, key: str, example: str, low: int, high: int) -> tupl
     try:
         size_bytes = quantity_bytes(size)
     except ValueError:
-        raise SettingsError(key, size, f"expected a size such as {example} (units Mi, Gi, Ti)") from None
+        raise SettingsError(key, size, f"expected a size such as {example} (a Kubernetes quantity of whole bytes: "
+                                       "suffixes Ki Mi Gi Ti Pi Ei or k M G T P E)") from None
     if not low <= size_bytes <= high:
         raise SettingsError(key, size, f"expected a size from {low >> 30}Gi to {high >> 40}Ti")
     return size, size_bytes
 
 
-_CRON = re.compile(r"^([0-9*/,-]+)( [0-9*/,-]+){4}$")
-_CRON_ALLOWED = "a five-field cron schedule in UTC such as '17 3 * * 0' (digits, * / , - only)"
+_CRON_ALLOWED = validation.CRON_ALLOWED
 
 
 def _parse_operations(read: _Raw, storage: Storage) -> dict:
@@ -606,9 +677,10 @@ def _parse_operations(read: _Raw, storage: Storage) -> dict:
         "operationsToolsImage", _IMAGE,
         "an image with static kubectl, consul and curl, such as registry.example.com/platform/ops-tools:1.0@sha256:<64 hex>",
     )
-    if not _IMAGE.match(tools_image)["digest"]:
+    _check_image_limits("operationsToolsImage", tools_image)
+    if not _IMAGE.fullmatch(tools_image)["digest"]:
         raise SettingsError("operationsToolsImage", tools_image, "the operations tools image must be pinned by digest")
-    api_cidrs = read.string_list("kubernetesApiCidrs", _cidr, "CIDR blocks of the Kubernetes API server endpoints")
+    api_cidrs = read.cidr_list("kubernetesApiCidrs", "CIDR blocks of the Kubernetes API server endpoints")
     if not api_cidrs:
         raise SettingsError(
             "kubernetesApiCidrs", None,
@@ -617,8 +689,8 @@ def _parse_operations(read: _Raw, storage: Storage) -> dict:
     snapshots = None
     if isinstance(storage, FilesystemStorage):
         snapshots = VolumeSnapshots(
-            schedule=read.matching("snapshotSchedule", _CRON, _CRON_ALLOWED),
-            snapshot_class=read.matching("snapshotClass", _DNS_SUBDOMAIN, "a VolumeSnapshotClass name (filesystem mode)"),
+            schedule=read.checked("snapshotSchedule", validation.check_cron, _CRON_ALLOWED),
+            snapshot_class=read.checked("snapshotClass", _dns_subdomain, "a VolumeSnapshotClass name (filesystem mode)"),
             retention=read.integer("snapshotRetention", 1, 400),
         )
     disaster_recovery = None
@@ -626,7 +698,8 @@ def _parse_operations(read: _Raw, storage: Storage) -> dict:
     if dr_bucket is not None:
         if not isinstance(storage, S3Storage):
             raise SettingsError("drBucket", dr_bucket, "cross-region replication exists only in s3 mode")
-        read.matching("drBucket", _BUCKET, "an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)")
+        read.checked("drBucket", lambda name: validation.check_bucket_name(name, allow_dots=False),
+                     validation.BUCKET_ALLOWED)
         dr_region = read.matching("drRegion", _REGION, "the AWS region of the DR bucket, such as eu-central-1")
         if dr_region == storage.region:
             raise SettingsError("drRegion", dr_region, f"a region other than the bucket's own ({storage.region})")
@@ -635,7 +708,7 @@ def _parse_operations(read: _Raw, storage: Storage) -> dict:
         disaster_recovery = DisasterRecoveryBucket(bucket=dr_bucket, region=dr_region)
     return {
         "gc_delete_untagged": read.boolean("gcDeleteUntagged"),
-        "gc_schedule": read.matching("gcSchedule", _CRON, _CRON_ALLOWED),
+        "gc_schedule": read.checked("gcSchedule", validation.check_cron, _CRON_ALLOWED),
         "gc_active_deadline_seconds": read.integer("gcActiveDeadlineSeconds", 600, 86_400),
         "operations_tools_image": tools_image,
         "kubernetes_api_cidrs": api_cidrs,
@@ -645,16 +718,27 @@ def _parse_operations(read: _Raw, storage: Storage) -> dict:
 
 
 def _dns_label_or_error(key: str, value: str) -> str:
-    if not _DNS_LABEL.match(value):
+    if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value):
         raise SettingsError(key, value, "the stack name becomes the environment and must be a DNS label")
     return value
+
+
+def _check_image_limits(key: str, reference: str) -> None:
+    """What the reference grammar's shape does not say: a repository name of 255 characters at most
+    (distribution/reference), and a registry port from 1 to 65535."""
+    name = _IMAGE.fullmatch(reference)["name"]
+    host, _, _ = name.partition("/")
+    port = host.partition(":")[2]
+    if len(name) > 255 or (port and not 1 <= int(port) <= 65535):
+        raise SettingsError(key, reference, "an image name of 255 characters at most, its registry port from 1 to 65535")
 
 
 def _parse_image(read: _Raw) -> str:
     image = read.matching(
         "image", _IMAGE, "an image reference such as registry.example.com/team/name:tag@sha256:<64 hex digits>"
     )
-    parts = _IMAGE.match(image)
+    _check_image_limits("image", image)
+    parts = _IMAGE.fullmatch(image)
     if parts["tag"] == "latest":
         raise SettingsError("image", image, "the tag 'latest' is never allowed; pin a version tag and a digest")
     if read.boolean("requireImageDigest") and not parts["digest"]:
@@ -670,44 +754,101 @@ def _parse_storage(read: _Raw, replicas: int) -> Storage:
             # registries behind one Service, each holding a different part of the images.
             raise SettingsError("replicas", replicas, "filesystem storage allows exactly 1 replica; use s3 or minio for more")
         size, _ = _size_bytes(read, "storageSize", "200Gi", MIN_VOLUME_BYTES, MAX_VOLUME_BYTES)
-        storage_class = read.matching("storageClass", re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), "a StorageClass name")
+        storage_class = read.checked("storageClass", _dns_subdomain, "a StorageClass name")
         return FilesystemStorage(storage_class=storage_class, size=size)
 
-    bucket = read.matching("s3Bucket", _BUCKET, "an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)")
-    root_directory = read.matching("s3RootDirectory", re.compile(r"^/[A-Za-z0-9._/-]*$"), "an absolute path such as /registry")
+    # s3 mode: the registry's S3 driver uses virtual-hosted-style requests over TLS, which dotted names break;
+    # MinIO is reached path-style.
+    bucket = read.checked("s3Bucket", lambda name: validation.check_bucket_name(name, allow_dots=mode != "s3"),
+                          validation.BUCKET_ALLOWED)
+    root_directory = read.matching(
+        "s3RootDirectory", re.compile(r"(/[A-Za-z0-9._-]+)+/?|/"), "an absolute path such as /registry (no //)"
+    )
     if mode == "s3":
         region = read.matching("s3Region", _REGION, "an AWS region such as eu-west-1")
+        account = read.matching("awsAccountId", validation.ACCOUNT_ID,
+                                "the 12-digit AWS account of this stack (quoted in the stack file), required in s3 mode")
         return S3Storage(
             bucket=bucket,
             region=region,
             root_directory=root_directory,
             noncurrent_version_days=read.integer("s3NoncurrentVersionDays", 1, 3650),
             abort_multipart_days=read.integer("s3AbortMultipartDays", 1, 365),
-            oidc_provider_arn=read.matching(
-                "s3OidcProviderArn", _OIDC_ARN,
+            oidc_provider_arn=read.checked(
+                "s3OidcProviderArn", lambda text: _oidc_provider_arn(text, account, region),
                 "the EKS cluster's IAM OIDC provider ARN (arn:aws:iam::<account>:oidc-provider/<issuer host/path>)",
             ),
         )
     return MinioStorage(
-        endpoint=read.matching("minioEndpoint", _ENDPOINT, "the MinIO URL such as https://minio.storage.svc:9000"),
+        endpoint=read.checked("minioEndpoint", _url_text, "the MinIO URL such as https://minio.storage.svc:9000"),
         bucket=bucket,
         region=read.optional("s3Region") or "us-east-1",
         root_directory=root_directory,
     )
 
 
+def _oidc_provider_arn(text: str, account: str, region: str) -> str:
+    """The IAM OIDC provider the registry's role trusts: in this stack's own account (a provider of another
+    account would let that account's cluster mint tokens for the role), and in the bucket region's partition."""
+    arn = validation.parse_arn(text)
+    issuer = arn.resource.partition("oidc-provider/")[2]
+    host, _, path = issuer.partition("/")
+    if (arn.service != "iam" or arn.region or not arn.resource.startswith("oidc-provider/")
+            or not validation.is_hostname(host) or not re.fullmatch(r"([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?", path)):
+        raise Invalid("expected the EKS cluster's IAM OIDC provider ARN "
+                      "(arn:aws:iam::<account>:oidc-provider/<issuer host/path>)")
+    if arn.account != account:
+        raise Invalid(f"an OIDC provider of this stack's account awsAccountId ({account}), not of {arn.account!r}")
+    if arn.partition != validation.partition_of_region(region):
+        raise Invalid(f"an ARN of the partition of s3Region {region} ({validation.partition_of_region(region)})")
+    return text
+
+
+# Settings that mean something only with another one: given alone they would be silently ignored, so the
+# operator believes in a replica, a certificate or an allow-list that does not exist. (key, what it needs,
+# the condition on the settings, as text for the message.)
+def _refuse_settings_given_alone(read: _Raw) -> None:
+    mode = read.optional("storageMode")
+    needs = (
+        ("drRegion", "drBucket", read.optional("drBucket") is not None, "drBucket (the replica it is the region of)"),
+        ("ingressTlsSecretName", "ingressHost", read.optional("ingressHost") is not None,
+         "ingressHost (no Ingress is created without it)"),
+        ("developerCidrs", "ingressHost", read.optional("ingressHost") is not None,
+         "ingressHost (developers reach the registry only through the Ingress)"),
+        ("awsAccountId", "storageMode", mode == "s3", "storageMode s3 (the account of the bucket and its role)"),
+        ("s3OidcProviderArn", "storageMode", mode == "s3", "storageMode s3 (the role it trusts exists only there)"),
+        ("minioEndpoint", "storageMode", mode == "minio", "storageMode minio"),
+        ("s3Bucket", "storageMode", mode in ("s3", "minio"), "storageMode s3 or minio"),
+        ("s3Region", "storageMode", mode in ("s3", "minio"), "storageMode s3 or minio"),
+        ("s3StorageBudget", "storageMode", mode in ("s3", "minio"), "storageMode s3 or minio"),
+        ("storageClass", "storageMode", mode == "filesystem", "storageMode filesystem"),
+        ("snapshotClass", "storageMode", mode == "filesystem", "storageMode filesystem"),
+    )
+    for key, needed_key, condition_met, needed in needs:
+        if needed_key == "storageMode" and mode not in STORAGE_MODES:
+            continue  # the mode's own error comes first
+        if read.given(key) and not condition_met:
+            raise SettingsError(key, read.optional(key), f"only used with {needed}; set that too or remove this")
+
+
 def _parse_resources(read: _Raw) -> Resources:
-    cpu_request = read.matching("cpuRequest", _CPU, "a CPU quantity such as 250m or 1")
-    cpu_limit = read.matching("cpuLimit", _CPU, "a CPU quantity such as 2")
-    memory_request = read.matching("memoryRequest", _MEMORY, "a memory quantity such as 256Mi")
-    memory_limit = read.matching("memoryLimit", _MEMORY, "a memory quantity such as 1Gi")
-    if _cpu_millis(cpu_request) <= 0:
-        raise SettingsError("cpuRequest", cpu_request, "expected more than 0")
-    if _cpu_millis(cpu_limit) < _cpu_millis(cpu_request):
+    def cpu(example: str) -> Callable[[str], int]:
+        return lambda text: validation.cpu_millis(
+            text, 1, MAX_CPU_MILLIS, f"expected a CPU quantity such as {example}: whole millicores from 1m to 256")
+
+    def memory(example: str) -> Callable[[str], int]:
+        return lambda text: validation.whole_bytes(
+            text, 64 << 20, MAX_MEMORY_BYTES, f"expected a memory quantity such as {example}: whole bytes from 64Mi to 1Ti")
+
+    cpu_request = read.string("cpuRequest", "a CPU quantity such as 250m or 1")
+    cpu_limit = read.string("cpuLimit", "a CPU quantity such as 2")
+    memory_request = read.string("memoryRequest", "a memory quantity such as 256Mi")
+    memory_limit = read.string("memoryLimit", "a memory quantity such as 1Gi")
+    cpu_request_millis = read.checked("cpuRequest", cpu("250m or 1"), "a CPU quantity such as 250m or 1")
+    if read.checked("cpuLimit", cpu("2"), "a CPU quantity such as 2") < cpu_request_millis:
         raise SettingsError("cpuLimit", cpu_limit, f"expected at least cpuRequest ({cpu_request})")
-    if _memory_bytes(memory_request) < 64 << 20:
-        raise SettingsError("memoryRequest", memory_request, "expected at least 64Mi")
-    if _memory_bytes(memory_limit) < _memory_bytes(memory_request):
+    memory_request_bytes = read.checked("memoryRequest", memory("256Mi"), "a memory quantity such as 256Mi")
+    if read.checked("memoryLimit", memory("1Gi"), "a memory quantity such as 1Gi") < memory_request_bytes:
         raise SettingsError("memoryLimit", memory_limit, f"expected at least memoryRequest ({memory_request})")
     return Resources(cpu_request, cpu_limit, memory_request, memory_limit)
 
@@ -717,16 +858,23 @@ def _parse_resources(read: _Raw) -> Resources:
 _VAULT_PATH = re.compile(r"^[a-z0-9]([a-z0-9_/-]*[a-z0-9])?$")
 _AUDIENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$")
 _USER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
-# Where clients send their passwords to get a token: TLS, except on loopback (a token server on the
-# same host, as in the real-registry tests).
-_REALM = re.compile(r"^(https://[A-Za-z0-9.-]+|http://(127\.0\.0\.1|localhost))(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 _TOKEN_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 _ISSUER = re.compile(r"^\S{1,255}$")
 TOKEN_KEYS = ("tokenRealm", "tokenService", "tokenIssuer")
 
 
+def _token_realm(text: str) -> str:
+    """Where clients send their passwords to get a token: TLS, except on loopback (a token server on the
+    same host, as in the real-registry tests)."""
+    url = validation.parse_url(text, ("https", "http"), path=True)
+    if url.scheme == "http" and url.host not in _LOOPBACK_HOSTS:
+        raise Invalid("expected an https:// URL (http:// only to 127.0.0.1 or localhost)")
+    return text
+
+
 def _consul_service_name(text: str) -> str:
-    if text == "*" or not _DNS_LABEL.match(text):
+    if text == "*" or not _DNS_LABEL.fullmatch(text):
         raise ValueError(text)
     return text
 
@@ -752,7 +900,7 @@ def _parse_auth(read: _Raw) -> Auth:
                 raise SettingsError(key, read.optional(key), "only used with authMode token (authMode is htpasswd)")
         return HtpasswdAuth()
     return TokenAuth(
-        realm=read.matching("tokenRealm", _REALM, "the token server's URL, https://host[:port]/path"),
+        realm=read.checked("tokenRealm", _token_realm, "the token server's URL, https://host[:port]/path"),
         service=read.matching("tokenService", _TOKEN_SERVICE, "the service name tokens are issued for (their audience)"),
         issuer=read.matching("tokenIssuer", _ISSUER, "the issuer (iss claim) of the token server's tokens"),
     )
@@ -760,7 +908,7 @@ def _parse_auth(read: _Raw) -> Auth:
 
 def _registry_user(text: str) -> RegistryUser:
     name, separator, access = text.partition(":")
-    if not separator or not _USER.match(name) or access not in USER_ACCESS:
+    if not separator or not _USER.fullmatch(name) or access not in USER_ACCESS:
         raise ValueError(text)
     return RegistryUser(name=name, access=access)
 

@@ -45,10 +45,11 @@ fi
 
 install_requirements "${root}/venv" "${root}/requirements-dev.txt"
 
-# Debian packages: promtool (prometheus), and skopeo, a real registry client the access tests use.
+# Debian packages: promtool (prometheus); skopeo and containerd (ctr), real registry clients the access tests use.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v ctr >/dev/null 2>&1 || missing+=(containerd)
 if [[ ${#missing[@]} -gt 0 ]]; then
     step "apt-get install ${missing[*]}"
     # CI machines run this as root; a GitHub-hosted runner as a user with passwordless sudo.
@@ -71,6 +72,7 @@ ln -sfn "${checkov_venv}" "${cache}/checkov"
 scripts/install-registry.sh >/dev/null
 scripts/install-actionlint.sh >/dev/null
 scripts/install-oras.sh >/dev/null
+scripts/install-conformance.sh >/dev/null
 # The real peers (docs/peers.md): minutes each when cold, one at a time (each peaks at ~2 GB).
 scripts/install-pulumi.sh >/dev/null
 scripts/install-consul.sh >/dev/null

@@ -169,6 +169,7 @@ def test_minio_storage_alert_reads_minio_bucket_usage_and_passes_promtool(tmp_pa
     settings = settings_for(
         "staging", storageMode="minio", s3Bucket="registry-staging", minioEndpoint="https://minio.storage.svc:9000",
         s3StorageBudget="2Ti", minioAccessKey="test-access-key", minioSecretKey="test-secret-key",
+        storageClass=None, snapshotClass=None,
     )
     rules = monitoring.alert_rules(settings)
     storage = next(rule for rule in alerts(rules) if rule["alert"] == "RegistryStorageAlmostFull")

@@ -18,7 +18,7 @@ HTPASSWD_ONLY = {
 }
 MINIO = {
     "storageMode": "minio", "replicas": "3", "s3Bucket": "registry-data", "minioEndpoint": "https://minio.storage.svc:9000",
-    "s3StorageBudget": "2Ti",
+    "s3StorageBudget": "2Ti", "storageClass": None, "snapshotClass": None,  # filesystem-only settings of staging
 }
 
 

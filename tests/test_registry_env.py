@@ -71,6 +71,7 @@ def test_minio_environment_forces_path_style_and_references_vault_for_keys():
     settings = settings_for(
         "staging", storageMode="minio", s3Bucket="registry-staging", minioEndpoint="https://minio.storage.svc:9000",
         s3StorageBudget="2Ti", minioAccessKey="plain-access", minioSecretKey="plain-secret",
+        storageClass=None, snapshotClass=None,
     )
     env = registry_environment(settings)
 

@@ -82,6 +82,8 @@ def minio_project(tmp_path) -> Path:
         "registry:minioAccessKey": {"secure": "v1:bm90LXJlYWQtb2ZmbGluZQ=="},
         "registry:minioSecretKey": {"secure": "v1:YWxzby1ub3QtcmVhZA=="},
     })
+    for filesystem_only in ("registry:storageClass", "registry:snapshotClass"):
+        config.pop(filesystem_only)
     (project / "Pulumi.minio.yaml").write_text(yaml.safe_dump({"config": config}))
     return project
 

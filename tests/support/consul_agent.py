@@ -15,6 +15,7 @@ from typing import Any, Optional
 import requests
 
 from .processes import LOOPBACK, ManagedProcess, clean_env, free_port, start_process, wait_for_http
+from .vault_plan import throwaway_ca_certificate
 
 MANAGEMENT_TOKEN = "d3b07384-d113-4ec6-a5c6-6b1d6e1f7a10"
 
@@ -119,26 +120,7 @@ def ensure_kubernetes_auth_method(agent: "ConsulAgent", name: str, host: str = "
         return
     agent.call("PUT", "/acl/auth-method", json={
         "Name": name, "Type": "kubernetes", "Description": "the platform's (test: created by the fixture)",
-        "Config": {"Host": host, "CACert": ca_pem or _throwaway_ca(), "ServiceAccountJWT": reviewer_jwt}})
-
-
-def _throwaway_ca() -> str:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-kubernetes-ca")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now)
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(key, hashes.SHA256()))
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+        "Config": {"Host": host, "CACert": ca_pem or throwaway_ca_certificate(), "ServiceAccountJWT": reviewer_jwt}})
 
 
 def apply_recorded_consul(agent: ConsulAgent, plan) -> dict[str, int]:

@@ -30,6 +30,8 @@ def project_entries() -> list[str]:
     packages = sorted(p.name for p in REPO_ROOT.iterdir()
                       if p.is_dir() and (p / "__init__.py").exists() and p.name != "tests")
     return [*PROJECT_FILES, *packages]
+
+
 DEFAULT_TIMEOUT = 120
 
 

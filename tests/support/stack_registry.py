@@ -195,7 +195,7 @@ class StackSetup:
     stack: str
     plan: Plan
     kv: dict[str, str]  # the recorded KV subkeys, relative to the stack's prefix
-    vault: hvac.Client  # token holding only the registry's policy
+    login: Callable[[], hvac.Client]  # a new Kubernetes-auth-like login: the registry's policy, 5 minutes
     accounts: dict[str, RobotAccount]  # robot accounts and their passwords, read back from Vault
     token_service: Optional[RunningTokenService]  # token mode only
     token_realm: str
@@ -203,6 +203,11 @@ class StackSetup:
     backend: FilesystemBackend | S3Backend
     workdir: Path
     owned_openbao: Optional[OpenBao] = field(default=None, repr=False)
+
+    @property
+    def vault(self) -> hvac.Client:
+        """A client of a fresh login, as each pod start logs in (a session outlives one 5-minute token)."""
+        return self.login()
     _boots: int = field(default=0, repr=False)
 
     def load(self, kv: Optional[Mapping[str, str]] = None, name: str = "registry") -> LoadedConfig:
@@ -291,7 +296,8 @@ def token_service_vault_token(root: hvac.Client, layout: VaultLayout, robots_sec
 
 
 def prepare_stack(stack: str, openbao: Optional[OpenBao], workdir: Path, moto: Optional[MotoServer] = None,
-                  extra_overrides: Optional[Mapping[str, Optional[str]]] = None) -> StackSetup:
+                  extra_overrides: Optional[Mapping[str, Optional[str]]] = None,
+                  token_service_overrides: Optional[Mapping[str, str]] = None) -> StackSetup:
     """Record the stack's plan (with the token service on this machine), apply its Vault objects, provision its
     storage, and start the token service if the stack uses token auth.
 
@@ -302,7 +308,7 @@ def prepare_stack(stack: str, openbao: Optional[OpenBao], workdir: Path, moto: O
     if openbao is None:
         openbao = owned = start_openbao(workdir / "openbao", name=f"openbao-{stack}")
     try:
-        setup = _prepare(stack, openbao, workdir, moto, extra_overrides)
+        setup = _prepare(stack, openbao, workdir, moto, extra_overrides, token_service_overrides or {})
     except BaseException:
         if owned is not None:
             owned.stop()
@@ -312,7 +318,8 @@ def prepare_stack(stack: str, openbao: Optional[OpenBao], workdir: Path, moto: O
 
 
 def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoServer],
-             extra_overrides: Optional[Mapping[str, Optional[str]]]) -> StackSetup:
+             extra_overrides: Optional[Mapping[str, Optional[str]]], token_service_overrides: Mapping[str, str]
+             ) -> StackSetup:
     _, config, _ = stack_config(stack)
     root = openbao.client()
     layout = provision_token_keys(root, openbao.url, stack)
@@ -337,6 +344,7 @@ def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoSer
             contract.ENV_FAILURES_PER_SOURCE: "10000", contract.ENV_FAILURES_PER_IDENTITY: "10000",
             **VaultLayout(layout.prefix, robots_secret, layout.signing_path, layout.trust_path,
                           token_service_vault_token(root, layout, robots_secret), {}).environment(openbao.url),
+            **token_service_overrides,
         }, workdir, port=port)
     try:
         if kv["env/REGISTRY_STORAGE"] == "s3":
@@ -344,7 +352,8 @@ def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoSer
             backend: FilesystemBackend | S3Backend = provision_s3(moto, plan, kv)
         else:
             backend = FilesystemBackend(workdir / "data")
-        return StackSetup(stack=stack, plan=plan, kv=kv, vault=openbao.client(registry_vault_token(root, plan)),
+        return StackSetup(stack=stack, plan=plan, kv=kv,
+                          login=lambda: openbao.client(registry_vault_token(root, plan)),
                           accounts=accounts, token_service=service, token_realm=realm,
                           token_service_name=config["registry:tokenService"], backend=backend, workdir=workdir)
     except BaseException:

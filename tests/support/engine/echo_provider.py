@@ -11,14 +11,12 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import signal
 import sys
-from concurrent import futures
 from pathlib import Path
 
-import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime import mocks as pulumi_mocks
+from plugin_server import serve  # a sibling module: the engine runs this file as a script
 from pulumi.runtime.proto import plugin_pb2, provider_pb2, provider_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
@@ -124,16 +122,8 @@ class EchoProvider(provider_pb2_grpc.ResourceProviderServicer):
 
 def main() -> None:
     package, record_dir = sys.argv[1], Path(sys.argv[2])
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                         options=[("grpc.max_receive_message_length", 400 * 1024 * 1024)])
-    provider_pb2_grpc.add_ResourceProviderServicer_to_server(EchoProvider(package, record_dir), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(port, flush=True)
-    # The engine stops its plugins with SIGINT (then SIGKILL): leave quietly, without a traceback.
-    signal.signal(signal.SIGINT, lambda *_: server.stop(grace=None))
-    signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=None))
-    server.wait_for_termination()
+    serve(lambda server: provider_pb2_grpc.add_ResourceProviderServicer_to_server(EchoProvider(package, record_dir),
+                                                                                  server))
 
 
 if __name__ == "__main__":

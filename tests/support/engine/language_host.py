@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
-from concurrent import futures
 from pathlib import Path
 
-import grpc
 from google.protobuf import empty_pb2
+from plugin_server import serve  # a sibling module: the engine runs this file as a script
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
 RUNNER = Path(__file__).resolve().with_name("program_runner.py")
@@ -123,16 +121,8 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
 def main() -> None:
     positional = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
     engine_address = positional[-1] if positional else ""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                         options=[("grpc.max_receive_message_length", 400 * 1024 * 1024)])
-    language_pb2_grpc.add_LanguageRuntimeServicer_to_server(LanguageHost(engine_address), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(port, flush=True)
-    # The engine stops its plugins with SIGINT (then SIGKILL): leave quietly, without a traceback.
-    signal.signal(signal.SIGINT, lambda *_: server.stop(grace=None))
-    signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=None))
-    server.wait_for_termination()
+    serve(lambda server: language_pb2_grpc.add_LanguageRuntimeServicer_to_server(LanguageHost(engine_address),
+                                                                                 server))
 
 
 if __name__ == "__main__":
