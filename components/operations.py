@@ -285,7 +285,10 @@ def _cron_job(ops: RegistryOperationsArgs, name: str, component: str, schedule: 
                     # A retry would open a second read-only window; the next schedule is the retry.
                     "backoffLimit": 0,
                     "activeDeadlineSeconds": active_deadline_seconds,
-                    "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                    # No empty annotations map: the kubernetes provider leaves it out, so the plan would
+                    # differ from what is applied (seen by tests/test_peer_pulumi_cli.py).
+                    "template": {"metadata": {"labels": pod_labels,
+                                              **({"annotations": pod_annotations} if pod_annotations else {})},
                                  "spec": pod_spec},
                 },
             },

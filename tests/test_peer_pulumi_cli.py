@@ -247,13 +247,8 @@ def test_the_real_kubernetes_provider_renders_the_offline_plans_manifests(engine
     assert {key for key in planned if without_empty_maps(rendered[key]) != without_empty_maps(planned[key])} == set()
 
 
-def test_the_offline_plans_manifests_are_exactly_what_the_provider_renders(engine_up: EngineRun, tmp_path: Path,
-                                                                          request):
+def test_the_offline_plans_manifests_are_exactly_what_the_provider_renders(engine_up: EngineRun, tmp_path: Path):
     stack = stack_of(engine_up)
-    if stack == "staging":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "difference found here, reported: the offline plan writes `annotations: {}` into the snapshot "
-            "CronJob's pod template (components/operations.py), which the provider leaves out")))
     rendered = rendered_objects(engine_up)
     planned = planned_manifests(stack, tmp_path)
     assert {key for key in planned if rendered.get(key) != planned[key]} == set()
