@@ -6,6 +6,10 @@ policy has a rule whose peers match (an absent or empty ``from``/``to`` matches 
 ports match (absent or empty ``ports`` matches every port). A namespaceSelector together with a
 podSelector in one peer means both must match. Named ports are not used by this project and are
 rejected rather than guessed.
+
+Kept only for what no peer here can show: the real kube-apiserver (tests/test_peer_kubernetes.py) validates and
+stores the policies, but no CNI runs on this machine, so nothing enforces them; this evaluator is the only judge
+of what they admit.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional
 
-NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+from components.names import NAMESPACE_LABEL
 
 
 @dataclass(frozen=True)
