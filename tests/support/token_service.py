@@ -112,6 +112,23 @@ def read_trust(root: hvac.Client, layout: VaultLayout) -> dict[str, str]:
 # --- the OIDC issuer's test double --------------------------------------------------------------------------
 
 
+def _answer_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
+def _serve(handler: type, name: str) -> tuple[ThreadingHTTPServer, str, threading.Thread]:
+    """A test double's HTTP server on 127.0.0.1, in a daemon thread: (server, its URL, the thread)."""
+    server = ThreadingHTTPServer((LOOPBACK, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    return server, f"http://{LOOPBACK}:{server.server_address[1]}", thread
+
+
 class OidcIssuer:
     """Discovery document and JWKS on 127.0.0.1, in a thread; ``mint`` signs tokens as the issuer would."""
 
@@ -132,20 +149,12 @@ class OidcIssuer:
                     self.send_response(404)
                     self.end_headers()
                     return
-                payload = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                _answer_json(self, 200, body)
 
             def log_message(self, *args) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.url = f"http://{LOOPBACK}:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="oidc-issuer", daemon=True)
-        self._thread.start()
+        self._httpd, self.url, self._thread = _serve(Handler, "oidc-issuer")
 
     def rotate(self) -> None:
         """A new signing key replaces the old one in the JWKS, as an issuer's key rotation does."""
@@ -194,21 +203,13 @@ class TokenReviewApi:
                     status["user"] = {"username": f"system:serviceaccount:{namespace}:{account}",
                                       "uid": f"uid-{account}", "groups": ["system:serviceaccounts"]}
                     status["audiences"] = body["spec"].get("audiences") or []
-                payload = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                                      "status": status}).encode()
-                self.send_response(201)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                _answer_json(self, 201, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                         "status": status})
 
             def log_message(self, *args) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.url = f"http://{LOOPBACK}:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="tokenreview", daemon=True)
-        self._thread.start()
+        self._httpd, self.url, self._thread = _serve(Handler, "tokenreview")
 
     def mint(self, namespace: str, account: str, audience: str) -> str:
         now = int(time.time())
