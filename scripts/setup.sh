@@ -73,6 +73,7 @@ scripts/install-registry.sh >/dev/null
 scripts/install-actionlint.sh >/dev/null
 scripts/install-oras.sh >/dev/null
 scripts/install-conformance.sh >/dev/null
+scripts/install-eso-template.sh >/dev/null
 # The real peers (docs/peers.md): minutes each when cold, one at a time (each peaks at ~2 GB).
 scripts/install-pulumi.sh >/dev/null
 scripts/install-consul.sh >/dev/null
