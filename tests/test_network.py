@@ -75,7 +75,7 @@ def test_every_registry_pod_is_selected_by_a_default_deny_for_both_directions(st
 
 def test_empty_allow_lists_admit_nobody_rather_than_everybody():
     settings = settings_for("staging", ciRunnerNamespaces="[]", nodeCidrs="[]", developerCidrs="[]", ingressHost=None,
-                            ingressTlsSecretName=None)
+                            ingressTlsSecretName=None, pullSecretNamespaces="[]")
     policies = network_policies(settings)
     pod = Peer(namespace="cicd", labels=selector_labels(settings))
 

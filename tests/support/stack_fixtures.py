@@ -20,7 +20,9 @@ from .stack_registry import S3_SETUP_ACTIONS, StackSetup, prepare_stack
 VARIANTS = {
     "as-recorded": {},
     "htpasswd": {"registry:authMode": "htpasswd", "registry:htpasswdUsers": ["ci-runner:push"],
-                 "registry:tokenRealm": None, "registry:tokenService": None, "registry:tokenIssuer": None},
+                 "registry:tokenRealm": None, "registry:tokenService": None, "registry:tokenIssuer": None,
+                 # Pull Secrets hand out a pull-only robot, which htpasswd mode cannot have.
+                 "registry:pullSecretNamespaces": None},
 }
 
 
