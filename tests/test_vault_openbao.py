@@ -7,7 +7,11 @@ import json
 import hvac
 import pytest
 
-from tests.support.vault_plan import APPLIED_TYPES, MOUNT_TYPE, POLICY_TYPE, ROLE_TYPE, SECRET_TYPE, apply_vault_objects
+from tests.support.vault_plan import (APPLIED_TYPES, MOUNT_TYPE, POLICY_TYPE, REGISTRY_POLICY, ROLE_TYPE, SECRET_TYPE,
+                                     apply_vault_objects)
+
+# The registry's own role; the plan holds others (the GC job's, the pull credentials' store).
+REGISTRY_ROLE = "registry-secrets-auth-role"
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -23,10 +27,10 @@ def applied(openbao, stack_plan):
 def test_server_accepts_the_policy_secret_and_auth_role_as_recorded(applied, stack_plan):
     root, objects = applied
     assert objects[MOUNT_TYPE] == []  # the shared KV v2 mount is the platform's, not created by this stack
-    policy = objects[POLICY_TYPE][0].plain_inputs
+    policy = stack_plan.one(POLICY_TYPE, REGISTRY_POLICY).plain_inputs
     assert root.sys.read_policy(policy["name"])["data"]["rules"] == policy["policy"]
 
-    role = objects[ROLE_TYPE][0].plain_inputs
+    role = stack_plan.one(ROLE_TYPE, REGISTRY_ROLE).plain_inputs
     stored = root.read(f"auth/{role['backend']}/role/{role['roleName']}")["data"]
     assert stored["bound_service_account_names"] == ["registry"]
     assert stored["bound_service_account_namespaces"] == ["cicd"]
@@ -43,7 +47,7 @@ def test_server_accepts_the_policy_secret_and_auth_role_as_recorded(applied, sta
 
 def test_a_token_with_only_the_registry_policy_reads_its_secret_and_nothing_else(applied, stack_plan, openbao):
     root, objects = applied
-    policy_name = objects[POLICY_TYPE][0].plain_inputs["name"]
+    policy_name = stack_plan.one(POLICY_TYPE, REGISTRY_POLICY).plain_inputs["name"]
     secret = stack_plan.one(SECRET_TYPE, "registry-secrets-secret").plain_inputs
     mount, path = secret["mount"], secret["name"]
     sibling = f"registry/other-{stack_plan.stack}"

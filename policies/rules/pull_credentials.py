@@ -130,7 +130,7 @@ def check_store_scoped(resource: Resource, config: Mapping[str, Any]) -> Iterabl
     if kubernetes is UNKNOWN:
         yield Unverifiable(resource.name, "spec.provider.vault.auth.kubernetes")
     elif not isinstance(kubernetes, dict) or set(dig(vault, "auth", default={})) != {"kubernetes"}:
-        yield Violation(f"{name} logs in to Vault with {sorted(dig(vault, 'auth', default={}) or [])}, not (only) "
+        yield Violation(f"{name} logs in to Vault with {sorted(map(str, dig(vault, 'auth', default={})))}, not (only) "
                         "Kubernetes auth: a token or secret in the cluster would outlive every rotation; use "
                         "auth.kubernetes with a service account")
     elif not dig(kubernetes, "serviceAccountRef", "audiences"):
@@ -146,6 +146,9 @@ def check_store_scoped(resource: Resource, config: Mapping[str, Any]) -> Iterabl
         yield Violation(f"{name} has no conditions: an ExternalSecret in any namespace could read the pull robot "
                         "through it; list the consuming namespaces under spec.conditions[].namespaces")
     for condition in as_list(conditions):
+        if dig(condition, "namespaceSelector") is UNKNOWN or dig(condition, "namespaces") is UNKNOWN:
+            yield Unverifiable(resource.name, "spec.conditions")
+            continue
         broad = [key for key in ("namespaceSelector", "namespaceRegexes") if dig(condition, key)]
         if broad:
             yield Violation(f"{name}: condition {broad} admits every namespace that matches, whoever creates or "
@@ -154,43 +157,77 @@ def check_store_scoped(resource: Resource, config: Mapping[str, Any]) -> Iterabl
             yield Violation(f"{name}: a condition without namespaces admits every namespace; list them by name")
 
 
+def _by_name(resources: list[Resource], type_token: str, field: str) -> tuple[dict[str, Resource], bool]:
+    """The resources of a type by the string in ``field``, and whether some name is unknown (or not a string)."""
+    found, unknown = {}, False
+    for resource in (r for r in resources if r.type == type_token):
+        name = dig(resource.props, field)
+        if isinstance(name, str):
+            found[name] = resource
+        else:
+            unknown = True
+    return found, unknown
+
+
+def _policy_rules(policy: Resource) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    text = dig(policy.props, "policy")
+    if not isinstance(text, str):
+        return [], [f"policy text {text!r}"]
+    try:
+        return vault_policy_rules(text)
+    except HclError:
+        return [], ["policy text that is not HCL"]
+
+
 def check_store_role_reads_only_pull_robots(resources: list[Resource], config: Mapping[str, Any]
                                             ) -> Iterable[Finding]:
-    roles = {dig(r.props, "roleName"): r for r in resources if r.type == VAULT_K8S_ROLE}
-    policies = {dig(r.props, "name"): r for r in resources if r.type == VAULT_POLICY}
+    roles, unknown_roles = _by_name(resources, VAULT_K8S_ROLE, "roleName")
+    policies, unknown_policies = _by_name(resources, VAULT_POLICY, "name")
     pattern = re.compile(config["clientDataPathPattern"])
     allowed = set(config["pullOnlyRobots"])
     for store in (r for r in resources if r.type in STORE_TYPES):
         name = f"{store.type.rsplit(':', 1)[-1]} {dig(store.props, 'metadata', 'name')}"
         kubernetes = dig(store.props, "spec", "provider", "vault", "auth", "kubernetes")
-        if kubernetes is UNKNOWN or UNKNOWN in roles or UNKNOWN in policies:
-            yield Unverifiable(store.name, "the store's Vault role and its policies")
+        role_name = dig(kubernetes, "role")
+        if kubernetes is UNKNOWN or role_name is UNKNOWN:
+            yield Unverifiable(store.name, "the store's Vault role")
             continue
         if not isinstance(kubernetes, dict):
             continue  # pull-credentials-store-scoped reports it
-        role = roles.get(kubernetes.get("role"))
+        role = roles.get(role_name) if isinstance(role_name, str) else None
         if role is None:
-            yield Violation(f"{name} logs in as Vault role {kubernetes.get('role')!r}, which this stack does not "
-                            "define: what it may read cannot be checked; use the stack's own role", store.urn)
+            if unknown_roles:
+                yield Unverifiable(store.name, "the stack's Vault role names")
+            else:
+                yield Violation(f"{name} logs in as Vault role {role_name!r}, which this stack does not define: what "
+                                "it may read cannot be checked; use the stack's own role", store.urn)
             continue
-        account = dig(kubernetes, "serviceAccountRef", default={}) or {}
+        account = dig(kubernetes, "serviceAccountRef")
+        account = account if isinstance(account, dict) else {}
         namespace = account.get("namespace", dig(store.props, "metadata", "namespace"))
         bound = (as_list(dig(role.props, "boundServiceAccountNames")),
                  as_list(dig(role.props, "boundServiceAccountNamespaces")))
-        if bound != ([account.get("name")], [namespace]):
-            yield Violation(f"{name} uses Vault role {kubernetes.get('role')!r}, which is bound to {bound[1]}/"
-                            f"{bound[0]}, not to the store's own service account {namespace}/{account.get('name')}; "
-                            "bind the role to that one account", store.urn)
-        for policy_name in as_list(dig(role.props, "tokenPolicies")):
-            policy = policies.get(policy_name)
-            text = dig(policy.props, "policy") if policy is not None else None
-            if policy is None or text is UNKNOWN:
-                yield Unverifiable(store.name, f"Vault policy {policy_name!r}")
+        if UNKNOWN in (*bound[0], *bound[1]) or UNKNOWN in (account.get("name"), namespace):
+            yield Unverifiable(store.name, "the store's service account and its role's binding")
+        elif bound != ([account.get("name")], [namespace]):
+            yield Violation(f"{name} uses Vault role {role_name!r}, which is bound to {bound[1]}/{bound[0]}, not to "
+                            f"the store's own service account {namespace}/{account.get('name')}; bind the role to "
+                            "that one account", store.urn)
+        granted = dig(role.props, "tokenPolicies")
+        if granted is UNKNOWN:
+            yield Unverifiable(store.name, "the store role's tokenPolicies")
+            continue
+        for policy_name in as_list(granted):
+            policy = policies.get(policy_name) if isinstance(policy_name, str) else None
+            if policy is None or dig(policy.props, "policy") is UNKNOWN:
+                if policy is None and not unknown_policies and policy_name is not UNKNOWN:
+                    yield Violation(f"{name}: its role grants {policy_name!r}, which is not a Vault policy of this "
+                                    "stack, so what it reads cannot be checked; grant the stack's own policy",
+                                    store.urn)
+                else:
+                    yield Unverifiable(store.name, f"Vault policy {policy_name!r}")
                 continue
-            try:
-                rules, unreadable = vault_policy_rules(text)
-            except HclError:
-                unreadable, rules = ["the policy text"], []
+            rules, unreadable = _policy_rules(policy)
             for what in unreadable:
                 yield Violation(f"{name}: Vault policy {policy_name} has {what}, which this pack cannot judge; grant "
                                 "only read on the pull robot's client secret", store.urn)
@@ -212,26 +249,27 @@ def check_client_secrets_read_only_by_stores(resources: list[Resource], config: 
     pattern = re.compile(config["clientDataPathPattern"])
     store_roles = {dig(r.props, "spec", "provider", "vault", "auth", "kubernetes", "role")
                    for r in resources if r.type in STORE_TYPES}
+    store_roles = {role for role in store_roles if isinstance(role, str)}
     readers = set()
     for policy in (r for r in resources if r.type == VAULT_POLICY):
-        text = dig(policy.props, "policy")
-        try:
-            rules, _ = vault_policy_rules(text) if isinstance(text, str) else ([], [])
-        except HclError:
-            continue  # vault-policy-read-only reports it
-        if any(pattern.match(path) for path, _ in rules):
-            readers.add(dig(policy.props, "name"))
+        rules, _ = _policy_rules(policy)  # what is unreadable, vault-policy-read-only reports
+        name = dig(policy.props, "name")
+        if isinstance(name, str) and any(pattern.match(path) for path, _ in rules):
+            readers.add(name)
     for role in (r for r in resources if r.type == VAULT_K8S_ROLE):
-        granted = readers & set(str(p) for p in as_list(dig(role.props, "tokenPolicies")))
-        if granted and dig(role.props, "roleName") not in store_roles:
-            yield Violation(f"Vault role {dig(role.props, 'roleName')} grants {sorted(granted)}, which reads a robot's "
-                            "client secret, but no secret store logs in with it: its pods would hold a robot's "
-                            "password; grant client secrets only to the pull credentials' store role", role.urn)
+        role_name = dig(role.props, "roleName")
+        granted = readers & {p for p in as_list(dig(role.props, "tokenPolicies")) if isinstance(p, str)}
+        if granted and role_name is UNKNOWN:
+            yield Unverifiable(role.name, "roleName")
+        elif granted and not (isinstance(role_name, str) and role_name in store_roles):
+            yield Violation(f"Vault role {role_name} grants {sorted(granted)}, which reads a robot's client secret, but "
+                            "no secret store logs in with it: its pods would hold a robot's password; grant client "
+                            "secrets only to the pull credentials' store role", role.urn)
 
 
 def check_no_plaintext_secrets(resources: list[Resource], config: Mapping[str, Any]) -> Iterable[Finding]:
     for secret in (r for r in resources if r.type == KUBERNETES_SECRET):
-        fields = [key for key in ("data", "stringData") if dig(secret.props, key)]
+        fields = [key for key in ("data", "stringData") if dig(secret.props, key) not in (None, {}, UNKNOWN)]
         if fields:
             yield Violation(f"Secret {dig(secret.props, 'metadata', 'namespace')}/{dig(secret.props, 'metadata', 'name')} "
                             f"carries {fields} in the plan, so the value is in every manifest, preview and state "
