@@ -28,6 +28,7 @@ from offline_plan import record_plan
 from tests.support.containerd import containerd, ctr  # noqa: F401  (containerd is a fixture)
 from tests.support.crane import Crane, basic_auth, build_crane, layer_tarball
 from tests.support.peers import installed_binaries
+from tests.support.tls_front import tls_front
 from tests.support.vault_plan import POLICY_TYPE, apply_vault_objects
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.stack_fixtures"]
@@ -188,27 +189,43 @@ def kubelet_credentials(docker_config: str, image: str) -> tuple[str, str]:
     return user, password
 
 
+def rendered_pull_secret(setup, eso_template: str, workdir: Path) -> tuple[str, dict[str, str]]:
+    """(.dockerconfigjson, the data it was rendered from) of the first consuming namespace, as the operator makes it:
+    Vault read with the store's token, then the ExternalSecret's template."""
+    namespace = stack_config(setup.stack)["registry:pullSecretNamespaces"][0]
+    root = setup.owned_openbao.client()
+    data = operator_data(setup.owned_openbao.client(store_token(root, setup.plan)), setup.plan, namespace)
+    return render(eso_template, template_of(setup.plan, namespace), data, workdir), data
+
+
+def push_as_ci(setup, crane: str, address: str, workdir: Path) -> Crane:
+    """``apps/web:1`` pushed by the CI robot: what the node will pull."""
+    ci_name = next(name for name, account in setup.accounts.items() if account.access == "push")
+    ci = Crane(crane, address, workdir / "crane-ci", basic_auth(ci_name, setup.accounts[ci_name].password))
+    ci("append", "-f", str(layer_tarball(workdir, b"what the node runs\n")), "-t", ci.ref("apps/web:1"))
+    return ci
+
+
+def hosts_dir(directory: Path, registry_host: str, server: str, ca_file: Path | None = None) -> Path:
+    """A containerd hosts directory (a node's /etc/containerd/certs.d) sending <registry_host> to ``server``."""
+    (directory / registry_host).mkdir(parents=True)
+    ca = f'  ca = "{ca_file}"\n' if ca_file else ""
+    (directory / registry_host / "hosts.toml").write_text(
+        f'server = "{server}"\n[host."{server}"]\n  capabilities = ["pull", "resolve", "push"]\n{ca}')
+    return directory
+
+
 def test_containerd_pulls_with_the_rendered_pull_secret_and_a_push_with_it_is_refused(
         booted, eso_template, crane, containerd, tmp_path):
     setup, _, address = booted
-    plan = setup.plan
     ingress_host = stack_config(setup.stack)["registry:ingressHost"]
-    namespace = stack_config(setup.stack)["registry:pullSecretNamespaces"][0]
-    root = setup.owned_openbao.client()
-    data = operator_data(setup.owned_openbao.client(store_token(root, plan)), plan, namespace)
-    docker_config = render(eso_template, template_of(plan, namespace), data, tmp_path / "render")
+    docker_config, data = rendered_pull_secret(setup, eso_template, tmp_path / "render")
     assert list(json.loads(docker_config)["auths"]) == [ingress_host]
-
-    ci_name = next(name for name, account in setup.accounts.items() if account.access == "push")
-    ci = Crane(crane, address, tmp_path / "crane-ci", basic_auth(ci_name, setup.accounts[ci_name].password))
-    ci("append", "-f", str(layer_tarball(tmp_path, b"what the node runs\n")), "-t", ci.ref("apps/web:1"))
+    ci = push_as_ci(setup, crane, address, tmp_path)
 
     # The node reaches the registry as <ingressHost>; here that name leads to the registry on loopback (a
     # containerd hosts.toml, as a node's /etc/containerd/certs.d would hold for a mirror).
-    hosts = tmp_path / "certs.d" / ingress_host
-    hosts.mkdir(parents=True)
-    (hosts / "hosts.toml").write_text(f'server = "http://{address}"\n[host."http://{address}"]\n'
-                                      '  capabilities = ["pull", "resolve", "push"]\n')
+    hosts_dir(tmp_path / "certs.d", ingress_host, f"http://{address}")
     image = f"{ingress_host}/apps/web:1"
     user, password = kubelet_credentials(docker_config, image)
     assert user == "cluster-pull"
@@ -234,6 +251,31 @@ def test_containerd_pulls_with_the_rendered_pull_secret_and_a_push_with_it_is_re
     for tag in ("from-a-node", "2"):
         missing = ci("digest", ci.ref(f"apps/web:{tag}"), check=False)
         assert missing.returncode != 0 and "MANIFEST_UNKNOWN" in missing.stderr, missing.stderr
+
+
+def test_containerd_pulls_over_https_only_from_an_ingress_whose_ca_the_node_trusts(
+        booted, eso_template, crane, containerd, tmp_path):
+    """The node's side of the prerequisite (docs/security.md): containerd verifies the Ingress certificate against
+    the CA the node trusts for that host; a certificate from another CA stops the pull before any credential is
+    sent. The TLS front stands in for the ingress controller (tests/support/tls_front.py)."""
+    setup, registry, address = booted
+    ingress_host = stack_config(setup.stack)["registry:ingressHost"]
+    docker_config, _ = rendered_pull_secret(setup, eso_template, tmp_path / "render")
+    push_as_ci(setup, crane, address, tmp_path)
+    image = f"{ingress_host}/apps/web:1"
+    user, password = kubelet_credentials(docker_config, image)
+    upstream_port = int(address.rsplit(":", 1)[1])
+    with tls_front(upstream_port, tmp_path / "tls", [ingress_host]) as front:
+        server = f"https://127.0.0.1:{front.port}"
+        distrusting = hosts_dir(tmp_path / "certs.d-other-ca", ingress_host, server, front.untrusted_ca_file)
+        refused = ctr(containerd, "images", "pull", "--hosts-dir", str(distrusting), "--snapshotter", "native",
+                      "--user", f"{user}:{password}", image)
+        assert refused.returncode != 0 and "x509: certificate signed by unknown authority" in refused.stderr, refused.stderr
+        trusting = hosts_dir(tmp_path / "certs.d", ingress_host, server, front.ca_file)
+        pulled = ctr(containerd, "images", "pull", "--hosts-dir", str(trusting), "--snapshotter", "native",
+                     "--user", f"{user}:{password}", image)
+        assert pulled.returncode == 0, pulled.stderr
+    assert image in ctr(containerd, "images", "ls", "-q").stdout.split()
 
 
 # --- settings --------------------------------------------------------------------------------------------------
