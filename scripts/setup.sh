@@ -76,8 +76,8 @@ scripts/install-actionlint.sh >/dev/null
 scripts/install-oras.sh >/dev/null
 scripts/install-conformance.sh >/dev/null
 # cosign (5.6 min cold alone, 1.4 GB peak) builds in the background beside the Pulumi CLI and Consul, whose
-# download and link phases leave a core idle; the two largest builds below start once it is done, so at most
-# ~3.5 GB are in use. Its log is printed only if it fails.
+# download and link phases leave a core idle; kube-apiserver and the kubernetes provider (4.5 GB) start once it
+# is done, so at most ~3.5 GB are in use at a time. Its log is printed only if it fails.
 cosign_log="${cache}/install-cosign.log"
 scripts/install-cosign.sh >/dev/null 2>"${cosign_log}" &
 cosign_pid=$!
