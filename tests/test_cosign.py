@@ -91,8 +91,8 @@ class Signed:
     crane_binary: str
     cosign_binary: str
     workdir: Path
-    registry: RunningRegistry
     keys: Path  # cosign.key / cosign.pub, and another pair in other/
+    registry: Optional[RunningRegistry] = None
     image: str = ""  # repository@digest of the signed image
     moto: Optional[MotoServer] = None
     operator_keys: tuple[str, str] = ("", "")
@@ -108,14 +108,21 @@ class Signed:
                      basic_auth(name, self.setup.accounts[name].password))
 
     def cosign(self, role: str) -> Cosign:
-        return Cosign(self.cosign_binary, self.workdir / f"cosign-{role}", self.crane(role).env["DOCKER_CONFIG"])
+        return Cosign(self.cosign_binary, self.workdir / f"cosign-{role}", Path(self.crane(role).env["DOCKER_CONFIG"]))
 
     def boot(self) -> None:
-        """Start the stack's registry again: the same token service, the storage ``setup.backend`` names."""
+        """Start the stack's registry (again): the same token service, the storage ``setup.backend`` names."""
+        assert self.registry is None or not self.registry.alive()
         self.boots += 1
         name = f"{self.setup.stack}-cosign-{self.boots}"
         self.registry = self.setup.boot(
             lambda env, name: start_registry(self.registry_binary, env, self.workdir / name, name=name), name=name)
+
+    def stop(self) -> None:
+        """Stop the registry, as scaling the StatefulSet to zero does; it must shut down cleanly."""
+        if self.registry is not None and self.registry.alive():
+            code = self.registry.stop()
+            assert code == 0, f"the registry exited {code}\n{self.registry.log_tail()}"
 
     def sign(self, reference: str) -> None:
         """As CI signs: the CI robot's credentials, the generated key, no transparency log, no signing config."""
@@ -185,7 +192,7 @@ def signed(request, registry_binary, cosign, crane, tmp_path_factory) -> Iterato
     stack = request.param
     workdir = tmp_path_factory.mktemp(f"cosign-{stack}")
     moto, operator_keys = None, ("", "")
-    setup = None
+    setup, signed = None, None
     try:
         if stack == "prod":
             moto = start_moto_server(workdir / "moto",
@@ -195,13 +202,11 @@ def signed(request, registry_binary, cosign, crane, tmp_path_factory) -> Iterato
         if moto is not None:
             with pytest.raises(ClientError):  # IAM is enforced from here on: unknown credentials are refused
                 moto.client("s3").list_buckets()
-        name = f"{stack}-cosign-0"
-        registry = setup.boot(lambda env, name: start_registry(registry_binary, env, workdir / name, name=name),
-                              name=name)
         keys = workdir / "keys"
         (keys / "other").mkdir(parents=True)
         signed = Signed(setup=setup, registry_binary=registry_binary, crane_binary=crane, cosign_binary=cosign,
-                        workdir=workdir, registry=registry, keys=keys, moto=moto, operator_keys=operator_keys)
+                        workdir=workdir, keys=keys, moto=moto, operator_keys=operator_keys)
+        signed.boot()
         for directory in (keys, keys / "other"):
             generated = signed.cosign("push")("generate-key-pair", cwd=directory)
             assert generated.returncode == 0, generated.stderr
@@ -209,8 +214,10 @@ def signed(request, registry_binary, cosign, crane, tmp_path_factory) -> Iterato
         signed.image = f"{REPOSITORY}@{digest}"
         signed.sign(signed.image)
         yield signed
-        signed.registry.stop()
+        signed.stop()
     finally:
+        if signed is not None and signed.registry is not None:
+            signed.registry.stop()
         if setup is not None:
             setup.close()
         if moto is not None:
@@ -260,12 +267,8 @@ def test_the_signature_survives_the_stacks_garbage_collection(signed, tmp_path):
     bundles = signature_manifests(ci, signed.image)
     assert bundles and blob_stored(setup, deleted_layer) and blob_stored(setup, superseded_layer)
 
-    signed.registry.stop()
-    argv = [signed.registry_binary, "garbage-collect", *(["--delete-untagged"] if delete_untagged else []),
-            str(signed.registry.config_path)]
-    collected = subprocess.run(argv, env=clean_env(signed.registry.env, drop=DROPPED_VARIABLES),
-                               capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert collected.returncode == 0, collected.stderr[-4000:]
+    signed.stop()
+    collect_garbage(signed, delete_untagged)
     signed.boot()
 
     # It collected (moto lets a denied batch delete "succeed": the objects are checked, not the exit code) ...
@@ -274,6 +277,17 @@ def test_the_signature_survives_the_stacks_garbage_collection(signed, tmp_path):
     # ... and the signature, an untagged referrer listed by a tagged index, is still there and verifies.
     assert signature_manifests(signed.crane("pull"), signed.image) == bundles
     assert_verified(signed)
+
+
+def collect_garbage(signed: Signed, delete_untagged: bool) -> None:
+    """`registry garbage-collect` on the stopped registry's storage, with its configuration and environment."""
+    registry = signed.registry
+    env = {key: value for key, value in clean_env(registry.env, drop=DROPPED_VARIABLES).items()
+           if not key.startswith("REGISTRY_") or key in registry.env}
+    argv = [signed.registry_binary, "garbage-collect", *(["--delete-untagged"] if delete_untagged else []),
+            str(registry.config_path)]
+    collected = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert collected.returncode == 0, collected.stderr[-4000:]
 
 
 def test_the_signature_verifies_after_a_restore_drill_into_fresh_storage(signed):
@@ -295,7 +309,7 @@ def restore_volume(signed: Signed) -> None:
     assert isinstance(backend, FilesystemBackend)
     snapshot = signed.workdir / f"snapshot-{signed.boots}"
     shutil.copytree(backend.root, snapshot, symlinks=True)
-    signed.registry.stop()
+    signed.stop()
     shutil.rmtree(backend.root)
     restored = signed.workdir / f"restored-volume-{signed.boots}"
     subprocess.run(["cp", "-a", str(snapshot), str(restored)], check=True)
@@ -310,7 +324,7 @@ def restore_region(signed: Signed) -> None:
     s3 = signed.moto.client("s3", *signed.operator_keys, region=backend.region)
     s3.create_bucket(Bucket=dr, CreateBucketConfiguration={"LocationConstraint": backend.region})
     copy_bucket(s3, backend.bucket, dr)  # what replication keeps in the DR bucket
-    signed.registry.stop()
+    signed.stop()
     empty_bucket(s3, backend.bucket)  # the primary is lost: every version and delete marker
     assert not s3.list_object_versions(Bucket=backend.bucket).get("Versions")
     copy_bucket(s3, dr, backend.bucket)  # `aws s3 sync s3://<drBucket> s3://<s3Bucket>`
