@@ -14,6 +14,7 @@ from components.network import RegistryNetwork, RegistryNetworkArgs
 from components.operations import RegistryOperations, RegistryOperationsArgs
 from components.settings import S3Storage, Settings, load_settings
 from components.storage import DisasterRecoveryReplica, S3BucketStorage, S3BucketStorageArgs
+from components.token_service import TOKEN_SERVICE_RESOURCES, TokenService, TokenServiceArgs
 from components.vault_secrets import RegistryVaultSecrets, RegistryVaultSecretsArgs
 from components.workload import RegistryWorkload, RegistryWorkloadArgs
 
@@ -86,6 +87,16 @@ RegistryOperations("registry-operations", args_from(
     RegistryOperationsArgs, settings, names=names,
     kms_key_arn=storage and storage.kms_key_arn, gc_role_arn=storage and storage.gc_role_arn,
 ))
+
+# authMode token: the token service the registry's realm points at (components/token_service.py).
+if settings.token_service is not None:
+    deployed = settings.token_service
+    token_service = TokenService("registry-token-service", args_from(
+        TokenServiceArgs, settings, names=names, image=deployed.image, replicas=deployed.replicas,
+        resources=TOKEN_SERVICE_RESOURCES, realm_host=deployed.realm_host,
+        realm_tls_secret_name=deployed.realm_tls_secret_name, oidc=deployed.oidc,
+    ))
+    pulumi.export("token_realm", token_service.realm)
 
 pulumi.export("namespace", settings.namespace)
 pulumi.export("service_dns_name", registry.service_dns_name)

@@ -122,7 +122,7 @@ def test_acl_policy_reads_only_its_own_prefix_and_writes_only_its_own_services()
 
 def test_plan_writes_the_kv_prefix_config_entries_and_acl_policy(stack_plan):
     settings = settings_for(stack_plan.stack)
-    prefix = stack_plan.one("consul:index/keyPrefix:KeyPrefix").plain_inputs
+    prefix = stack_plan.one("consul:index/keyPrefix:KeyPrefix", "registry-consul-kv").plain_inputs
     kms = [r for r in stack_plan.of_type("aws:kms/key:Key")]
     arn = None
     if kms:

@@ -104,7 +104,7 @@ def test_evaluator_reads_an_empty_from_as_everybody():
 
 
 def test_ingress_is_limited_to_developer_and_node_ranges_with_large_layer_settings(prod_plan):
-    ingress = prod_plan.one("kubernetes:networking.k8s.io/v1:Ingress").plain_inputs
+    ingress = prod_plan.one("kubernetes:networking.k8s.io/v1:Ingress", "registry-network-ingress").plain_inputs
     annotations = ingress["metadata"]["annotations"]
 
     # Pulumi.prod.yaml: developerCidrs, then nodeCidrs (the kubelets pull through the Ingress).

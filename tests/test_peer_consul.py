@@ -71,7 +71,7 @@ def role_token(agent: ConsulAgent, role: str) -> str:
 def test_consul_accepts_and_stores_every_recorded_resource(applied):
     agent, plan, counts = applied
     assert counts == {KV_TYPE: 1, ACL_POLICY_TYPE: 2, ACL_ROLE_TYPE: 2, BINDING_RULE_TYPE: 2, CONFIG_ENTRY_TYPE: 2}
-    recorded = plan.one(KV_TYPE).plain_inputs
+    recorded = plan.one(KV_TYPE, "registry-consul-kv").plain_inputs
     assert recorded["pathPrefix"] == config_prefix(plan.stack)
     stored = {entry["Key"][len(config_prefix(plan.stack)):]: base64.b64decode(entry["Value"] or b"").decode()
               for entry in agent.call("GET", f"/kv/{config_prefix(plan.stack)}?recurse=true")}
@@ -87,7 +87,7 @@ def test_consul_accepts_and_stores_every_recorded_resource(applied):
 def test_registry_token_reads_every_key_of_its_prefix(applied):
     agent, plan, _ = applied
     token = registry_token(agent, plan.stack)
-    subkeys = plan.one(KV_TYPE).plain_inputs["subkeys"]
+    subkeys = plan.one(KV_TYPE, "registry-consul-kv").plain_inputs["subkeys"]
     refused = {key: agent.request("GET", f"/kv/{config_prefix(plan.stack)}{key}", token=token).status_code
                for key in subkeys}
     assert {key: code for key, code in refused.items() if code != 200} == {}
@@ -140,12 +140,12 @@ def test_config_cli_reads_this_consul_and_sees_the_gc_jobs_flip(applied, tmp_pat
     agent, plan, _ = applied
     registry, gc = registry_token(agent, plan.stack), role_token(agent, f"registry-gc-{plan.stack}")
     # No secret matters here: Vault references become placeholders, so no Vault is needed.
-    for key, value in plan.one(KV_TYPE).plain_inputs["subkeys"].items():
+    for key, value in plan.one(KV_TYPE, "registry-consul-kv").plain_inputs["subkeys"].items():
         if value.startswith("vault:"):
             agent.call("PUT", f"/kv/{config_prefix(plan.stack)}{key}", data=b"placeholder")
     before = load_tree(consul_tree(agent.url, kv_prefix(plan.stack), registry), None, tmp_path / "before")
     assert before.environment["REGISTRY_STORAGE_MAINTENANCE_READONLY"] == '{"enabled":false}'
-    assert before.environment["REGISTRY_LOG_LEVEL"] == plan.one(KV_TYPE).plain_inputs["subkeys"]["env/REGISTRY_LOG_LEVEL"]
+    assert before.environment["REGISTRY_LOG_LEVEL"] == plan.one(KV_TYPE, "registry-consul-kv").plain_inputs["subkeys"]["env/REGISTRY_LOG_LEVEL"]
     agent.request("PUT", f"/kv/{readonly_key(plan.stack)}", token=gc, data=b'{"enabled":true}').raise_for_status()
     during = load_tree(consul_tree(agent.url, kv_prefix(plan.stack), registry), None, tmp_path / "during")
     assert during.environment["REGISTRY_STORAGE_MAINTENANCE_READONLY"] == '{"enabled":true}'

@@ -650,7 +650,7 @@ def test_a_cluster_role_binding_is_reported_even_for_one_service_account(plans):
     ("10.0.0.0/8", True),  # private, but more than maxSourceAddresses
 ])
 def test_ingress_source_ranges_are_judged_together(plans, annotation, violates):
-    ingress = as_resource(plans["prod"].one("kubernetes:networking.k8s.io/v1:Ingress"))
+    ingress = as_resource(plans["prod"].one("kubernetes:networking.k8s.io/v1:Ingress", "registry-network-ingress"))
     ingress.props["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"] = annotation
     config = _policy_config("kubernetes-ingress-tls-and-source-ranges")
     assert [type(f) for f in check_ingress_tls_and_sources(ingress, config)] == ([Violation] if violates else [])

@@ -77,4 +77,4 @@ def test_next_generation_changes_credentials_secret_kv_generation_and_pod_annota
     }
     rotated_set = rotated.one("kubernetes:apps/v1:StatefulSet").plain_inputs
     assert rotated_set["spec"]["template"]["metadata"]["annotations"][GENERATION_ANNOTATION] == "2"
-    assert rotated.one("consul:index/keyPrefix:KeyPrefix").plain_inputs["subkeys"]["credentials-generation"] == "2"
+    assert rotated.one("consul:index/keyPrefix:KeyPrefix", "registry-consul-kv").plain_inputs["subkeys"]["credentials-generation"] == "2"

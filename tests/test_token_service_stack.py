@@ -45,7 +45,7 @@ def staging_through_the_token_service(tmp_path, registry_factory):
         _, config, _ = stack_config(STACK)
         robots_secret = setup.plan.one(SECRET_TYPE, "registry-secrets-secret").plain_inputs["name"]
         token = root.auth.token.create(
-            policies=[f"{layout.prefix}-token-service", setup.plan.one(POLICY_TYPE).plain_inputs["name"]],
+            policies=[f"{layout.prefix}-token-service", setup.plan.one(POLICY_TYPE, "registry-secrets-policy").plain_inputs["name"]],
             no_default_policy=True, ttl="1h")["auth"]["client_token"]
         service = start_token_service({
             c.ENV_ISSUER: config["registry:tokenIssuer"], c.ENV_REGISTRY_SERVICE: config["registry:tokenService"],

@@ -255,7 +255,7 @@ class StackSetup:
 
 def registry_vault_token(root: hvac.Client, plan: Plan) -> str:
     """What config-cli's Kubernetes-auth login yields: the registry's policy only, short-lived."""
-    policy = plan.one(POLICY_TYPE).plain_inputs["name"]
+    policy = plan.one(POLICY_TYPE, "registry-secrets-policy").plain_inputs["name"]
     token = root.auth.token.create(policies=[policy], no_default_policy=True, ttl=VAULT_TOKEN_TTL)
     return token["auth"]["client_token"]
 
