@@ -34,6 +34,7 @@ API_SERVER_PORTS = (HTTPS_PORT, 6443)
 
 # --- objects and accounts --------------------------------------------------------------------------
 DATA_VOLUME = "data"
+TOKEN_SERVICE_COMPONENT = "token-service"  # the token service's component label and name suffix
 
 
 def vault_role_name(account: str, environment: str) -> str:
@@ -196,6 +197,8 @@ CONSUL_SERVICE_NAME = _PROGRAM.consul_service
 SIDECAR_SERVICE_NAME = _PROGRAM.sidecar_service
 GC_NAME = _PROGRAM.gc
 SNAPSHOT_NAME = _PROGRAM.snapshot
+TOKEN_SERVICE_NAME = _PROGRAM.token_service
+TOKEN_SERVICE_SIDECAR_NAME = _PROGRAM.token_service_sidecar
 
 
 def program_names(environment: str) -> RegistryNames:
@@ -278,7 +281,6 @@ TOKEN_SIGNING_SECRET = "token-signing"
 TOKEN_TRUST_SECRET = "token-trust"
 
 # --- the token service (components/token_service.py) ------------------------------------------------
-TOKEN_SERVICE_COMPONENT = "token-service"
 TOKEN_SERVICE_PORT = token_contract.HTTP_PORT  # /token, behind the mesh sidecar
 TOKEN_SERVICE_OPS_PORT = token_contract.OPS_PORT  # /healthz, /readyz, /metrics, outside the mesh
 # config-cli's profile that exports the token service's settings and starts ``python -m token_service``.

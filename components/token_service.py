@@ -50,7 +50,6 @@ from .workload import (PRE_STOP_SECONDS, TOKEN_SKIP_ANNOTATION, VAULT_TOKEN_DIRE
                        config_cli_environment, container_resources, container_security_context, image_pull_policy,
                        pod_security_context, vault_token_volume)
 
-CONTAINER_NAME = TOKEN_SERVICE_COMPONENT
 # A token request is one bcrypt check and one signature: a tenth of a core serves hundreds a second (the
 # robot cache, docs/token-service.md); the limit leaves room for a burst of nodes pulling at once.
 TOKEN_SERVICE_RESOURCES = Resources(cpu_request="100m", cpu_limit="1", memory_request="128Mi", memory_limit="256Mi")
@@ -98,15 +97,8 @@ class TokenServiceArgs(RegistryPod):
 
     @property
     def consul_kv_prefix(self) -> str:
+        """What its config-cli reads: the token service's prefix, not the registry's."""
         return self.names.token_service_kv_prefix
-
-    @property
-    def config_cli_service(self) -> str:
-        return self.names.token_service
-
-    @property
-    def config_cli_account(self) -> str:
-        return self.names.token_service
 
 
 def _metadata(args: TokenServiceArgs, name: str, annotations: Optional[dict] = None) -> dict:
@@ -251,11 +243,11 @@ def container(args: TokenServiceArgs) -> dict:
         return {"httpGet": {"path": path, "port": "ops"}, **timing}
 
     return {
-        "name": CONTAINER_NAME,
+        "name": args.names.token_service,
         "image": args.image,
         "imagePullPolicy": image_pull_policy(args.image),
         "command": list(TOKEN_SERVICE_CONFIG_CLI_COMMAND),
-        "env": config_cli_environment(args),
+        "env": config_cli_environment(args, args.names.token_service, service=args.names.token_service),
         "ports": [
             {"name": "http", "containerPort": TOKEN_SERVICE_PORT, "protocol": "TCP"},
             {"name": "ops", "containerPort": TOKEN_SERVICE_OPS_PORT, "protocol": "TCP"},
