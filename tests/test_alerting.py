@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from components import monitoring
-from components.names import DEBUG_PORT, HTTP_PORT
+from components.names import DEBUG_PORT, HTTP_PORT, TOKEN_SERVICE_NAME
 from components.settings import SettingsError
 from offline_plan.render import plain_numbers
 from tests.alerting import cases as alert_cases
@@ -228,7 +228,8 @@ def test_plan_has_a_metrics_service_exposing_only_the_debug_port(stack_plan):
 
 def test_client_services_never_carry_the_debug_port(stack_plan):
     for name, service in _services(stack_plan).items():
-        if name != monitoring.METRICS_SERVICE_NAME:
+        # The token service's two Services are its own ports (tests/test_token_service_deploy.py).
+        if name != monitoring.METRICS_SERVICE_NAME and not name.startswith(TOKEN_SERVICE_NAME):
             assert [port["port"] for port in service["spec"]["ports"]] == [HTTP_PORT], name
 
 
