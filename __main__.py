@@ -91,7 +91,7 @@ RegistryOperations("registry-operations", args_from(
 # authMode token: the token service the registry's realm points at (components/token_service.py).
 if settings.token_service is not None:
     deployed = settings.token_service
-    token_service = TokenService("registry-token-service", args_from(
+    token_service = TokenService(names.token_service, args_from(
         TokenServiceArgs, settings, names=names, image=deployed.image, replicas=deployed.replicas,
         resources=TOKEN_SERVICE_RESOURCES, realm_host=deployed.realm_host,
         realm_tls_secret_name=deployed.realm_tls_secret_name, oidc=deployed.oidc,
