@@ -297,3 +297,35 @@ def test_every_token_service_alert_has_a_firing_and_a_silent_case(token_rules_di
     rules = yaml.safe_load((token_rules_dir / "rules.yaml").read_text())
     names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     assert names - firing == set() and names - silent == set()
+
+
+# --- as a library ----------------------------------------------------------------------------------------------
+
+
+def test_the_component_takes_every_name_from_registry_names_and_its_args_are_frozen():
+    """Another program's registry (examples/second-registry's names) gets a token service of its own names."""
+    import dataclasses
+
+    from components.names import RegistryNames
+    from components.token_service import (TOKEN_SERVICE_RESOURCES, TokenServiceArgs, deployment, ingress, kv_subkeys,
+                                          network_policies, vault_policy)
+    from tests.conftest import settings_for
+
+    settings = settings_for("staging")
+    shared = {f.name: getattr(settings, f.name) for f in dataclasses.fields(TokenServiceArgs) if hasattr(settings, f.name)}
+    args = TokenServiceArgs(**{**shared, "names": RegistryNames("team-registry", "team-a"), "namespace": "team-a-registry",
+                               "image": settings.token_service.image, "replicas": 2, "resources": TOKEN_SERVICE_RESOURCES,
+                               "realm_host": "auth.team-a.example.com", "realm_tls_secret_name": "team-a-auth-tls",
+                               "oidc": None})
+    manifest = deployment(args)
+    assert manifest["metadata"]["name"] == "team-registry-token-service"
+    assert manifest["metadata"]["namespace"] == "team-a-registry"
+    env = {e["name"]: e.get("value") for e in manifest["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CONFIG_CLI_KV_PREFIX"] == "team-registry-token-service/team-a/"
+    assert env["CONFIG_CLI_VAULT_ROLE"] == "team-registry-token-service-team-a"
+    assert kv_subkeys(args)[f"env/{c.ENV_VAULT_SIGNING_PATH}"] == "team-registry/team-a/token-signing"
+    assert "secret/data/team-registry/team-a/token-trust" in vault_policy(args)
+    assert "registry/staging" not in json.dumps([manifest, ingress(args), network_policies(args), kv_subkeys(args)])
+    assert c.ENV_OIDC_ISSUER not in {k.removeprefix("env/") for k in kv_subkeys(args)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        args.replicas = 1  # type: ignore[misc]
