@@ -12,6 +12,7 @@ from components.monitoring import RegistryMonitoring, RegistryMonitoringArgs
 from components.names import APP_NAME, WORKLOAD_NAME, RegistryNames
 from components.network import RegistryNetwork, RegistryNetworkArgs
 from components.operations import RegistryOperations, RegistryOperationsArgs
+from components.pull_credentials import RegistryPullCredentials, RegistryPullCredentialsArgs
 from components.settings import S3Storage, Settings, load_settings
 from components.storage import DisasterRecoveryReplica, S3BucketStorage, S3BucketStorageArgs
 from components.token_service import TOKEN_SERVICE_RESOURCES, TokenService, TokenServiceArgs
@@ -97,6 +98,12 @@ if settings.token_service is not None:
         realm_tls_secret_name=deployed.realm_tls_secret_name, oidc=deployed.oidc,
     ))
     pulumi.export("token_realm", token_service.realm)
+# The kubelets' pull path: the pull robot's credentials from Vault into each consuming namespace.
+if settings.pull_secret_namespaces:
+    RegistryPullCredentials("registry-pull-credentials", args_from(
+        RegistryPullCredentialsArgs, settings, names=names, registry_hosts=(settings.ingress_host,),
+        pull_robot=settings.pull_robot,
+    ), opts=pulumi.ResourceOptions(depends_on=[secrets]))
 
 pulumi.export("namespace", settings.namespace)
 pulumi.export("service_dns_name", registry.service_dns_name)

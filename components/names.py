@@ -186,6 +186,27 @@ class RegistryNames:
 
     def token_service_labels(self) -> dict[str, str]:
         return {**self.token_service_selector_labels(), **PART_OF_LABELS}
+    # --- pull credentials (components/pull_credentials.py) ---
+    def client_secret_path(self, user: str) -> str:
+        """A robot's own secret (username, clear password) inside the KV v2 mount: written by the Vault secrets
+        component, read by whoever hands that robot's credentials to its clients."""
+        return f"{self.vault_secret_path}/{CLIENTS_FOLDER}/{user}"
+
+    @property
+    def pull_secret(self) -> str:
+        """The ``kubernetes.io/dockerconfigjson`` Secret (and the ExternalSecret that renders it) in each consuming
+        namespace: what their pods name in ``imagePullSecrets``."""
+        return f"{self.base}-pull"
+
+    @property
+    def pull_credentials_account(self) -> str:
+        """The service account the External Secrets Operator logs in to Vault as, for the pull robot only."""
+        return f"{self.base}-pull-credentials"
+
+    @property
+    def pull_credentials_store(self) -> str:
+        """The ClusterSecretStore (cluster-scoped: the instance's name, environment included)."""
+        return f"{self.instance}-pull-credentials"
 
 
 WORKLOAD_NAME = "registry"  # this program's registry: RegistryNames(WORKLOAD_NAME, env)
@@ -297,3 +318,9 @@ def config_kv_prefix(environment: str) -> str:
 
 def readonly_kv_key(environment: str) -> str:
     return program_names(environment).readonly_kv_key
+
+
+# --- pull credentials --------------------------------------------------------------------------------
+# Robots' own secrets live under ``<mount>/registry/<env>/clients/<user>`` (RegistryNames.client_secret_path).
+CLIENTS_FOLDER = "clients"
+PULL_CREDENTIALS_COMPONENT = "pull-credentials"

@@ -116,6 +116,9 @@ KNOWN_KEYS = (
     *TOKEN_SERVICE_KEYS,
 )
 
+# Pull credentials for the kubelets (components/pull_credentials.py).
+KNOWN_KEYS += ("pullSecretNamespaces",)
+
 # Settings whose values are secrets: read with ``get_secret`` so they stay wrapped, never as plain strings.
 SECRET_KEYS = ("minioAccessKey", "minioSecretKey")
 
@@ -316,6 +319,15 @@ class Settings:
     consul_auth_method: str
     gc_delete_untagged: bool
     token_service: Optional[TokenServiceDeployment] = None  # authMode token only
+    # --- pull credentials: the namespaces that get the pull robot's dockerconfigjson Secret (none: no operator
+    # objects at all).
+    pull_secret_namespaces: tuple[str, ...] = ()
+
+    @property
+    def pull_robot(self) -> Optional[str]:
+        """The pull-only robot whose credentials the consuming namespaces get (exactly one with pullSecretNamespaces)."""
+        pulling = [user.name for user in self.users if user.access == contract.ROLE_PULL]
+        return pulling[0] if self.pull_secret_namespaces and pulling else None
 
     @property
     def names(self) -> names.RegistryNames:
@@ -666,6 +678,7 @@ def parse_settings(
         ),
         **operations,
         token_service=token_service,
+        **_parse_pull_credentials(read, auth, users, ingress_host),
     )
 
 
@@ -1079,3 +1092,26 @@ def _parse_token_service(read: _Raw, auth: Auth, ingress_host: Optional[str],
                                            "the TLS Secret for the token realm's host, required with authMode token"),
         oidc=oidc,
     )
+# --- pull credentials ---------------------------------------------------------------------------
+
+
+def _parse_pull_credentials(read: _Raw, auth: Auth, users: tuple[RegistryUser, ...],
+                            ingress_host: Optional[str]) -> dict:
+    """``pullSecretNamespaces``: where the External Secrets Operator renders the pull robot's dockerconfigjson
+    Secret. It needs the path the kubelets pull on (the Ingress), a pull-only robot (token auth), and exactly one
+    such robot, so that every namespace gets the same one and none a pusher's credentials."""
+    key = "pullSecretNamespaces"
+    namespaces = read.string_list(key, _dns_label, "a Kubernetes namespace name (DNS label)")
+    if not namespaces:
+        return {"pull_secret_namespaces": ()}
+    if ingress_host is None:
+        raise SettingsError(key, list(namespaces), "only used with ingressHost (kubelets pull through the Ingress); "
+                                                   "set that too or remove this")
+    if not isinstance(auth, TokenAuth):
+        raise SettingsError(key, list(namespaces), "needs authMode token: only token auth has pull-only robots, and "
+                                                   "htpasswd would hand every namespace a robot that can push")
+    pulling = [user.name for user in users if user.access == contract.ROLE_PULL]
+    if len(pulling) != 1:
+        raise SettingsError("htpasswdUsers", pulling, f"with {key}, expected exactly one pull-only robot (name:pull): "
+                                                      "the one whose credentials every consuming namespace gets")
+    return {"pull_secret_namespaces": namespaces}

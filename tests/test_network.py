@@ -78,7 +78,7 @@ def test_empty_allow_lists_admit_nobody_rather_than_everybody():
     # htpasswd: token mode needs developer ranges (the token service's Ingress admits only them).
     settings = settings_for("staging", ciRunnerNamespaces="[]", nodeCidrs="[]", developerCidrs="[]", ingressHost=None,
                             ingressTlsSecretName=None, authMode="htpasswd", htpasswdUsers='["ci-runner:push"]',
-                            **dict.fromkeys(TOKEN_KEYS))
+                            pullSecretNamespaces="[]", **dict.fromkeys(TOKEN_KEYS))
     policies = network_policies(settings)
     pod = Peer(namespace="cicd", labels=selector_labels(settings))
 

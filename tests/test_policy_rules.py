@@ -708,3 +708,21 @@ def test_the_grant_rules_defaults_are_the_programs_names():
     trust = _policy_config("iam-role-trust-bound")["roleTrust"]
     assert {declared["serviceAccount"].split("/")[1] for declared in trust.values() if "serviceAccount" in declared} == {
         names.SERVICE_ACCOUNT_NAME, names.GC_NAME}
+
+
+def test_the_pull_only_robots_the_pack_knows_are_the_stack_files_pull_users():
+    """pullOnlyRobots stands in for the robots' roles, which the plan holds only as a Pulumi secret: it must be the
+    name:pull users the stack files declare, or a pusher could be handed to every node unnoticed."""
+    import yaml
+
+    from policies.rules.pull_credentials import POLICIES as PULL_POLICIES
+
+    root = Path(__file__).parent.parent
+    declared = set()
+    for stack_file in root.glob("Pulumi.*.yaml"):
+        users = yaml.safe_load(stack_file.read_text())["config"].get("registry:htpasswdUsers", [])
+        declared |= {user.split(":")[0] for user in users if user.endswith(":pull")}
+    assert declared
+    for policy in PULL_POLICIES:
+        if "pullOnlyRobots" in (policy.config_schema.properties if policy.config_schema else {}):
+            assert set(config_defaults(policy)["pullOnlyRobots"]) == declared, policy.name

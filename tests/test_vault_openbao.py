@@ -7,7 +7,11 @@ import json
 import hvac
 import pytest
 
-from tests.support.vault_plan import APPLIED_TYPES, MOUNT_TYPE, POLICY_TYPE, ROLE_TYPE, SECRET_TYPE, apply_vault_objects
+from tests.support.vault_plan import (APPLIED_TYPES, MOUNT_TYPE, POLICY_TYPE, REGISTRY_POLICY, ROLE_TYPE, SECRET_TYPE,
+                                     apply_vault_objects)
+
+# The registry's own role; the plan holds others (the GC job's, the pull credentials' store).
+REGISTRY_ROLE = "registry-secrets-auth-role"
 
 pytest_plugins = ["tests.support.fixtures"]
 

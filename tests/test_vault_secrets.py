@@ -41,7 +41,7 @@ def test_policy_reads_exactly_the_registry_secret_and_the_token_services_public_
         'path "secret/data/registry/prod" {\n  capabilities = ["read"]\n}\n'
         'path "secret/data/registry/prod/token-trust" {\n  capabilities = ["read"]\n}\n')
     htpasswd = settings_for("staging", authMode="htpasswd", **dict.fromkeys(TOKEN_KEYS),
-                            htpasswdUsers='["ci-runner:push"]')
+                            htpasswdUsers='["ci-runner:push"]', pullSecretNamespaces="[]")
     assert vault_policy(htpasswd) == 'path "secret/data/registry/staging" {\n  capabilities = ["read"]\n}\n'
 
 

@@ -81,8 +81,10 @@ VAULT_POLICY_CONFIG = schema({
     "pathPattern": {
         "type": "string",
         "description": "Regular expression for the paths a registry Vault policy may name (KV v2 data paths): its "
-                       "own secret, and the token service's public trust secret beside it. Never the signing keys.",
-        "default": r"^[A-Za-z0-9_-]+/data/registry/[a-z0-9-]+(/token-trust)?$",
+                       "own secret, and the token service's public trust secret beside it. Never the signing keys. "
+                       "A robot's client secret (clients/<robot>) only for the pull credentials' store, whose policy "
+                       "pull-credentials-store-reads-only-pull-robots holds to pull-only robots.",
+        "default": r"^[A-Za-z0-9_-]+/data/registry/[a-z0-9-]+(/token-trust|/clients/[a-z0-9._-]+)?$",
     },
     "signingPolicyNames": {
         "type": "string",

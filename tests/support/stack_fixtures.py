@@ -22,7 +22,9 @@ from .stack_registry import S3_SETUP_ACTIONS, StackSetup, prepare_stack
 VARIANTS = {
     "as-recorded": {},
     "htpasswd": {"registry:authMode": "htpasswd", "registry:htpasswdUsers": ["ci-runner:push"],
-                 **{f"registry:{key}": None for key in TOKEN_KEYS}},
+                 **{f"registry:{key}": None for key in TOKEN_KEYS},
+                 # Pull Secrets hand out a pull-only robot, which htpasswd mode cannot have.
+                 "registry:pullSecretNamespaces": None},
 }
 
 

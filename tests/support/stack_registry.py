@@ -42,7 +42,7 @@ from token_service import contract
 from .processes import free_port
 from .token_client import RegistryTokenAuth
 from .token_service import KV_MOUNT, RunningTokenService, VaultLayout, read_trust, run_keys, start_token_service
-from .vault_plan import POLICY_TYPE, apply_vault_objects
+from .vault_plan import POLICY_TYPE, REGISTRY_POLICY, apply_vault_objects
 
 VAULT_TOKEN_TTL = "5m"  # what the Kubernetes auth role grants (token_ttl 300)
 CLIENT_SECRET_TYPE = "vault:kv/secretV2:SecretV2"
@@ -255,7 +255,7 @@ class StackSetup:
 
 def registry_vault_token(root: hvac.Client, plan: Plan) -> str:
     """What config-cli's Kubernetes-auth login yields: the registry's policy only, short-lived."""
-    policy = plan.one(POLICY_TYPE, "registry-secrets-policy").plain_inputs["name"]
+    policy = plan.one(POLICY_TYPE, REGISTRY_POLICY).plain_inputs["name"]
     token = root.auth.token.create(policies=[policy], no_default_policy=True, ttl=VAULT_TOKEN_TTL)
     return token["auth"]["client_token"]
 
