@@ -738,10 +738,11 @@ TOKEN_CASES: dict[str, tuple[str, Mutation, str, str]] = {
     "the registry's Vault policy reading the signing keys": ("prod", lambda p: edit(p, VAULT_POLICY, VAULT_POLICY_NAME, _vault_policy(
         'path "secret/data/registry/prod/token-signing" {\n  capabilities = ["read"]\n}\n')),
         "vault-policy-read-only", "token-signing"),
-    "the token service's Vault policy reading the robots' passwords": ("staging", lambda p: edit(
+    # (A client secret there is vault-client-secrets-only-for-stores' case: it fires for any policy.)
+    "the token service's Vault policy reading another stack's signing key": ("staging", lambda p: edit(
         p, VAULT_POLICY, f"{TOKEN}-policy", _vault_policy(
-            'path "secret/data/registry/staging/clients/ci-runner" {\n  capabilities = ["read"]\n}\n')),
-        "vault-policy-read-only", "clients/ci-runner"),
+            'path "secret/data/registry/prod/token-signing" {\n  capabilities = ["read"]\n}\n')),
+        "vault-policy-read-only", "2 environments"),
     "the token service's KeyPrefix owning the registry's folder": ("staging", lambda p: edit(
         p, CONSUL_KEY_PREFIX, f"{TOKEN}-kv", _set("pathPrefix", "registry/staging/")), "consul-kv-registry-prefix",
         "registry/staging/"),
