@@ -714,8 +714,49 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
         p, VAULT_ROLE, "registry-secrets-registry-gc-auth-role", _set("boundServiceAccountNames", ["default"])),
         "vault-role-bound-to-stack-account", "cicd/default"),
 }
+
+# --- the token service (components/token_service.py): the same rules reach its objects -----------------------
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+TOKEN = "registry-token-service"
+TOKEN_DEPLOYMENT = f"{TOKEN}-deployment"
+TOKEN_CASES: dict[str, tuple[str, Mutation, str, str]] = {
+    "a root token service container": ("staging", lambda p: edit(p, DEPLOYMENT, TOKEN_DEPLOYMENT, lambda i: _container(
+        i)["securityContext"].update(runAsUser=0)), "workload-pod-security-restricted", "runAsUser"),
+    "a token service without a readiness probe": ("prod", lambda p: edit(p, DEPLOYMENT, TOKEN_DEPLOYMENT, lambda i: _container(
+        i).pop("readinessProbe")), "workload-probes-set", "readinessProbe"),
+    "a token service image from Docker Hub": ("prod", lambda p: edit(p, DEPLOYMENT, TOKEN_DEPLOYMENT, lambda i: _container(
+        i).update(image=f"docker.io/someone/token-service:1.0@sha256:{'d' * 64}")), "workload-image-pinned", "docker.io"),
+    "a token service outside any default deny": ("staging", lambda p: remove(p, NETWORK_POLICY, f"{TOKEN}-default-deny"),
+                                                 "network-default-deny-selects-registry", "Deployment registry-token-service"),
+    "the token realm Ingress admitting everyone": ("prod", lambda p: edit(p, INGRESS, f"{TOKEN}-ingress", lambda i: i[
+        "metadata"]["annotations"].update({"nginx.ingress.kubernetes.io/whitelist-source-range": "0.0.0.0/0"})),
+        "kubernetes-ingress-tls-and-source-ranges", "admit internet addresses"),
+    "the token service's ops port on its client Service": ("staging", lambda p: edit(p, SERVICE, f"{TOKEN}-service", lambda i: i[
+        "spec"]["ports"].append({"name": "ops", "port": 5051, "targetPort": "ops", "protocol": "TCP"})),
+        "registry-debug-port-not-on-client-service", "ops"),
+    "the registry's Vault policy reading the signing keys": ("prod", lambda p: edit(p, VAULT_POLICY, VAULT_POLICY_NAME, _vault_policy(
+        'path "secret/data/registry/prod/token-signing" {\n  capabilities = ["read"]\n}\n')),
+        "vault-policy-read-only", "token-signing"),
+    # (A client secret there is vault-client-secrets-only-for-stores' case: it fires for any policy.)
+    "the token service's Vault policy reading another stack's signing key": ("staging", lambda p: edit(
+        p, VAULT_POLICY, f"{TOKEN}-policy", _vault_policy(
+            'path "secret/data/registry/prod/token-signing" {\n  capabilities = ["read"]\n}\n')),
+        "vault-policy-read-only", "2 environments"),
+    "the token service's KeyPrefix owning the registry's folder": ("staging", lambda p: edit(
+        p, CONSUL_KEY_PREFIX, f"{TOKEN}-kv", _set("pathPrefix", "registry/staging/")), "consul-kv-registry-prefix",
+        "registry/staging/"),
+    "the token service's Consul token writing its settings": ("prod", lambda p: edit(p, ACL_POLICY, f"{TOKEN}-acl-policy", _acl_rules(
+        'key_prefix "registry-token-service/prod/" {\n  policy = "write"\n}\n')), "consul-acl-policy-least-privilege",
+        "grants write on every key"),
+    "a token service without its alerts": ("staging", lambda p: remove(p, PROMETHEUS_RULE, f"{TOKEN}-rules"),
+                                           "prometheus-rule-required-alerts", "token service down"),
+}
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
+MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in TOKEN_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}
+# What the token cases' messages name (the grant or the object), without the grant cases' "; <fix>" form.
+TOKEN_PHRASES = {case: phrase for case, (_, _, _, phrase) in TOKEN_CASES.items()}
 
 
 # --- pull credentials (policies/rules/pull_credentials.py) ---------------------------------------------------

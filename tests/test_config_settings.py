@@ -7,13 +7,13 @@ import json
 import pytest
 import yaml
 
-from components.settings import (KNOWN_KEYS, SECRET_KEYS, HtpasswdAuth, RegistryUser, SettingsError, TokenAuth,
+from components.settings import (KNOWN_KEYS, SECRET_KEYS, TOKEN_KEYS, HtpasswdAuth, RegistryUser, SettingsError, TokenAuth,
                                  parse_settings)
 from offline_plan.recorder import PROJECT_DIR
 from tests.conftest import settings_for
 
 HTPASSWD_ONLY = {
-    "authMode": "htpasswd", "tokenRealm": None, "tokenService": None, "tokenIssuer": None,
+    "authMode": "htpasswd", **dict.fromkeys(TOKEN_KEYS),
     "htpasswdUsers": json.dumps(["ci-runner:push"]),
     # Pull Secrets need a pull-only robot, which htpasswd mode cannot have.
     "pullSecretNamespaces": "[]",

@@ -159,12 +159,15 @@ def expected_rights(stack: str) -> dict[str, set[tuple[str, str, str]]]:
 
     docs/operations.md: Role registry-gc: `get` statefulset `registry`; `get/list/watch` pods; `delete` pods
     with resourceNames registry-0..N-1 only. README "Backups": the snapshot job creates a VolumeSnapshot, waits
-    for it (get), lists and deletes the oldest. The registry itself reads nothing from the Kubernetes API.
+    for it (get), lists and deletes the oldest. The registry itself reads nothing from the Kubernetes API, and
+    neither does the token service (README "Architecture": its service account only logs in to Vault and Consul).
     """
     replicas = int(stack_value(stack, "replicas", 1))
     gc = {("statefulsets.apps", "registry", "get"), *{("pods", "", v) for v in ("get", "list", "watch")},
           *{("pods", f"registry-{i}", "delete") for i in range(replicas)}}
     rights = {"registry": set(), "registry-gc": gc}
+    if stack_value(stack, "authMode") == "token":
+        rights["registry-token-service"] = set()
     if stack_value(stack, "pullSecretNamespaces"):
         # The External Secrets Operator requests its tokens (TokenRequest, its own right); it reads nothing itself.
         rights["registry-pull-credentials"] = set()
@@ -321,6 +324,33 @@ def test_the_snapshot_job_script_works_against_the_api_server_as_its_service_acc
     assert len(labelled_left) == retention
     assert created in labelled_left
     assert labelled_left == sorted(older + [created])[-retention:]
+
+
+def test_the_token_service_deployment_rolls_out_replicas_the_budget_lets_drain_one_at_a_time(applied: KubeCluster):
+    """The Deployment controller makes a ReplicaSet of tokenServiceReplicas pods (admitted under restricted); once
+    the pods report ready, as a kubelet would, the disruption controller allows exactly one eviction."""
+    if stack_value(applied.stack, "authMode") != "token":
+        pytest.skip("no token service outside authMode token")
+    replicas = int(stack_value(applied.stack, "tokenServiceReplicas", 2))
+    selector = "app.kubernetes.io/component=token-service"
+
+    def pods():
+        return sorted(p["metadata"]["name"] for p in
+                      applied.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={selector}")["items"])
+
+    assert len(applied.wait_for(f"{replicas} token service pods", lambda: len(pods()) == replicas and pods(),
+                                timeout=60)) == replicas
+    for pod in pods():
+        ready_pod_status(applied, pod)
+
+    def budget():
+        status = applied.get(f"/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets/registry-token-service")[
+            "status"]
+        return status if status.get("currentHealthy") == replicas else None
+
+    status = applied.wait_for("the token service's budget to count its ready pods", budget, timeout=60)
+    assert (status["expectedPods"], status["desiredHealthy"], status["disruptionsAllowed"]) == (
+        replicas, replicas - 1, 1), status
 
 
 def test_the_api_server_keeps_the_pull_secret_template_and_refuses_broken_operator_objects(

@@ -293,8 +293,14 @@ def test_pulumi_up_applies_every_kubernetes_object_to_the_real_api_server(
                                             "app.kubernetes.io/managed-by=pulumi", "-o", "json").stdout)["items"]
         assert sorted((object_key(o) for o in stored if not o["metadata"].get("ownerReferences")), key=str) == \
             sorted(planned, key=str)
-        replicas = int(yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-                       .get("registry:replicas", 1))
-        assert sorted(readiness.reported_pods) == [f"registry-{i}" for i in range(replicas)]
+        config = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        replicas = int(config.get("registry:replicas", 1))
+        registry_pods = sorted(pod for pod in readiness.reported_pods if not pod.startswith("registry-token-service-"))
+        assert registry_pods == [f"registry-{i}" for i in range(replicas)]
+        # The token service's Deployment (authMode token): the provider waited for its ReplicaSet's pods too.
+        token_pods = set(readiness.reported_pods) - set(registry_pods)
+        expected_token_pods = int(config.get("registry:tokenServiceReplicas", 2)) \
+            if config.get("registry:authMode") == "token" else 0
+        assert len(token_pods) == expected_token_pods, token_pods
     finally:
         cluster.stop()
