@@ -2,7 +2,8 @@
 
 From the staging plan (``tokenRealm`` and ``tokenOidcIssuer`` pointed at this machine, as ``prepare_stack`` does
 for the realm): the plan's Vault objects applied to OpenBao (the token service's own policy and Kubernetes auth
-role among them); Vault's Kubernetes auth asking a TokenReview double about the pod's projected token; the recorded
+role among them); Vault's Kubernetes auth checking the pod's projected token with the real kube-apiserver's
+TokenReview (the account the Deployment runs as, in a control plane of its own); the recorded
 KV tree under ``registry-token-service/staging/config/`` loaded by the one config-cli stand-in; the container's
 recorded environment beside it; ``python -m token_service`` started with that, nothing else but the
 ``DEPLOYMENT_OVERRIDES`` below. The registry boots from its own recorded KV. crane (go-containerregistry) is the
@@ -21,12 +22,15 @@ from tests.support.crane import Crane, basic_auth, build_crane, layer_tarball
 from tests.support.openbao import start_openbao
 from tests.support.processes import free_port
 from tests.support.stack_registry import prepare_stack
-from tests.support.token_service import OidcIssuer, TokenReviewApi, http, start_token_service
-from tests.support.vault_plan import ROLE_TYPE, throwaway_ca_certificate
+from tests.support.kube_cluster import grant_token_review, service_account_token
+from tests.support.token_service import OidcIssuer, http, start_token_service
+from tests.support.vault_plan import ROLE_TYPE
 from tests.test_token_service_deploy import stack_value
 from token_service import contract as c
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.peer_fixtures"]
+# One control plane, staging's, for the API server's TokenReview of the service's projected token.
+pytestmark = pytest.mark.parametrize("kube_cluster", ["staging"], indirect=True)
 
 STACK = "staging"
 TOKEN = "registry-token-service"
@@ -46,11 +50,18 @@ def crane() -> str:
     return build_crane()
 
 
+@pytest.fixture(scope="module")
+def token_reviewer(kube_cluster) -> str:
+    """The account the Deployment runs as, and a TokenReview reviewer for Vault's auth method (its token)."""
+    kube_cluster.kubectl("create", "serviceaccount", TOKEN, "-n", stack_value(STACK, "namespace", "cicd"))
+    return grant_token_review(kube_cluster, "vault-auth-reviewer", stack_value(STACK, "namespace", "cicd"))
+
+
 @pytest.fixture
-def deployed(tmp_path: Path, registry_factory):
+def deployed(tmp_path: Path, registry_factory, kube_cluster, token_reviewer):
     """(setup, registry, token service, OIDC issuer) for the staging plan, the token service as deployed."""
     audience = stack_value(STACK, "tokenOidcAudience")
-    issuer, reviews = OidcIssuer(audience=audience), TokenReviewApi()
+    issuer = OidcIssuer(audience=audience)
     openbao = start_openbao(tmp_path / "openbao", name="openbao-e2e")
     setup = service = None
     try:
@@ -59,11 +70,12 @@ def deployed(tmp_path: Path, registry_factory):
             "registry:tokenOidcIssuer": issuer.url, "registry:tokenOidcIssuerCidrs": None})
         plan, root = setup.plan, openbao.client()
         role = plain_numbers(plan.one(ROLE_TYPE, f"{TOKEN}-auth-role").plain_inputs)
-        # The cluster's Kubernetes auth method, reviewing tokens with the TokenReview double (the API server's part).
-        root.write(f"auth/{role['backend']}/config", kubernetes_host=reviews.url, disable_local_ca_jwt=True,
-                   kubernetes_ca_cert=throwaway_ca_certificate(), token_reviewer_jwt="reviewer")
+        # The cluster's Kubernetes auth method, checking tokens with the real API server's TokenReview.
+        namespace, reviewer_jwt = stack_value(STACK, "namespace", "cicd"), token_reviewer
+        root.write(f"auth/{role['backend']}/config", kubernetes_host=kube_cluster.url, disable_local_ca_jwt=True,
+                   kubernetes_ca_cert=kube_cluster.ca_file.read_text(), token_reviewer_jwt=reviewer_jwt)
         projected = tmp_path / "vault-token"
-        projected.write_text(reviews.mint(stack_value(STACK, "namespace", "cicd"), TOKEN, role["audience"]))
+        projected.write_text(service_account_token(kube_cluster, TOKEN, namespace, audience=role["audience"]))
 
         # config-cli's work for `config-cli run token-service`: the recorded tree (no Vault reference in it).
         kv = plan.one(KV_TYPE, f"{TOKEN}-kv").plain_inputs
@@ -80,7 +92,7 @@ def deployed(tmp_path: Path, registry_factory):
         service = start_token_service(env, tmp_path, name="deployed-token-service", port=realm_port)
         registry = setup.boot(registry_factory)
         assert registry.env["REGISTRY_AUTH_TOKEN_REALM"] == setup.token_realm
-        yield setup, registry, service, issuer, reviews
+        yield setup, registry, service, issuer, root
     finally:
         if service:
             service.stop()
@@ -88,15 +100,20 @@ def deployed(tmp_path: Path, registry_factory):
             setup.close()
         openbao.stop()
         issuer.stop()
-        reviews.stop()
 
 
 def test_a_developer_of_a_mapped_group_pulls_with_an_oidc_token_through_the_deployed_service(deployed, crane,
                                                                                             tmp_path):
-    setup, registry, service, issuer, reviews = deployed
+    setup, registry, service, issuer, root = deployed
     host = registry.base_url.removeprefix("http://")
-    # The service logged in to Vault with the pod's projected token, under the recorded role.
-    assert reviews.reviews and all(r["spec"]["token"] == (tmp_path / "vault-token").read_text() for r in reviews.reviews)
+    # The service logged in to Vault with the pod's projected token: the identity Vault bound its token to is
+    # the account the API server's TokenReview reported.
+    logins = []
+    for accessor in root.list("auth/token/accessors")["data"]["keys"]:
+        meta = (root.auth.token.lookup_accessor(accessor)["data"].get("meta") or {})
+        if "service_account_name" in meta:
+            logins.append((meta["service_account_namespace"], meta["service_account_name"]))
+    assert logins and set(logins) == {(stack_value(STACK, "namespace", "cicd"), TOKEN)}, logins
     group, role = stack_value(STACK, "tokenOidcGroupRoles")[0].split(":")
     assert role in (c.ROLE_PULL, c.ROLE_PUSH)
 
