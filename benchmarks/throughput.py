@@ -26,8 +26,11 @@ Clients, as the CI robot (push) and the cluster's robot (pull), each through the
 
 The raw backend, interleaved with the registry runs, on the same files: filesystem: a userland streaming copy
 (1 MiB buffer, no sendfile, no fsync: the registry's driver does not sync either) of every blob into and out of
-the storage directory; S3: boto3 ``upload_file``/``download_file`` (its default multipart: 8 MiB parts, 10
-threads) with the registry's own IAM user on the same moto server. Concurrency is the same: one thread per image.
+the storage directory; S3: boto3 ``upload_file`` (its default multipart: 8 MiB parts, 10 threads) and one
+streamed ``get_object`` per blob, with the registry's own IAM user on the same moto server. Reads are hashed
+(sha256) as they arrive, as crane and the Python client verify what they pull. Concurrency is the same: one
+thread per image. Client-side files (the images, what is pulled) are on tmpfs (``--scratch``), so the disk is
+written only by the registry or the backend copy.
 
 Figures: MiB moved / wall seconds of the whole round (all images), median of ``--runs``; ratio = registry /
 backend; the registry's peak resident memory (VmHWM, reset before each round through /proc/PID/clear_refs).
@@ -126,18 +129,19 @@ def make_image(directory: Path, layer_sizes: Sequence[int]) -> ImageFiles:
     return ImageFiles(directory, manifest, [config_blob, *layers])
 
 
-def stream_copy(source, target) -> None:
-    """Copy a file object to another through a 1 MiB userland buffer (no sendfile, no hashing)."""
+def copy_file(source: Path, target: Path, verify: bool = False) -> None:
+    """Copy through a 1 MiB userland buffer (no sendfile); ``verify``: hash what is read, as a pulling client does."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256() if verify else None
     buffer = bytearray(COPY_BUFFER)
     view = memoryview(buffer)
-    while count := source.readinto(buffer):
-        target.write(view[:count])
-
-
-def copy_file(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     with source.open("rb", buffering=0) as src, target.open("wb", buffering=0) as dst:
-        stream_copy(src, dst)
+        while count := src.readinto(buffer):
+            if digest:
+                digest.update(view[:count])
+            dst.write(view[:count])
+    if digest:
+        assert digest.hexdigest() == source.name, f"{source} does not match its name"
 
 
 # --- the clients ---------------------------------------------------------------------------------------------
@@ -252,7 +256,8 @@ class Backend:
 
     def describe(self) -> str:
         if isinstance(self.setup.backend, S3Backend):
-            return "S3 on moto (IAM enforced): boto3 upload_file/download_file, 8 MiB parts, 10 threads"
+            return ("S3 on moto (IAM enforced), the registry's IAM user: write boto3 upload_file (multipart, 8 MiB "
+                    "parts, 10 threads), read one streamed get_object")
         return "filesystem: userland streaming copy into/out of the storage dir (1 MiB buffer)"
 
     def _key(self, index: int, digest: str) -> str:
@@ -274,10 +279,17 @@ class Backend:
             for digest, _, size, _ in image.blobs:
                 target = sink / digest.split(":")[1]
                 if isinstance(self.setup.backend, S3Backend):
-                    self.s3.download_file(self.setup.backend.bucket, self._key(index, digest), str(target),
-                                          Config=self.transfer)
+                    # One streamed GetObject, as the registry reads a blob (boto3's download_file would send
+                    # ranged GETs in parallel, which moto answers by reading the whole object each time).
+                    body = self.s3.get_object(Bucket=self.setup.backend.bucket, Key=self._key(index, digest))["Body"]
+                    hashed = hashlib.sha256()
+                    with target.open("wb", buffering=0) as handle:
+                        for chunk in body.iter_chunks(COPY_BUFFER):
+                            hashed.update(chunk)
+                            handle.write(chunk)
+                    assert "sha256:" + hashed.hexdigest() == digest
                 else:
-                    copy_file(self.setup.backend.root / self._key(index, digest), target)
+                    copy_file(self.setup.backend.root / self._key(index, digest), target, verify=True)
                 assert target.stat().st_size == size
         in_threads([lambda i=i, im=im, s=s: read_one(i, im, s)
                     for i, (im, s) in enumerate(zip(round_.images, round_.sinks))])
@@ -429,6 +441,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Row]:
     parser.add_argument("--registry-env", action="append", default=[], metavar="KEY=VALUE",
                         help="change one registry variable after config-cli's work (tuning experiments)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--scratch", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                        help="where the client-side images and pulled copies go (default: /dev/shm)")
     args = parser.parse_args(argv)
     extra_env = parse_env(args.registry_env)
     unknown = set(args.clients) - {"crane", "python"} or set(args.workloads) - {"large", "small"}
@@ -439,6 +453,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Row]:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, {machine()}, load {load_before}",
           file=sys.stderr, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="registry-benchmark-"))
+    # The images and what is pulled live in memory (tmpfs) when it has room: a disk shared with other work
+    # throttles writes of new files, which would make both the client side and the backend copies noisy. The
+    # registry's own storage (and moto's) stays on disk, as a volume would be.
+    scratch = Path(tempfile.mkdtemp(prefix="registry-benchmark-", dir=args.scratch))
     crane = crane_binary() if "crane" in args.clients else ""
     openbao = start_openbao(workdir / "openbao")
     moto = start_moto_server(workdir / "moto", initial_no_auth_action_count=S3_SETUP_ACTIONS) \
@@ -454,7 +472,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Row]:
             registry = boot(setup, factory, extra_env)
             clients = [CraneClient(crane, setup, registry, workdir / stack / "crane") if name == "crane"
                        else PythonClient(setup, registry) for name in args.clients]
-            rows.extend(measure_stack(setup, registry, clients, args, workdir / stack / "rounds"))
+            rows.extend(measure_stack(setup, registry, clients, args, scratch / stack))
             backends[stack] = Backend(setup, "").describe()
             exit_code = registry.stop()
             assert exit_code == 0, f"{stack} registry exited {exit_code}"
@@ -466,6 +484,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Row]:
             moto.stop()
         openbao.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     header = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; load before {load_before}, "
               f"after {load_average()}; median of {args.runs} run(s); MiB/s; wall {time.monotonic() - started:.0f} s"
