@@ -310,13 +310,15 @@ def parse_collection(stamped: Path) -> dict:
     assert lines[-1][1] == "exit 0", f"garbage-collect failed:\n" + "\n".join(t for _, t in lines[-20:])
     summary = next(((t, text) for t, text in lines if "blobs marked," in text), None)
     assert summary, "no summary line in the garbage-collect output"
-    # Mark: repositories enumerated, each manifest and blob marked. Its output is the repository's name or
-    # "<repo>: marking ..."; what follows (untagged manifests listed and removed, blobs enumerated, deleted) sweeps.
-    sweep_markers = ("manifest eligible for deletion", "blobs marked,", "blob eligible for deletion",
-                     "layer link eligible for deletion")
+    # Mark: repositories enumerated, each manifest and blob marked; its output is a repository's name or
+    # "<repo>: marking ...". What follows (untagged manifests listed and removed, every blob enumerated, the
+    # summary, deletions) is the sweep.
+    def marking(text: str) -> bool:
+        return ": marking " in text or text.startswith("manifest tags path") or (bool(text) and " " not in text)
+
     mark_end = start
-    for t, text in lines[1:]:
-        if text.startswith(sweep_markers) or "layer link eligible" in text or "blobs marked," in text:
+    for t, text in lines[1:-1]:
+        if not marking(text):
             break
         mark_end = t
     words = summary[1].split()
