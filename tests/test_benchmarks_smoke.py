@@ -1,4 +1,4 @@
-"""The benchmark scripts' code paths at tiny sizes, so they cannot rot (full tier: they boot real registries).
+"""The benchmark scripts' code paths at tiny sizes, so they cannot rot (full tier: they boot real registries and, for GC, the real peers).
 
 benchmarks/throughput.py and benchmarks/gc_scaling.py are scripts, not tests: their figures come from runs by hand
 (docs/figures.md). Here each runs end to end on a few MiB / a few manifests and must produce every figure it
@@ -34,20 +34,19 @@ def test_throughput_reports_every_client_workload_and_stack(capsys):
     assert "| prod | small | 2 | crane |" in printed and "push ratio" in printed
 
 
-def test_gc_scaling_measures_the_window_mark_sweep_and_pulls(tmp_path, capsys):
+def test_gc_scaling_measures_the_window_mark_sweep_and_pulls(tmp_path):
+    # One size on staging's real peers (kube-apiserver, Consul, the GC Job): the fit is checked below on its own.
     plot = tmp_path / "gc.png"
-    results = gc_scaling.main(["--backends", "filesystem", "--filesystem-sizes", "10,20", "--settle", "0",
+    results = gc_scaling.main(["--backends", "filesystem", "--filesystem-sizes", "10", "--settle", "0",
                                "--poll", "0.1", "--pullers", "1", "--fill-threads", "2", "--plot", str(plot)])
-    assert [m.manifests for m in results] == [10, 20]  # repositories of 10 manifests
-    for m in results:
-        assert m.window_seconds > m.collect_seconds >= m.mark_seconds > 0
-        assert m.untagged == m.repositories  # one superseded "latest" per repository
-        # staging collects without --delete-untagged: the superseded manifests (and their layers) stay
-        assert m.manifests_deleted == 0 and m.blobs_deleted == 0
-        assert m.blobs_marked == 2 * m.manifests + m.repositories  # every manifest, its layer, each config
-        assert m.pulls_during_window > 0 and m.failed_pulls_during_window == 0, m.failures
+    (m,) = results
+    assert (m.manifests, m.repositories, m.untagged) == (10, 1, 1)  # one superseded "latest" per repository
+    assert m.window_seconds > m.collect_seconds >= m.mark_seconds > 0
+    # staging collects without --delete-untagged: the superseded manifest (and its layer) stays
+    assert m.manifests_deleted == 0 and m.blobs_deleted == 0
+    assert m.blobs_marked == 2 * m.manifests + m.repositories  # every manifest, its layer, the config
+    assert m.pulls_during_window > 0 and m.failed_pulls_during_window == 0, m.failures
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "10 minutes at" in capsys.readouterr().out
 
 
 def test_fit_finds_the_size_where_a_known_line_reaches_ten_minutes():
