@@ -441,6 +441,10 @@ def start_gc_peers(stack: str, kube_binaries: dict[str, str], consul_binary: str
     peers = None
     try:
         manifests = write_plan(setup.plan, workdir / "build") / "kubernetes"
+        # Namespaces the platform creates (like cicd): those the pull Secrets are handed to.
+        for namespace in sorted({(yaml.safe_load(path.read_text())["metadata"].get("namespace") or NAMESPACE)
+                                 for path in manifests.glob("*.yaml")} - {NAMESPACE}):
+            cluster.kubectl("create", "namespace", namespace)
         cluster.kubectl("apply", "--server-side", "--field-manager=pulumi", "--validate=strict", "-f", str(manifests))
         for cron_job in cluster.kubectl("get", "cronjob", "-n", NAMESPACE, "-o", "name").stdout.split():
             cluster.kubectl("patch", "-n", NAMESPACE, cron_job, "--type=merge", "-p", '{"spec":{"suspend":true}}')
