@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .policy_runner import PolicyAnalyzer, PolicyPackError
+from .policy_runner import PendingReport, PolicyAnalyzer, PolicyPackError
 from .recorder import PROJECT_DIR, ConfigFileError, Plan, discover_stacks, record_plan
 from .render import print_plan, write_plan
 
@@ -52,12 +52,27 @@ def main(argv: list[str] | None = None) -> int:
     if not args.stacks:
         args.stacks = list(discover_stacks(args.project_dir))
 
+    # The pack's process starts first: it imports its SDKs on the other core while the stacks are
+    # planned, and analyses each plan as soon as it is recorded (the engine, too, analyses during the run).
+    analyzer = None if args.no_policy else PolicyAnalyzer(config=_policy_config(args.policy_config))
+    try:
+        return _plan_stacks(args, analyzer)
+    finally:
+        if analyzer is not None:
+            analyzer.stop()
+
+
+def _plan_stacks(args: argparse.Namespace, analyzer: PolicyAnalyzer | None) -> int:
+    pack_error = _launch(analyzer)
     failed = False
     planned: list[Plan] = []
+    pending: list[PendingReport] = []
     for stack in args.stacks:
         started = time.perf_counter()
+        analysis = analyzer.analysis(stack) if analyzer is not None and pack_error is None and not failed else None
         try:
-            plan = record_plan(stack, args.project_dir, overrides=dict(args.config), preview=args.preview)
+            plan = record_plan(stack, args.project_dir, overrides=dict(args.config), preview=args.preview,
+                               on_register=analysis and analysis.resource)
         except ConfigFileError as exc:
             print(f"error: stack {stack}: {exc}", file=sys.stderr)
             failed = True
@@ -66,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: stack {stack}: {plan.error}", file=sys.stderr)
             failed = True
             continue
+        if analysis is not None:
+            try:
+                pending.append(analysis.finish(plan))
+            except PolicyPackError as exc:
+                pack_error = exc
         if not args.quiet:
             print_plan(plan, sys.stdout)
         directory = write_plan(plan, args.out)
@@ -74,20 +94,43 @@ def main(argv: list[str] | None = None) -> int:
         planned.append(plan)
     if failed:
         return 2
-    if args.no_policy or not planned:
+    if analyzer is None or not planned:
         return 0
-    return run_policies(planned, args.policy_config)
+    if pack_error is None:
+        try:
+            return _report(pending)
+        except PolicyPackError as exc:
+            pack_error = exc
+    print(f"error: policy pack: {pack_error}", file=sys.stderr)
+    return 1
+
+
+def _policy_config(config_file: Path | None) -> dict | None:
+    return json.loads(config_file.read_text()) if config_file else None
+
+
+def _launch(analyzer: PolicyAnalyzer | None) -> PolicyPackError | None:
+    if analyzer is None:
+        return None
+    try:
+        analyzer.launch()
+    except PolicyPackError as exc:
+        return exc
+    return None
 
 
 def run_policies(plans: list[Plan], config_file: Path | None) -> int:
     """Print every policy diagnostic and a count line per stack; 1 if any is mandatory."""
-    config = json.loads(config_file.read_text()) if config_file else None
     try:
-        with PolicyAnalyzer(config=config) as analyzer:
-            reports = [analyzer.analyze(plan) for plan in plans]
+        with PolicyAnalyzer(config=_policy_config(config_file)) as analyzer:
+            return _report([analyzer.submit(plan) for plan in plans])
     except PolicyPackError as exc:
         print(f"error: policy pack: {exc}", file=sys.stderr)
         return 1
+
+
+def _report(pending: list[PendingReport]) -> int:
+    reports = [report.result() for report in pending]
     violated = False
     for report in reports:
         for diagnostic in report.diagnostics:

@@ -12,11 +12,13 @@ and dependencies. This module does the same with a recorded ``Plan``, so the pac
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from .recorder import PROJECT_DIR, Plan, Registration, on_the_wire
 PACK_DIR = PROJECT_DIR / "policies"
 STACK_TYPE = "pulumi:pulumi:Stack"
 START_TIMEOUT_SECONDS = 30
+CALL_TIMEOUT_SECONDS = 120
 
 _LEVEL_NAMES = {
     analyzer_pb2.ADVISORY: "advisory",
@@ -69,7 +72,7 @@ class Diagnostic:
 class PolicyReport:
     stack: str
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the recorded plan to the pack's last answer about it
 
     @property
     def mandatory(self) -> list[Diagnostic]:
@@ -142,7 +145,12 @@ class PolicyAnalyzer:
         self.stub: Optional[analyzer_pb2_grpc.AnalyzerStub] = None
         self.info: Optional[analyzer_pb2.AnalyzerInfo] = None
         self._stderr = tempfile.TemporaryFile()
-        self.start_seconds = 0.0
+        self._started = 0.0
+        self.start_seconds = 0.0  # from launch until the pack was configured
+        self._connecting = threading.Lock()
+        self._connector: Optional[threading.Thread] = None
+        self._connect_error: Optional[PolicyPackError] = None
+        self._ready = threading.Event()  # connected and configured: requests may be sent
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -154,7 +162,16 @@ class PolicyAnalyzer:
         self.stop()
 
     def start(self) -> None:
-        started = time.perf_counter()
+        self.launch()
+        self.connect()
+
+    def launch(self) -> None:
+        """Start the pack's process and return at once: it imports its SDKs while the caller plans,
+        and a background thread connects and configures it as soon as it prints its port. Requests
+        wait for that (``connect``)."""
+        if self.process is not None:
+            return
+        self._started = time.perf_counter()
         if self.python is None:
             self.python = pack_python(self.pack_dir)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -162,39 +179,78 @@ class PolicyAnalyzer:
             [self.python, "__main__.py"], cwd=self.pack_dir, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=self._stderr, env=env,
         )
+        self._connector = threading.Thread(target=self._connect_quietly, name="policy-pack-connect", daemon=True)
+        self._connector.start()
+
+    def _connect_quietly(self) -> None:
+        try:
+            self.connect()
+        except PolicyPackError:
+            pass  # kept in _connect_error; raised again by the next connect()
+
+    def connect(self) -> None:
+        """Wait for the launched pack's port, then GetAnalyzerInfo and Configure, as the engine does."""
+        self.launch()
+        with self._connecting:
+            if self._connect_error is not None:
+                raise self._connect_error
+            if self._ready.is_set():
+                return
+            try:
+                self._connect()
+            except PolicyPackError as exc:
+                self._connect_error = exc
+                raise
+            except grpc.RpcError as exc:
+                self._connect_error = PolicyPackError(f"policy pack refused {exc.code().name}: {exc.details()}")
+                raise self._connect_error from None
+            except grpc.FutureTimeoutError:
+                self._connect_error = PolicyPackError(f"policy pack did not accept a connection within {START_TIMEOUT_SECONDS}s")
+                raise self._connect_error from None
+
+    def _connect(self) -> None:
         port_line = self._read_port_line()
         try:
             port = int(port_line.strip())
         except ValueError:
-            self.stop()
+            self._kill()
             raise PolicyPackError(f"policy pack printed {port_line!r} instead of its port; stderr:\n{self.stderr()}")
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(self.channel).result(timeout=START_TIMEOUT_SECONDS)
         self.stub = analyzer_pb2_grpc.AnalyzerStub(self.channel)
         self.info = self.stub.GetAnalyzerInfo(empty_pb2.Empty())
         self._configure()
-        self.start_seconds = time.perf_counter() - started
+        self.start_seconds = time.perf_counter() - self._started
+        self._ready.set()
 
     def _read_port_line(self) -> str:
         assert self.process is not None and self.process.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        os.set_blocking(self.process.stdout.fileno(), False)
+        descriptor = self.process.stdout.fileno()
         buffer = b""
         while b"\n" not in buffer:
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.stop()
+            remaining = deadline - time.monotonic()
+            readable = select.select([descriptor], [], [], max(remaining, 0))[0] if remaining > 0 else []
+            chunk = os.read(descriptor, 4096) if readable else b""
+            if not chunk:  # end of output (the pack exited) or the deadline passed
+                self._kill()
                 raise PolicyPackError(f"policy pack did not print its port; stderr:\n{self.stderr()}")
-            chunk = self.process.stdout.read()
-            if chunk:
-                buffer += chunk
-            else:
-                time.sleep(0.01)
+            buffer += chunk
         return buffer.split(b"\n", 1)[0].decode()
 
     def stop(self) -> None:
+        self._ready.clear()
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+            self.stub = None
+        self._kill()
+        if self._connector is not None and self._connector is not threading.current_thread():
+            self._connector.join(timeout=START_TIMEOUT_SECONDS)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def _kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             # PolicyPack stops its gRPC server on KeyboardInterrupt, i.e. SIGINT.
             os.kill(self.process.pid, signal.SIGINT)
@@ -203,8 +259,6 @@ class PolicyAnalyzer:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
 
     def stderr(self) -> str:
         self._stderr.seek(0)
@@ -237,20 +291,33 @@ class PolicyAnalyzer:
 
     def analyze(self, plan: Plan) -> PolicyReport:
         """Analyze each resource, then the stack; every diagnostic, in the engine's order."""
+        return self.submit(plan).result()
+
+    def submit(self, plan: Plan) -> "PendingReport":
+        """Send every request of ``analyze`` without waiting for the answers (the engine, too, has
+        several in flight): the pack works through them in its own process while the caller goes on.
+        ``result()`` of the returned object collects the report."""
+        return self.analysis(plan.stack).finish(plan)
+
+    def analysis(self, stack: str) -> "StackAnalysis":
+        """An analysis fed while the stack is being recorded: give its ``resource`` method to
+        ``record_plan(on_register=...)``, as the engine calls Analyze on each resource when it is
+        registered, then ``finish`` the recorded plan."""
+        return StackAnalysis(self, stack)
+
+    def _analyze(self, registration: Registration) -> grpc.Future:
         assert self.stub is not None
-        started = time.perf_counter()
-        report = PolicyReport(stack=plan.stack)
-        resources = [r for r in plan.registrations if r.type != STACK_TYPE]
-        for registration in resources:
-            response = self.stub.Analyze(analyzer_pb2.AnalyzeRequest(
-                type=registration.type,
-                properties=_struct(registration.inputs),
-                urn=registration.urn,
-                name=registration.name,
-                options=_options(registration),
-            ))
-            report.diagnostics += [_diagnostic(d, registration.urn) for d in response.diagnostics]
-        response = self.stub.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=[
+        return self.stub.Analyze.future(analyzer_pb2.AnalyzeRequest(
+            type=registration.type,
+            properties=_struct(registration.inputs),
+            urn=registration.urn,
+            name=registration.name,
+            options=_options(registration),
+        ))
+
+    def _analyze_stack(self, resources: list[Registration]) -> grpc.Future:
+        assert self.stub is not None
+        return self.stub.AnalyzeStack.future(analyzer_pb2.AnalyzeStackRequest(resources=[
             analyzer_pb2.AnalyzerResource(
                 type=registration.type,
                 properties=_struct(registration.outputs or registration.inputs),
@@ -264,8 +331,63 @@ class PolicyAnalyzer:
             )
             for registration in resources
         ]))
-        report.diagnostics += [_diagnostic(d) for d in response.diagnostics]
-        report.seconds = time.perf_counter() - started
+
+
+class StackAnalysis:
+    """One stack's requests to the pack. ``resource`` may be called from the mock runtime's threads:
+    once the pack is ready, each resource is sent as it is registered; the rest go in ``finish``."""
+
+    def __init__(self, analyzer: PolicyAnalyzer, stack: str):
+        self.analyzer = analyzer
+        self.stack = stack
+        self._sent: dict[str, grpc.Future] = {}
+        self._lock = threading.Lock()
+
+    def resource(self, registration: Registration) -> None:
+        if registration.type == STACK_TYPE or not self.analyzer._ready.is_set():
+            return
+        future = self.analyzer._analyze(registration)
+        with self._lock:
+            self._sent[registration.urn] = future
+
+    def finish(self, plan: Plan) -> "PendingReport":
+        """Send what was not sent yet and the stack's AnalyzeStack (with the outputs); the report's
+        diagnostics are in plan order, whatever order the answers came in."""
+        recorded = time.perf_counter()
+        self.analyzer.connect()
+        resources = [r for r in plan.registrations if r.type != STACK_TYPE]
+        with self._lock:
+            sent = dict(self._sent)
+        per_resource = [(r.urn, sent.get(r.urn) or self.analyzer._analyze(r)) for r in resources]
+        return PendingReport(plan.stack, recorded, per_resource, self.analyzer._analyze_stack(resources))
+
+
+class PendingReport:
+    """The answers to one plan's requests, still in flight; ``result()`` waits for all of them."""
+
+    def __init__(self, stack: str, started: float, per_resource: list[tuple[str, grpc.Future]], stack_future: grpc.Future):
+        self.stack = stack
+        self._started = started
+        self._per_resource = per_resource
+        self._stack_future = stack_future
+        self._answered = started
+        for future in [f for _, f in per_resource] + [stack_future]:
+            future.add_done_callback(self._note_answer)
+
+    def _note_answer(self, _future: grpc.Future) -> None:
+        self._answered = max(self._answered, time.perf_counter())
+
+    def result(self) -> PolicyReport:
+        report = PolicyReport(stack=self.stack)
+        try:
+            for urn, future in self._per_resource:
+                report.diagnostics += [_diagnostic(d, urn) for d in future.result(timeout=CALL_TIMEOUT_SECONDS).diagnostics]
+            report.diagnostics += [_diagnostic(d) for d in self._stack_future.result(timeout=CALL_TIMEOUT_SECONDS).diagnostics]
+        except grpc.RpcError as exc:
+            raise PolicyPackError(f"policy pack failed on stack {self.stack}: {exc.code().name}: {exc.details()}") from None
+        except grpc.FutureTimeoutError:
+            raise PolicyPackError(f"policy pack did not answer within {CALL_TIMEOUT_SECONDS}s (stack {self.stack})") from None
+        report.seconds = self._answered - self._started  # from the recorded plan to the pack's last answer
         return report
 
 

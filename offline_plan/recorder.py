@@ -255,10 +255,11 @@ STACK_TYPE = "pulumi:pulumi:Stack"
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """The SDK's mock monitor, plus a record of each request's options (parent, protect, ...)."""
 
-    def __init__(self, mocks: PlanMocks):
+    def __init__(self, mocks: PlanMocks, on_register: Optional[Callable[[Registration], None]] = None):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
         self._lock = threading.Lock()
+        self._on_register = on_register
 
     def _alias_urns(self, request) -> tuple[str, ...]:
         """Each alias as the URN the engine resolves it to: a spec's unset name, type and parent are the
@@ -311,6 +312,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             if any(r.urn == registration.urn for r in self.registrations):
                 raise pulumi.RunError(f"duplicate resource URN {registration.urn}")
             self.registrations.append(registration)
+        if self._on_register is not None:
+            self._on_register(registration)
         response = super().RegisterResource(request)
         registration.outputs = rpc.deserialize_properties(response.object, keep_unknowns=True)
         return response
@@ -321,6 +324,7 @@ def record_plan(
     project_dir: Path = PROJECT_DIR,
     overrides: Optional[Mapping[str, Any]] = None,
     preview: bool = False,
+    on_register: Optional[Callable[[Registration], None]] = None,
 ) -> Plan:
     """Run ``__main__.py`` of ``project_dir`` for ``stack`` and return what it registered.
 
@@ -328,13 +332,14 @@ def record_plan(
     ``cli_config.stack_config``). ``preview=True`` records a first ``pulumi preview``: values providers
     compute are unknown. Bad configuration is returned as ``Plan.error``, not raised: the CLI's refusal
     (missing key, wrong type, unencrypted secret), then nothing runs, or a ``pulumi.RunError`` from the
-    program (bad settings).
+    program (bad settings). ``on_register`` sees each registration (inputs and options, before the mock
+    provider's outputs) as it arrives, from the mock runtime's threads, as the engine's analyzers do.
     """
     try:
         project, config, secret_keys = stack_config(stack, project_dir, overrides)
     except StackConfigError as exc:
         return Plan(stack=stack, project=exc.project, error=str(exc))
-    return run_program(project, stack, config, secret_keys, project_dir, preview)
+    return run_program(project, stack, config, secret_keys, project_dir, preview, on_register)
 
 
 def run_program(
@@ -344,12 +349,13 @@ def run_program(
     secret_keys: list[str],
     project_dir: Path = PROJECT_DIR,
     preview: bool = False,
+    on_register: Optional[Callable[[Registration], None]] = None,
 ) -> Plan:
     """Run the program with exactly this config (as the engine hands it over) and record it."""
     runtime_settings.reset_options(project=project, stack=stack)
     set_all_config(dict(config), list(secret_keys))
     mocks = PlanMocks(preview=preview)
-    monitor = RecordingMonitor(mocks)
+    monitor = RecordingMonitor(mocks, on_register)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
     plan = Plan(stack=stack, project=project, secret_config_keys=tuple(secret_keys))
 

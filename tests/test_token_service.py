@@ -675,7 +675,7 @@ def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_t
     Its own OpenBao: the session's holds ``registry/staging`` as other tests' stack variants wrote it."""
     from offline_plan import record_plan
     from tests.support.stack_registry import robot_accounts
-    from tests.support.vault_plan import POLICY_TYPE, SECRET_TYPE, apply_vault_objects
+    from tests.support.vault_plan import POLICY_TYPE, REGISTRY_POLICY, SECRET_TYPE, apply_vault_objects
 
     plan = record_plan("staging")
     assert plan.error is None, plan.error
@@ -686,7 +686,7 @@ def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_t
     assert secret["mount"] == KV_MOUNT
     layout = provision_vault(root, openbao.url, {})
     # The service may read the stack's secret through the registry's own read-only policy, nothing more.
-    token = root.auth.token.create(policies=[f"{layout.prefix}-token-service", plan.one(POLICY_TYPE).plain_inputs["name"]],
+    token = root.auth.token.create(policies=[f"{layout.prefix}-token-service", plan.one(POLICY_TYPE, REGISTRY_POLICY).plain_inputs["name"]],
                                    no_default_policy=True, ttl="1h")["auth"]["client_token"]
     env = service_environment(layout, openbao.url, **{c.ENV_VAULT_ROBOTS_PATH: secret["name"], c.ENV_VAULT_TOKEN: token})
     running = start_token_service(env, tmp_path)

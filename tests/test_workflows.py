@@ -1,6 +1,7 @@
 """The GitHub Actions workflows: actionlint passes, every third-party action is pinned to a commit,
-pull requests and deploys run exactly the steps of .ci/run, each pipeline runs the policy pack the way
-the docs say, and the Pulumi jobs know where Consul and Vault are reached from."""
+pull requests and deploys run exactly the steps of .ci/run (pull requests with the pr test tier), each
+pipeline runs the policy pack the way the docs say, and the Pulumi jobs know where Consul and Vault are
+reached from."""
 
 from __future__ import annotations
 
@@ -67,10 +68,17 @@ def test_ci_run_and_the_checks_workflow_run_the_same_steps():
     assert actions == ["actions/checkout", "actions/setup-go", "actions/setup-python"]
 
 
-def test_pull_requests_and_deploys_run_the_checks_workflow():
-    for name in ("pull-request.yml", "deploy.yml"):
-        assert _workflow(name)["jobs"]["test"] == {"uses": "./.github/workflows/checks.yml"}, name
-    assert _workflow("checks.yml")[True] == {"workflow_call": None}  # YAML 1.1 reads the key `on` as True
+def test_pull_requests_run_the_checks_with_the_pr_tier_and_deploys_with_every_test():
+    assert _workflow("pull-request.yml")["jobs"]["test"] == {"uses": "./.github/workflows/checks.yml",
+                                                             "with": {"tier": "pr"}}
+    assert _workflow("deploy.yml")["jobs"]["test"] == {"uses": "./.github/workflows/checks.yml"}
+    checks = _workflow("checks.yml")
+    # YAML 1.1 reads the key `on` as True; no tier given (deploys) is the full tier, as in .ci/run.
+    assert checks[True] == {"workflow_call": {"inputs": {"tier": {
+        "description": "test tier: pr or full", "type": "string", "default": "full"}}}}
+    [job] = checks["jobs"].values()
+    assert job["env"] == {"TEST_TIER": "${{ inputs.tier }}"}
+    assert "TEST_TIER" not in (PROJECT / ".ci" / "run").read_text()
 
 
 def test_pull_requests_preview_each_stack_with_the_pack_only_when_credentials_exist():

@@ -56,7 +56,7 @@ class LoadedConfig:
 
 def recorded_kv(plan) -> tuple[str, dict[str, str]]:
     """(pathPrefix, subkeys) of the stack's KeyPrefix, as the plan would write them (secrets revealed: test only)."""
-    inputs = plan.one(KV_TYPE).plain_inputs
+    inputs = plan.one(KV_TYPE, "registry-consul-kv").plain_inputs
     return inputs["pathPrefix"], dict(inputs["subkeys"])
 
 
