@@ -279,7 +279,9 @@ class GcPeers:
     @property
     def service_name(self) -> str:
         """The clients' Service: the one with a cluster IP in front of the StatefulSet's pods."""
-        return self._object("core/v1:Service", lambda s: s["spec"].get("clusterIP") != "None")["metadata"]["name"]
+        pod_labels = self._object("apps/v1:StatefulSet")["spec"]["template"]["metadata"]["labels"]
+        return self._object("core/v1:Service", lambda s: s["spec"].get("clusterIP") != "None" and all(
+            pod_labels.get(k) == v for k, v in s["spec"].get("selector", {}).items()))["metadata"]["name"]
 
     def pod_names(self) -> list[str]:
         return [f"{self.statefulset}-{i}" for i in range(self.replicas)]
@@ -384,7 +386,7 @@ class GcPeers:
         to a process that no longer accepts any): the preStop delay covered the endpoint propagation."""
         late = []
         for record in self.kubelet.records:
-            if record.sigterm is None or not record.name.startswith(f"{self.statefulset}-"):
+            if record.sigterm is None or record.name not in self.pod_names():  # the Job's pod has no preStop
                 continue
             left = self.proxy.left_at.get(record.ip)
             if left is None or left > record.sigterm:
