@@ -12,8 +12,10 @@ from components.monitoring import RegistryMonitoring, RegistryMonitoringArgs
 from components.names import APP_NAME, WORKLOAD_NAME, RegistryNames
 from components.network import RegistryNetwork, RegistryNetworkArgs
 from components.operations import RegistryOperations, RegistryOperationsArgs
+from components.pull_credentials import RegistryPullCredentials, RegistryPullCredentialsArgs
 from components.settings import S3Storage, Settings, load_settings
 from components.storage import DisasterRecoveryReplica, S3BucketStorage, S3BucketStorageArgs
+from components.token_service import TOKEN_SERVICE_RESOURCES, TokenService, TokenServiceArgs
 from components.vault_secrets import RegistryVaultSecrets, RegistryVaultSecretsArgs
 from components.workload import RegistryWorkload, RegistryWorkloadArgs
 
@@ -86,6 +88,22 @@ RegistryOperations("registry-operations", args_from(
     RegistryOperationsArgs, settings, names=names,
     kms_key_arn=storage and storage.kms_key_arn, gc_role_arn=storage and storage.gc_role_arn,
 ))
+
+# authMode token: the token service the registry's realm points at (components/token_service.py).
+if settings.token_service is not None:
+    deployed = settings.token_service
+    token_service = TokenService(names.token_service, args_from(
+        TokenServiceArgs, settings, names=names, image=deployed.image, replicas=deployed.replicas,
+        resources=TOKEN_SERVICE_RESOURCES, realm_host=deployed.realm_host,
+        realm_tls_secret_name=deployed.realm_tls_secret_name, oidc=deployed.oidc,
+    ))
+    pulumi.export("token_realm", token_service.realm)
+# The kubelets' pull path: the pull robot's credentials from Vault into each consuming namespace.
+if settings.pull_secret_namespaces:
+    RegistryPullCredentials("registry-pull-credentials", args_from(
+        RegistryPullCredentialsArgs, settings, names=names, registry_hosts=(settings.ingress_host,),
+        pull_robot=settings.pull_robot,
+    ), opts=pulumi.ResourceOptions(depends_on=[secrets]))
 
 pulumi.export("namespace", settings.namespace)
 pulumi.export("service_dns_name", registry.service_dns_name)

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from token_service import contract as token_contract
+
 # --- ports -----------------------------------------------------------------------------------------
 HTTP_PORT = 5000  # the registry's API, behind the mesh sidecar
 DEBUG_PORT = 5001  # metrics and /debug/health, outside the mesh
@@ -32,6 +34,7 @@ API_SERVER_PORTS = (HTTPS_PORT, 6443)
 
 # --- objects and accounts --------------------------------------------------------------------------
 DATA_VOLUME = "data"
+TOKEN_SERVICE_COMPONENT = "token-service"  # the token service's component label and name suffix
 
 
 def vault_role_name(account: str, environment: str) -> str:
@@ -140,6 +143,71 @@ class RegistryNames:
         return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: f"{self.instance}-{component}", COMPONENT_LABEL: component,
                 **PART_OF_LABELS}
 
+    # --- the token service (components/token_service.py): its own objects, labels, KV prefix, Vault paths ---
+
+    @property
+    def token_service(self) -> str:
+        """The token service's Deployment, ServiceAccount, Service, PDB, Ingress and Consul service."""
+        return f"{self.base}-{TOKEN_SERVICE_COMPONENT}"
+
+    @property
+    def token_service_sidecar(self) -> str:
+        return f"{self.token_service}-sidecar-proxy"
+
+    @property
+    def token_service_metrics_service(self) -> str:
+        return f"{self.token_service}-metrics"
+
+    @property
+    def token_service_kv_prefix(self) -> str:
+        """Everything config-cli reads for the token service (its ``CONFIG_CLI_KV_PREFIX``): beside the registry's
+        ``<base>/<env>/``, never inside it (the registry's config-cli refuses keys it does not know)."""
+        return f"{self.token_service}/{self.environment}/"
+
+    @property
+    def token_service_config_kv_prefix(self) -> str:
+        return f"{self.token_service_kv_prefix}{CONFIG_FOLDER}"
+
+    @property
+    def token_signing_secret_path(self) -> str:
+        """The private signing keys: only the token service's Vault policy reads them."""
+        return f"{self.vault_secret_path}/{TOKEN_SIGNING_SECRET}"
+
+    @property
+    def token_trust_secret_path(self) -> str:
+        """The published public keys: the registry's and the token service's policies read them."""
+        return f"{self.vault_secret_path}/{TOKEN_TRUST_SECRET}"
+
+    def token_service_selector_labels(self) -> dict[str, str]:
+        """The token service's pods. The instance differs from the registry's, so neither the registry's Service,
+        PDB and NetworkPolicies nor its mesh identity ever select a token service pod."""
+        return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: f"{self.instance}-{TOKEN_SERVICE_COMPONENT}",
+                COMPONENT_LABEL: TOKEN_SERVICE_COMPONENT}
+
+    def token_service_labels(self) -> dict[str, str]:
+        return {**self.token_service_selector_labels(), **PART_OF_LABELS}
+    # --- pull credentials (components/pull_credentials.py) ---
+    def client_secret_path(self, user: str) -> str:
+        """A robot's own secret (username, clear password) inside the KV v2 mount: written by the Vault secrets
+        component, read by whoever hands that robot's credentials to its clients."""
+        return f"{self.vault_secret_path}/{CLIENTS_FOLDER}/{user}"
+
+    @property
+    def pull_secret(self) -> str:
+        """The ``kubernetes.io/dockerconfigjson`` Secret (and the ExternalSecret that renders it) in each consuming
+        namespace: what their pods name in ``imagePullSecrets``."""
+        return f"{self.base}-pull"
+
+    @property
+    def pull_credentials_account(self) -> str:
+        """The service account the External Secrets Operator logs in to Vault as, for the pull robot only."""
+        return f"{self.base}-pull-credentials"
+
+    @property
+    def pull_credentials_store(self) -> str:
+        """The ClusterSecretStore (cluster-scoped: the instance's name, environment included)."""
+        return f"{self.instance}-pull-credentials"
+
 
 WORKLOAD_NAME = "registry"  # this program's registry: RegistryNames(WORKLOAD_NAME, env)
 _PROGRAM = RegistryNames(WORKLOAD_NAME, "")
@@ -150,6 +218,8 @@ CONSUL_SERVICE_NAME = _PROGRAM.consul_service
 SIDECAR_SERVICE_NAME = _PROGRAM.sidecar_service
 GC_NAME = _PROGRAM.gc
 SNAPSHOT_NAME = _PROGRAM.snapshot
+TOKEN_SERVICE_NAME = _PROGRAM.token_service
+TOKEN_SERVICE_SIDECAR_NAME = _PROGRAM.token_service_sidecar
 
 
 def program_names(environment: str) -> RegistryNames:
@@ -231,6 +301,12 @@ MAINTENANCE_VARIABLES = (READONLY_VARIABLE,)
 TOKEN_SIGNING_SECRET = "token-signing"
 TOKEN_TRUST_SECRET = "token-trust"
 
+# --- the token service (components/token_service.py) ------------------------------------------------
+TOKEN_SERVICE_PORT = token_contract.HTTP_PORT  # /token, behind the mesh sidecar
+TOKEN_SERVICE_OPS_PORT = token_contract.OPS_PORT  # /healthz, /readyz, /metrics, outside the mesh
+# config-cli's profile that exports the token service's settings and starts ``python -m token_service``.
+TOKEN_SERVICE_CONFIG_CLI_COMMAND = ("config-cli", "run", "token-service")
+
 
 def kv_prefix(environment: str) -> str:
     return program_names(environment).kv_prefix
@@ -242,3 +318,9 @@ def config_kv_prefix(environment: str) -> str:
 
 def readonly_kv_key(environment: str) -> str:
     return program_names(environment).readonly_kv_key
+
+
+# --- pull credentials --------------------------------------------------------------------------------
+# Robots' own secrets live under ``<mount>/registry/<env>/clients/<user>`` (RegistryNames.client_secret_path).
+CLIENTS_FOLDER = "clients"
+PULL_CREDENTIALS_COMPONENT = "pull-credentials"

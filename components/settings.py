@@ -38,6 +38,18 @@ MIN_VOLUME_BYTES = 1 << 30  # 1Gi
 MAX_VOLUME_BYTES = 64 << 40  # 64Ti
 MAX_BUCKET_BUDGET_BYTES = 1 << 50  # 1024Ti
 
+# The token service's deployment (authMode token only; components/token_service.py, parsed by
+# ``_parse_token_service``).
+TOKEN_SERVICE_KEYS = (
+    "tokenServiceImage",
+    "tokenServiceReplicas",
+    "tokenRealmTlsSecretName",
+    "tokenOidcIssuer",
+    "tokenOidcAudience",
+    "tokenOidcIssuerCidrs",
+    "tokenOidcGroupRoles",
+)
+
 # Every key this program reads, so that a misspelt key in a stack file is an error, not a silently
 # ignored line. Pulumi.yaml declares the same keys (a test keeps the two in step).
 KNOWN_KEYS = (
@@ -101,7 +113,11 @@ KNOWN_KEYS = (
     "drRegion",
     "consulAuthMethod",
     "gcDeleteUntagged",
+    *TOKEN_SERVICE_KEYS,
 )
+
+# Pull credentials for the kubelets (components/pull_credentials.py).
+KNOWN_KEYS += ("pullSecretNamespaces",)
 
 # Settings whose values are secrets: read with ``get_secret`` so they stay wrapped, never as plain strings.
 SECRET_KEYS = ("minioAccessKey", "minioSecretKey")
@@ -196,6 +212,28 @@ Auth = Union[HtpasswdAuth, TokenAuth]
 
 
 @dataclass(frozen=True)
+class OidcIssuer:
+    """The company's OIDC issuer developers log in with (through the token service)."""
+
+    url: str
+    audience: str
+    # Where the token service fetches the issuer's JWKS from (egress); empty for an in-cluster issuer.
+    cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    group_roles: tuple[tuple[str, str], ...]  # (OIDC group, token service role)
+
+
+@dataclass(frozen=True)
+class TokenServiceDeployment:
+    """The token service as this program deploys it (authMode token)."""
+
+    image: str
+    replicas: int
+    realm_host: str  # the token realm's host: the token service's Ingress host
+    realm_tls_secret_name: str
+    oidc: Optional[OidcIssuer]
+
+
+@dataclass(frozen=True)
 class RegistryUser:
     """A robot account whose password Pulumi generates; ``access`` is push, pull or cleanup."""
 
@@ -280,6 +318,16 @@ class Settings:
     disaster_recovery: Optional[DisasterRecoveryBucket]
     consul_auth_method: str
     gc_delete_untagged: bool
+    token_service: Optional[TokenServiceDeployment] = None  # authMode token only
+    # --- pull credentials: the namespaces that get the pull robot's dockerconfigjson Secret (none: no operator
+    # objects at all).
+    pull_secret_namespaces: tuple[str, ...] = ()
+
+    @property
+    def pull_robot(self) -> Optional[str]:
+        """The pull-only robot whose credentials the consuming namespaces get (exactly one with pullSecretNamespaces)."""
+        pulling = [user.name for user in self.users if user.access == contract.ROLE_PULL]
+        return pulling[0] if self.pull_secret_namespaces and pulling else None
 
     @property
     def names(self) -> names.RegistryNames:
@@ -578,7 +626,11 @@ def parse_settings(
     auth = _parse_auth(read)
     users = _parse_users(read, auth)
     operations = _parse_operations(read, storage)
-    for key, reference in (("image", image), ("operationsToolsImage", operations["operations_tools_image"])):
+    token_service = _parse_token_service(read, auth, ingress_host, developer_cidrs)
+    images = [("image", image), ("operationsToolsImage", operations["operations_tools_image"])]
+    if token_service is not None:
+        images.append(("tokenServiceImage", token_service.image))
+    for key, reference in images:
         _refuse_self_hosted_image(key, reference, namespace, ingress_host)
 
     return Settings(
@@ -625,6 +677,8 @@ def parse_settings(
             "consulAuthMethod", _CONSUL_AUTH_METHOD, "the name of Consul's Kubernetes auth method, such as consul-k8s-auth-method"
         ),
         **operations,
+        token_service=token_service,
+        **_parse_pull_credentials(read, auth, users, ingress_host),
     )
 
 
@@ -813,8 +867,8 @@ def _refuse_settings_given_alone(read: _Raw) -> None:
         ("drRegion", "drBucket", read.optional("drBucket") is not None, "drBucket (the replica it is the region of)"),
         ("ingressTlsSecretName", "ingressHost", read.optional("ingressHost") is not None,
          "ingressHost (no Ingress is created without it)"),
-        ("developerCidrs", "ingressHost", read.optional("ingressHost") is not None,
-         "ingressHost (developers reach the registry only through the Ingress)"),
+        ("developerCidrs", "ingressHost", read.optional("ingressHost") is not None or read.optional("authMode") == "token",
+         "ingressHost or authMode token (developers reach the registry and the token service only through an Ingress)"),
         ("awsAccountId", "storageMode", mode == "s3", "storageMode s3 (the account of the bucket and its role)"),
         ("s3OidcProviderArn", "storageMode", mode == "s3", "storageMode s3 (the role it trusts exists only there)"),
         ("minioEndpoint", "storageMode", mode == "minio", "storageMode minio"),
@@ -861,7 +915,7 @@ _USER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 _TOKEN_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 _ISSUER = re.compile(r"^\S{1,255}$")
-TOKEN_KEYS = ("tokenRealm", "tokenService", "tokenIssuer")
+TOKEN_KEYS = ("tokenRealm", "tokenService", "tokenIssuer", *TOKEN_SERVICE_KEYS)
 
 
 def _token_realm(text: str) -> str:
@@ -896,7 +950,7 @@ def _parse_auth(read: _Raw) -> Auth:
     mode = read.choice("authMode", AUTH_MODES)
     if mode == "htpasswd":
         for key in TOKEN_KEYS:
-            if read.optional(key) is not None:
+            if read.given(key) and (key != "tokenServiceReplicas" or read.optional(key) != TOKEN_SERVICE_DEFAULT_REPLICAS):
                 raise SettingsError(key, read.optional(key), "only used with authMode token (authMode is htpasswd)")
         return HtpasswdAuth()
     return TokenAuth(
@@ -948,3 +1002,116 @@ def _parse_minio_credentials(
         if value is None:
             raise SettingsError(key, None, f"required with storageMode minio: `pulumi config set --secret {PROJECT}:{key} ...`")
     return MinioCredentials(access_key=values["minioAccessKey"], secret_key=values["minioSecretKey"])
+
+
+# --- the token service's deployment (authMode token) ------------------------------------------
+
+TOKEN_SERVICE_DEFAULT_REPLICAS = "2"  # Pulumi.yaml's default: given in htpasswd mode, it means "not set"
+MIN_TOKEN_SERVICE_REPLICAS = 2  # one pod may be evicted (its PDB) while another still issues tokens
+_GROUP_ROLE_ALLOWED = "group:pull or group:push (an OIDC group name of letters, digits, . _ - / @, then its role)"
+_OIDC_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
+# What a developer's group may map to: never cleanup (delete), which only the retention robot holds.
+DEVELOPER_ROLES = (contract.ROLE_PULL, contract.ROLE_PUSH)
+_REALM_ALLOWED = (f"https://<host>{contract.TOKEN_PATH}, the token service's Ingress host "
+                  f"(http://localhost:<port>{contract.TOKEN_PATH} only for a local test)")
+
+
+def _group_role(text: str) -> tuple[str, str]:
+    group, separator, role = text.rpartition(":")
+    if not separator or not _OIDC_GROUP.fullmatch(group) or role not in DEVELOPER_ROLES:
+        raise ValueError(text)
+    return group, role
+
+
+def _realm_host(realm: str) -> str:
+    """The realm clients are sent to is where this program deploys the token service: its Ingress host, on
+    443, at the token path. (A loopback realm is only a test's token service on this machine.)"""
+    url = validation.parse_url(realm, ("https", "http"), path=True)
+    if url.path != contract.TOKEN_PATH:
+        raise Invalid(f"expected {_REALM_ALLOWED}: the token service answers at {contract.TOKEN_PATH}")
+    if url.host in _LOOPBACK_HOSTS:
+        return url.host
+    if not validation.is_hostname(url.host) or url.port not in (None, names.HTTPS_PORT):
+        raise Invalid(f"expected {_REALM_ALLOWED}: a DNS host name on port 443 (the Ingress)")
+    return url.host
+
+
+def _oidc_url(text: str) -> str:
+    """The issuer's URL: TLS (developers' tokens are verified against what it serves), http only on loopback."""
+    url = validation.parse_url(text, ("https", "http"), path=True)
+    if url.scheme == "http" and url.host not in _LOOPBACK_HOSTS:
+        raise Invalid("expected an https:// issuer URL (http:// only to 127.0.0.1 or localhost)")
+    return text
+
+
+def _parse_token_service(read: _Raw, auth: Auth, ingress_host: Optional[str],
+                         developer_cidrs: tuple) -> Optional[TokenServiceDeployment]:
+    if not isinstance(auth, TokenAuth):
+        return None
+    realm_host = read.checked("tokenRealm", _realm_host, _REALM_ALLOWED)
+    if realm_host == ingress_host:
+        raise SettingsError("tokenRealm", auth.realm, f"a host other than ingressHost ({ingress_host}): the token "
+                                                      "service has its own Ingress")
+    if not developer_cidrs:
+        raise SettingsError("developerCidrs", [], "authMode token needs at least one developer CIDR: the token "
+                                                  "service's Ingress admits only them and the nodes (an empty "
+                                                  "allow-list would admit everybody)")
+    image = read.matching("tokenServiceImage", _IMAGE, "the token service image (token_service/Dockerfile), such as "
+                          "registry.example.com/platform/token-service:1.0@sha256:<64 hex>, required with authMode token")
+    _check_image_limits("tokenServiceImage", image)
+    parts = _IMAGE.fullmatch(image)
+    if parts["tag"] == "latest" or not parts["digest"]:
+        raise SettingsError("tokenServiceImage", image, "the token service image must be pinned by digest "
+                                                        "(name[:tag]@sha256:<64 hex>), never :latest")
+    oidc = None
+    issuer = read.optional("tokenOidcIssuer")
+    if issuer is None:
+        for key in ("tokenOidcAudience", "tokenOidcIssuerCidrs", "tokenOidcGroupRoles"):
+            if read.given(key):
+                raise SettingsError(key, read.optional(key), "only used with tokenOidcIssuer (developer logins); "
+                                                             "set that too or remove this")
+    else:
+        read.checked("tokenOidcIssuer", _oidc_url, "the company OIDC issuer's URL, https://host[/path]")
+        cidrs = read.cidr_list("tokenOidcIssuerCidrs", "CIDR blocks of the OIDC issuer (its JWKS endpoint)")
+        issuer_url = validation.parse_url(issuer, ("https", "http"), path=True)
+        if not cidrs and validation.in_cluster_service(issuer_url) is None and issuer_url.host not in _LOOPBACK_HOSTS:
+            raise SettingsError("tokenOidcIssuerCidrs", None, "an OIDC issuer outside the cluster needs its CIDRs "
+                                                              "(the token service's egress is deny-by-default)")
+        oidc = OidcIssuer(
+            url=issuer,
+            audience=read.matching("tokenOidcAudience", _AUDIENCE, "the audience the developers' tokens carry, "
+                                                                   "required with tokenOidcIssuer"),
+            cidrs=cidrs,
+            group_roles=read.string_list("tokenOidcGroupRoles", _group_role, _GROUP_ROLE_ALLOWED),
+        )
+    return TokenServiceDeployment(
+        image=image,
+        replicas=read.integer("tokenServiceReplicas", MIN_TOKEN_SERVICE_REPLICAS, MAX_REPLICAS),
+        realm_host=realm_host,
+        realm_tls_secret_name=read.checked("tokenRealmTlsSecretName", _dns_subdomain,
+                                           "the TLS Secret for the token realm's host, required with authMode token"),
+        oidc=oidc,
+    )
+# --- pull credentials ---------------------------------------------------------------------------
+
+
+def _parse_pull_credentials(read: _Raw, auth: Auth, users: tuple[RegistryUser, ...],
+                            ingress_host: Optional[str]) -> dict:
+    """``pullSecretNamespaces``: where the External Secrets Operator renders the pull robot's dockerconfigjson
+    Secret. It needs the path the kubelets pull on (the Ingress), a pull-only robot (token auth), and exactly one
+    such robot, so that every namespace gets the same one and none a pusher's credentials."""
+    key = "pullSecretNamespaces"
+    namespaces = read.string_list(key, _dns_label, "a Kubernetes namespace name (DNS label)")
+    if not namespaces:
+        return {"pull_secret_namespaces": ()}
+    if ingress_host is None:
+        raise SettingsError(key, list(namespaces), "only used with ingressHost (kubelets pull through the Ingress); "
+                                                   "set that too or remove this")
+    if not isinstance(auth, TokenAuth):
+        raise SettingsError(key, list(namespaces), "needs authMode token: only token auth has pull-only robots, and "
+                                                   "htpasswd would hand every namespace a robot that can push")
+    pulling = [user.name for user in users if user.access == contract.ROLE_PULL]
+    if len(pulling) != 1:
+        raise SettingsError("htpasswdUsers", pulling, f"with {key}, expected exactly one pull-only robot (name:pull): "
+                                                      "the one whose credentials every consuming namespace gets")
+    return {"pull_secret_namespaces": namespaces}

@@ -46,7 +46,11 @@ SALT_BYTES = 16
 BCRYPT_COST = 10
 FIELD_ACCESS = contract.ROBOT_ROLES_FIELD  # {robot: role}, what the token service grants by
 FIELD_GENERATION = "credentials_generation"
-CLIENTS_FOLDER = "clients"
+CLIENTS_FOLDER = names.CLIENTS_FOLDER
+# The fields of a robot's client secret: what its clients (and the pull credentials' ExternalSecret) read.
+FIELD_CLIENT_USERNAME = "username"
+FIELD_CLIENT_PASSWORD = "password"
+FIELD_CLIENT_ACCESS = "access"
 GENERATION_ANNOTATION = "platform.example.com/credentials-generation"
 KEEPER_GENERATION = "credentialsGeneration"
 # config-cli logs in once at start and reads one secret; a stolen token is useless within minutes.
@@ -131,11 +135,11 @@ def registry_secret_data(
 
 
 def client_secret_path(secrets: RegistryVaultSecretsArgs, user: RegistryUser) -> str:
-    return f"{secrets.vault_secret_path}/{CLIENTS_FOLDER}/{user.name}"
+    return secrets.names.client_secret_path(user.name)
 
 
 def client_secret_data(user: RegistryUser, password: str) -> dict[str, str]:
-    return {"username": user.name, "password": password, "access": user.access}
+    return {FIELD_CLIENT_USERNAME: user.name, FIELD_CLIENT_PASSWORD: password, FIELD_CLIENT_ACCESS: user.access}
 
 
 def vault_policy_name(secrets: RegistryVaultSecretsArgs) -> str:

@@ -58,7 +58,6 @@ class RegistryPod:
     def consul_kv_prefix(self) -> str:
         return self.names.kv_prefix
 
-
 @dataclass(frozen=True, kw_only=True)
 class RegistryWorkloadArgs(RegistryPod):
     replicas: int
@@ -101,14 +100,15 @@ def mesh_annotations(pod: RegistryPod) -> dict[str, str]:
     }
 
 
-def config_cli_environment(pod: RegistryPod, account: Optional[str] = None) -> list[dict]:
+def config_cli_environment(pod: RegistryPod, account: Optional[str] = None, service: Optional[str] = None) -> list[dict]:
     """What config-cli itself needs to find the registry's settings (docs/config-cli.md), logging in to
-    Vault and Consul as ``account`` (the registry's pods by default, or the garbage-collection Job's replica)."""
+    Vault and Consul as ``account`` (the registry's pods by default, or the garbage-collection Job's replica)
+    and registering ``service`` (the registry's; the token service passes its own, with its own KV prefix)."""
     account = account or pod.names.service_account
     return [
         {"name": "CONFIG_CLI_ENVIRONMENT", "value": pod.environment},
         {"name": "CONFIG_CLI_KV_PREFIX", "value": pod.consul_kv_prefix},
-        {"name": "CONFIG_CLI_SERVICE_NAME", "value": pod.names.consul_service},
+        {"name": "CONFIG_CLI_SERVICE_NAME", "value": service or pod.names.consul_service},
         {"name": "CONSUL_HTTP_ADDR", "value": pod.consul_http_addr},
         {"name": "CONFIG_CLI_CONSUL_AUTH_METHOD", "value": pod.consul_auth_method},
         {"name": "VAULT_ADDR", "value": pod.vault_addr},

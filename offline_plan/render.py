@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Optional, TextIO
 
 import yaml
 
@@ -52,20 +52,33 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
+def manifest_file_names(objects: list[tuple[str, str, Optional[str]]]) -> list[str]:
+    """``<kind>-<name>.yaml`` for each (kind, name, namespace); objects of one kind and name in several
+    namespaces (the pull Secret's ExternalSecret in each consuming namespace) get
+    ``<kind>-<namespace>-<name>.yaml`` instead."""
+    counts: dict[tuple[str, str], int] = {}
+    for kind, name, _ in objects:
+        counts[(kind, name)] = counts.get((kind, name), 0) + 1
+    return [f"{kind.lower()}-{_slug(namespace)}-{_slug(name)}.yaml" if counts[(kind, name)] > 1 and namespace
+            else f"{kind.lower()}-{_slug(name)}.yaml" for kind, name, namespace in objects]
+
+
 def write_plan(plan: Plan, out_dir: Path) -> Path:
     stack_dir = out_dir / plan.stack
     if stack_dir.exists():
         shutil.rmtree(stack_dir)
     (stack_dir / "kubernetes").mkdir(parents=True)
     (stack_dir / "resources").mkdir()
+    manifests = [(registration, kubernetes_manifest(registration)) for registration in plan.resources
+                 if registration.type.startswith("kubernetes:")]
+    file_names = manifest_file_names([
+        (manifest.get("kind", registration.type.rsplit(":", 1)[-1]),
+         manifest.get("metadata", {}).get("name", registration.name), manifest.get("metadata", {}).get("namespace"))
+        for registration, manifest in manifests])
+    for (_, manifest), file_name in zip(manifests, file_names):
+        (stack_dir / "kubernetes" / file_name).write_text(yaml.safe_dump(manifest, sort_keys=False))
     for registration in plan.resources:
-        if registration.type.startswith("kubernetes:") and not registration.type.startswith("pulumi:providers"):
-            manifest = kubernetes_manifest(registration)
-            kind = manifest.get("kind", registration.type.rsplit(":", 1)[-1])
-            name = manifest.get("metadata", {}).get("name", registration.name)
-            path = stack_dir / "kubernetes" / f"{kind.lower()}-{_slug(name)}.yaml"
-            path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-        else:
+        if not registration.type.startswith("kubernetes:"):
             path = stack_dir / "resources" / f"{_slug(display_type(registration.type))}-{_slug(registration.name)}.json"
             path.write_text(json.dumps(_resource_record(registration), indent=2, sort_keys=True) + "\n")
     document = {

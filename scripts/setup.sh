@@ -5,7 +5,9 @@
 #                           offline plan and the policy pack need
 #   scripts/setup.sh test   the above plus test dependencies and the real tools the tests run:
 #                           promtool (Debian), checkov (own virtualenv), Distribution v3 and
-#                           actionlint (built with `go install`), and the real peers: the Pulumi CLI,
+#                           actionlint (built with `go install`), the registry clients (skopeo and
+#                           containerd from Debian; oras, cosign and the OCI conformance suite from the Go
+#                           module proxy), and the real peers: the Pulumi CLI,
 #                           Consul, kube-apiserver + kube-controller-manager, the Pulumi kubernetes
 #                           provider (built from the Go module proxy) with etcd (Debian)
 #
@@ -73,8 +75,25 @@ scripts/install-registry.sh >/dev/null
 scripts/install-actionlint.sh >/dev/null
 scripts/install-oras.sh >/dev/null
 scripts/install-conformance.sh >/dev/null
+scripts/install-eso-template.sh >/dev/null
+# cosign (5.6 min cold alone, 1.4 GB peak) builds in the background beside the Pulumi CLI and Consul, whose
+# download and link phases leave a core idle; kube-apiserver and the kubernetes provider (4.5 GB) start once it
+# is done, so at most ~3.5 GB are in use at a time. Its log is printed only if it fails.
+cosign_log="${cache}/install-cosign.log"
+scripts/install-cosign.sh >/dev/null 2>"${cosign_log}" &
+cosign_pid=$!
+# If a foreground step fails, let the build finish (its own trap tidies up) rather than leave it running.
+trap '[[ -z "${cosign_pid}" ]] || wait "${cosign_pid}" || true' EXIT
 # The real peers (docs/peers.md): minutes each when cold, one at a time (each peaks at ~2 GB).
 scripts/install-pulumi.sh >/dev/null
 scripts/install-consul.sh >/dev/null
+if ! wait "${cosign_pid}"; then
+    cosign_pid=
+    tail -n 40 "${cosign_log}" >&2
+    echo "error: scripts/install-cosign.sh failed (log: ${cosign_log})" >&2
+    exit 1
+fi
+cosign_pid=
+tail -n 1 "${cosign_log}" >&2
 scripts/install-kube.sh >/dev/null
 scripts/install-pulumi-kubernetes.sh >/dev/null

@@ -9,6 +9,7 @@ ambiguous. ``MUTATIONS`` maps a case name to (stack, mutation, the one policy ex
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any, Callable
 
@@ -713,8 +714,118 @@ GRANT_CASES: dict[str, tuple[str, Mutation, str, str]] = {
         p, VAULT_ROLE, "registry-secrets-registry-gc-auth-role", _set("boundServiceAccountNames", ["default"])),
         "vault-role-bound-to-stack-account", "cicd/default"),
 }
+
+# --- the token service (components/token_service.py): the same rules reach its objects -----------------------
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+TOKEN = "registry-token-service"
+TOKEN_DEPLOYMENT = f"{TOKEN}-deployment"
+TOKEN_CASES: dict[str, tuple[str, Mutation, str, str]] = {
+    "a root token service container": ("staging", lambda p: edit(p, DEPLOYMENT, TOKEN_DEPLOYMENT, lambda i: _container(
+        i)["securityContext"].update(runAsUser=0)), "workload-pod-security-restricted", "runAsUser"),
+    "a token service without a readiness probe": ("prod", lambda p: edit(p, DEPLOYMENT, TOKEN_DEPLOYMENT, lambda i: _container(
+        i).pop("readinessProbe")), "workload-probes-set", "readinessProbe"),
+    "a token service image from Docker Hub": ("prod", lambda p: edit(p, DEPLOYMENT, TOKEN_DEPLOYMENT, lambda i: _container(
+        i).update(image=f"docker.io/someone/token-service:1.0@sha256:{'d' * 64}")), "workload-image-pinned", "docker.io"),
+    "a token service outside any default deny": ("staging", lambda p: remove(p, NETWORK_POLICY, f"{TOKEN}-default-deny"),
+                                                 "network-default-deny-selects-registry", "Deployment registry-token-service"),
+    "the token realm Ingress admitting everyone": ("prod", lambda p: edit(p, INGRESS, f"{TOKEN}-ingress", lambda i: i[
+        "metadata"]["annotations"].update({"nginx.ingress.kubernetes.io/whitelist-source-range": "0.0.0.0/0"})),
+        "kubernetes-ingress-tls-and-source-ranges", "admit internet addresses"),
+    "the token service's ops port on its client Service": ("staging", lambda p: edit(p, SERVICE, f"{TOKEN}-service", lambda i: i[
+        "spec"]["ports"].append({"name": "ops", "port": 5051, "targetPort": "ops", "protocol": "TCP"})),
+        "registry-debug-port-not-on-client-service", "ops"),
+    "the registry's Vault policy reading the signing keys": ("prod", lambda p: edit(p, VAULT_POLICY, VAULT_POLICY_NAME, _vault_policy(
+        'path "secret/data/registry/prod/token-signing" {\n  capabilities = ["read"]\n}\n')),
+        "vault-policy-read-only", "token-signing"),
+    # (A client secret there is vault-client-secrets-only-for-stores' case: it fires for any policy.)
+    "the token service's Vault policy reading another stack's signing key": ("staging", lambda p: edit(
+        p, VAULT_POLICY, f"{TOKEN}-policy", _vault_policy(
+            'path "secret/data/registry/prod/token-signing" {\n  capabilities = ["read"]\n}\n')),
+        "vault-policy-read-only", "2 environments"),
+    "the token service's KeyPrefix owning the registry's folder": ("staging", lambda p: edit(
+        p, CONSUL_KEY_PREFIX, f"{TOKEN}-kv", _set("pathPrefix", "registry/staging/")), "consul-kv-registry-prefix",
+        "registry/staging/"),
+    "the token service's Consul token writing its settings": ("prod", lambda p: edit(p, ACL_POLICY, f"{TOKEN}-acl-policy", _acl_rules(
+        'key_prefix "registry-token-service/prod/" {\n  policy = "write"\n}\n')), "consul-acl-policy-least-privilege",
+        "grants write on every key"),
+    "a token service without its alerts": ("staging", lambda p: remove(p, PROMETHEUS_RULE, f"{TOKEN}-rules"),
+                                           "prometheus-rule-required-alerts", "token service down"),
+}
 MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in GRANT_CASES.items()})
+MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in TOKEN_CASES.items()})
 MESSAGES = {case: phrase for case, (_, _, _, phrase) in GRANT_CASES.items()}
+# What the token cases' messages name (the grant or the object), without the grant cases' "; <fix>" form.
+TOKEN_PHRASES = {case: phrase for case, (_, _, _, phrase) in TOKEN_CASES.items()}
+
+
+# --- pull credentials (policies/rules/pull_credentials.py) ---------------------------------------------------
+EXTERNAL_SECRET = "kubernetes:external-secrets.io/v1:ExternalSecret"
+CLUSTER_SECRET_STORE = "kubernetes:external-secrets.io/v1:ClusterSecretStore"
+PULL_CREDENTIALS = "registry-pull-credentials"
+
+
+def _remote_keys(key: str) -> Callable[[dict], None]:
+    def apply(props: dict) -> None:
+        for reference in props["spec"]["data"]:
+            reference["remoteRef"]["key"] = key
+    return apply
+
+
+def _plaintext_pull_secret(plan: Plan) -> Plan:
+    """A dockerconfigjson Secret written into the plan itself, beside the ExternalSecret that should render it."""
+    account = _find(plan, "kubernetes:core/v1:ServiceAccount", f"{PULL_CREDENTIALS}-service-account")
+    secret = dataclasses.replace(
+        account, type="kubernetes:core/v1:Secret", name=f"{PULL_CREDENTIALS}-plaintext",
+        urn=account.urn.replace("kubernetes:core/v1:ServiceAccount", "kubernetes:core/v1:Secret")
+        .replace("-service-account", "-plaintext"),
+        inputs={"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": "registry-pull", "namespace": "apps"},
+                "stringData": {".dockerconfigjson": '{"auths":{"registry.staging.internal.example.com":'
+                                                    '{"username":"cluster-pull","password":"hunter2hunter2"}}}'}})
+    secret.outputs = copy.deepcopy(secret.inputs)
+    plan.registrations.append(secret)
+    return plan
+
+
+PULL_CREDENTIAL_CASES: dict[str, tuple[str, Mutation, str, str]] = {
+    "a pull Secret of type Opaque": ("staging", lambda p: edit(p, EXTERNAL_SECRET, f"{PULL_CREDENTIALS}-apps", _set(
+        "spec", "target", "template", "type", "Opaque")), "pull-secret-from-pull-robot", "'Opaque'"),
+    "the CI robot's credentials in a pull Secret": ("prod", lambda p: edit(
+        p, EXTERNAL_SECRET, f"{PULL_CREDENTIALS}-batch", _remote_keys("registry/prod/clients/ci-runner")),
+        "pull-secret-from-pull-robot", "'registry/prod/clients/ci-runner'"),
+    "a pull Secret copying the registry's whole secret": ("staging", lambda p: edit(
+        p, EXTERNAL_SECRET, f"{PULL_CREDENTIALS}-batch", _set("spec", "dataFrom", [{"extract": {"key": "registry/staging"}}])),
+        "pull-secret-from-pull-robot", "dataFrom"),
+    "a ClusterSecretStore without conditions": ("prod", lambda p: edit(
+        p, CLUSTER_SECRET_STORE, f"{PULL_CREDENTIALS}-store", lambda i: i["spec"].pop("conditions")),
+        "pull-credentials-store-scoped", "no conditions"),
+    "a ClusterSecretStore admitting namespaces by label": ("staging", lambda p: edit(
+        p, CLUSTER_SECRET_STORE, f"{PULL_CREDENTIALS}-store", _set("spec", "conditions", [
+            {"namespaceSelector": {"matchLabels": {"team": "apps"}}}])), "pull-credentials-store-scoped", "namespaceSelector"),
+    "the store reaching Vault over plain http": ("staging", lambda p: edit(
+        p, CLUSTER_SECRET_STORE, f"{PULL_CREDENTIALS}-store", _set("spec", "provider", "vault", "server",
+                                                                    "http://vault.vault.svc:8200")),
+        "pull-credentials-store-scoped", "without TLS"),
+    "the store's Vault policy reading the CI robot": ("prod", lambda p: edit(
+        p, VAULT_POLICY, f"{PULL_CREDENTIALS}-policy", _vault_policy(replace=("/clients/cluster-pull", "/clients/ci-runner"))),
+        "pull-credentials-store-reads-only-pull-robots", "clients/ci-runner"),
+    "the store's Vault policy also reading the registry's secret": ("staging", lambda p: edit(
+        p, VAULT_POLICY, f"{PULL_CREDENTIALS}-policy", _vault_policy(
+            'path "secret/data/registry/staging" {\n  capabilities = ["read"]\n}\n')),
+        "pull-credentials-store-reads-only-pull-robots", "'secret/data/registry/staging'"),
+    "the store's Vault role bound to the registry's account": ("staging", lambda p: edit(
+        p, VAULT_ROLE, f"{PULL_CREDENTIALS}-auth-role", _set("boundServiceAccountNames", ["registry"])),
+        "pull-credentials-store-reads-only-pull-robots", "not to the store's own service account"),
+    "the registry's Vault role granted the pull robot's policy": ("prod", lambda p: edit(
+        p, VAULT_ROLE, "registry-secrets-auth-role", lambda i: i["tokenPolicies"].append(
+            "registry-pull-credentials-prod")), "vault-client-secrets-only-for-stores", "registry-pull-credentials-prod"),
+    "a plaintext dockerconfigjson Secret in the plan": ("staging", _plaintext_pull_secret,
+                                                        "no-plaintext-kubernetes-secrets", "['stringData']"),
+}
+MUTATIONS.update({case: (stack, mutation, expected) for case, (stack, mutation, expected, _) in
+                  PULL_CREDENTIAL_CASES.items()})
+MESSAGES.update({case: phrase for case, (_, _, _, phrase) in PULL_CREDENTIAL_CASES.items()})
 
 
 def mutated(plans: dict[str, Plan], case: str) -> Plan:

@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from components import monitoring
-from components.names import DEBUG_PORT, HTTP_PORT
+from components.names import DEBUG_PORT, HTTP_PORT, TOKEN_SERVICE_NAME
 from components.settings import SettingsError
 from offline_plan.render import plain_numbers
 from tests.alerting import cases as alert_cases
@@ -35,7 +35,7 @@ TARGET_LABELS = {"job", "namespace", "instance", "pod", "service", "endpoint", "
 
 
 def rules_from_plan(plan) -> dict:
-    return plain_numbers(plan.one(PROMETHEUS_RULE).plain_inputs["spec"])
+    return plain_numbers(plan.one(PROMETHEUS_RULE, "registry-monitoring-rules").plain_inputs["spec"])
 
 
 def alerts(rules: dict) -> list[dict]:
@@ -228,12 +228,13 @@ def test_plan_has_a_metrics_service_exposing_only_the_debug_port(stack_plan):
 
 def test_client_services_never_carry_the_debug_port(stack_plan):
     for name, service in _services(stack_plan).items():
-        if name != monitoring.METRICS_SERVICE_NAME:
+        # The token service's two Services are its own ports (tests/test_token_service_deploy.py).
+        if name != monitoring.METRICS_SERVICE_NAME and not name.startswith(TOKEN_SERVICE_NAME):
             assert [port["port"] for port in service["spec"]["ports"]] == [HTTP_PORT], name
 
 
 def test_service_monitor_scrapes_metrics_from_the_metrics_service_alone(stack_plan):
-    monitor = plain_numbers(stack_plan.one(SERVICE_MONITOR).plain_inputs)
+    monitor = plain_numbers(stack_plan.one(SERVICE_MONITOR, "registry-monitoring-service-monitor").plain_inputs)
     assert monitor["metadata"]["namespace"] == settings_for(stack_plan.stack).namespace
     assert monitor["spec"]["endpoints"] == [
         {"port": "debug", "path": "/metrics", "scheme": "http", "interval": "30s", "scrapeTimeout": "10s"}
@@ -247,10 +248,10 @@ def test_service_monitor_scrapes_metrics_from_the_metrics_service_alone(stack_pl
 
 
 def test_plan_registers_the_alert_rules_under_the_monitoring_component(stack_plan):
-    rule = stack_plan.one(PROMETHEUS_RULE)
+    rule = stack_plan.one(PROMETHEUS_RULE, "registry-monitoring-rules")
     component = stack_plan.one("registry:monitoring:RegistryMonitoring")
     assert rule.parent == component.urn
-    assert stack_plan.one(SERVICE_MONITOR).parent == component.urn
+    assert stack_plan.one(SERVICE_MONITOR, "registry-monitoring-service-monitor").parent == component.urn
     settings = settings_for(stack_plan.stack)
     assert rules_from_plan(stack_plan) == monitoring.alert_rules(settings)
 

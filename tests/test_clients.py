@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.containerd import containerd, ctr  # noqa: F401  (containerd is a fixture)
 from tests.support.crane import Crane, basic_auth, build_crane, layer_tarball
 from tests.support.peers import installed_binaries
-from tests.support.processes import start_process
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.stack_fixtures"]
 
@@ -121,34 +120,6 @@ def test_skopeo_copies_an_image_in_and_the_pull_robot_cannot(booted, crane, tmp_
 
 
 # --- containerd, as a kubelet pulls ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def containerd(tmp_path):
-    """containerd (Debian) on its own sockets and directories, its CRI plugin off; stopped by its pid."""
-    base = tmp_path / "containerd"
-    base.mkdir()
-    socket = base / "containerd.sock"
-    (base / "config.toml").write_text(
-        "version = 2\n"
-        f'root = "{base / "root"}"\nstate = "{base / "state"}"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{socket}"\n[ttrpc]\n  address = "{base / "ttrpc.sock"}"\n'
-        '[debug]\n  address = ""\n[metrics]\n  address = ""\n')
-    process = start_process("containerd", ["containerd", "--config", str(base / "config.toml")], base / "log",
-                            env={"PATH": os.environ.get("PATH", "")})
-    deadline = time.monotonic() + 30
-    while not socket.exists():
-        assert process.alive(), (base / "log").read_text()[-2000:]
-        assert time.monotonic() < deadline, "containerd did not start"
-        time.sleep(0.1)
-    yield str(socket)
-    process.stop(timeout=10)
-
-
-def ctr(socket: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ctr", "-a", socket, "-n", "k8s.io", *args], capture_output=True, text=True, timeout=180,
-                          env={"PATH": os.environ.get("PATH", "")})
 
 
 def test_containerd_pulls_with_the_pull_robot_and_cannot_push_with_it(booted, crane, containerd, tmp_path):

@@ -7,14 +7,16 @@ import json
 import pytest
 import yaml
 
-from components.settings import (KNOWN_KEYS, SECRET_KEYS, HtpasswdAuth, RegistryUser, SettingsError, TokenAuth,
+from components.settings import (KNOWN_KEYS, SECRET_KEYS, TOKEN_KEYS, HtpasswdAuth, RegistryUser, SettingsError, TokenAuth,
                                  parse_settings)
 from offline_plan.recorder import PROJECT_DIR
 from tests.conftest import settings_for
 
 HTPASSWD_ONLY = {
-    "authMode": "htpasswd", "tokenRealm": None, "tokenService": None, "tokenIssuer": None,
+    "authMode": "htpasswd", **dict.fromkeys(TOKEN_KEYS),
     "htpasswdUsers": json.dumps(["ci-runner:push"]),
+    # Pull Secrets need a pull-only robot, which htpasswd mode cannot have.
+    "pullSecretNamespaces": "[]",
 }
 MINIO = {
     "storageMode": "minio", "replicas": "3", "s3Bucket": "registry-data", "minioEndpoint": "https://minio.storage.svc:9000",
@@ -102,7 +104,8 @@ def test_a_user_name_appears_once():
 
 
 def test_users_keep_their_order_and_access():
-    settings = settings_for("staging", htpasswdUsers=json.dumps(["ci:push", "kubelet:pull", "dev:pull"]))
+    settings = settings_for("staging", htpasswdUsers=json.dumps(["ci:push", "kubelet:pull", "dev:pull"]),
+                            pullSecretNamespaces="[]")  # pull Secrets take exactly one pull robot
     assert settings.users == (RegistryUser("ci", "push"), RegistryUser("kubelet", "pull"), RegistryUser("dev", "pull"))
 
 

@@ -122,7 +122,7 @@ def test_acl_policy_reads_only_its_own_prefix_and_writes_only_its_own_services()
 
 def test_plan_writes_the_kv_prefix_config_entries_and_acl_policy(stack_plan):
     settings = settings_for(stack_plan.stack)
-    prefix = stack_plan.one("consul:index/keyPrefix:KeyPrefix").plain_inputs
+    prefix = stack_plan.one("consul:index/keyPrefix:KeyPrefix", "registry-consul-kv").plain_inputs
     kms = [r for r in stack_plan.of_type("aws:kms/key:Key")]
     arn = None
     if kms:
@@ -132,11 +132,14 @@ def test_plan_writes_the_kv_prefix_config_entries_and_acl_policy(stack_plan):
     assert prefix["pathPrefix"] == f"registry/{stack_plan.stack}/config/"
     assert prefix["subkeys"] == kv_subkeys(settings, arn)
 
-    entries = {r.plain_inputs["kind"]: r.plain_inputs for r in stack_plan.of_type("consul:index/configEntry:ConfigEntry")}
+    # The registry's own; the token service's entries and policy are tests/test_token_service_deploy.py's.
+    entries = {r.plain_inputs["kind"]: r.plain_inputs for r in stack_plan.of_type("consul:index/configEntry:ConfigEntry")
+               if r.plain_inputs["name"] == "registry"}
     assert json.loads(entries["service-defaults"]["configJson"]) == service_defaults()
     assert json.loads(entries["service-intentions"]["configJson"]) == service_intentions(settings)
     assert {entry["name"] for entry in entries.values()} == {"registry"}
-    policies = {r.plain_inputs["name"]: r.plain_inputs for r in stack_plan.of_type("consul:index/aclPolicy:AclPolicy")}
+    policies = {r.plain_inputs["name"]: r.plain_inputs for r in stack_plan.of_type("consul:index/aclPolicy:AclPolicy")
+                if not r.name.startswith("registry-token-service")}
     assert set(policies) == {f"registry-{stack_plan.stack}", f"registry-gc-{stack_plan.stack}"}
     policy = policies[f"registry-{stack_plan.stack}"]
     assert policy["rules"] == acl_policy_rules(settings)

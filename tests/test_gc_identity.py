@@ -39,7 +39,7 @@ def test_the_gc_replica_logs_in_to_vault_with_a_role_bound_to_its_own_account_on
     assert role["boundServiceAccountNames"] == [gc_pod(stack_plan)["spec"]["serviceAccountName"]] == [GC_NAME]
     assert role["boundServiceAccountNamespaces"] == ["cicd"]
     # The registry's own role stays bound to the registry's account alone.
-    registry_role = next(r for r in roles.values() if r is not role)
+    registry_role = next(r for r in roles.values() if r is not role and r["roleName"] == f"{SERVICE_ACCOUNT_NAME}-{stack_plan.stack}")
     assert registry_role["boundServiceAccountNames"] == [SERVICE_ACCOUNT_NAME]
 
 

@@ -16,8 +16,9 @@ from offline_plan.render import write_plan
 
 # The cluster's Kubernetes minor version: the schemas the manifests must satisfy.
 KUBERNETES_VERSION = "1.35"
-# Custom resources have no schema in kubernetes-validate; tests/test_alerting.py checks their content.
-CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "VolumeSnapshot"}
+# Custom resources have no schema in kubernetes-validate; tests/test_alerting.py checks their content, and the real
+# API server judges them against their CRDs (tests/test_peer_kubernetes.py).
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "VolumeSnapshot", "ExternalSecret", "ClusterSecretStore"}
 CHECKOV = Path(os.environ.get("CHECKOV", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                               / "registry-iac" / "checkov" / "bin" / "checkov"))
 

@@ -6,6 +6,7 @@ import pytest
 
 from components.network import network_policies
 from components.workload import selector_labels
+from components.settings import TOKEN_KEYS
 from tests.conftest import settings_for
 from tests.support.netpol import Peer, egress_allowed, ingress_allowed
 
@@ -74,8 +75,10 @@ def test_every_registry_pod_is_selected_by_a_default_deny_for_both_directions(st
 
 
 def test_empty_allow_lists_admit_nobody_rather_than_everybody():
+    # htpasswd: token mode needs developer ranges (the token service's Ingress admits only them).
     settings = settings_for("staging", ciRunnerNamespaces="[]", nodeCidrs="[]", developerCidrs="[]", ingressHost=None,
-                            ingressTlsSecretName=None)
+                            ingressTlsSecretName=None, authMode="htpasswd", htpasswdUsers='["ci-runner:push"]',
+                            pullSecretNamespaces="[]", **dict.fromkeys(TOKEN_KEYS))
     policies = network_policies(settings)
     pod = Peer(namespace="cicd", labels=selector_labels(settings))
 
@@ -104,7 +107,7 @@ def test_evaluator_reads_an_empty_from_as_everybody():
 
 
 def test_ingress_is_limited_to_developer_and_node_ranges_with_large_layer_settings(prod_plan):
-    ingress = prod_plan.one("kubernetes:networking.k8s.io/v1:Ingress").plain_inputs
+    ingress = prod_plan.one("kubernetes:networking.k8s.io/v1:Ingress", "registry-network-ingress").plain_inputs
     annotations = ingress["metadata"]["annotations"]
 
     # Pulumi.prod.yaml: developerCidrs, then nodeCidrs (the kubelets pull through the Ingress).
@@ -121,7 +124,7 @@ def test_every_stack_that_admits_nodes_gives_them_a_pull_path_through_the_ingres
     """The nodes' only working path: HTTPS through the Ingress, whose source ranges must include them."""
     settings = settings_for(stack_plan.stack)
     assert settings.node_cidrs
-    (ingress,) = [r.plain_inputs for r in stack_plan.of_type("kubernetes:networking.k8s.io/v1:Ingress")]
+    ingress = stack_plan.one("kubernetes:networking.k8s.io/v1:Ingress", "registry-network-ingress").plain_inputs
     ranges = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"].split(",")
     assert {str(c) for c in settings.node_cidrs} <= set(ranges)
     assert ingress["spec"]["tls"][0]["hosts"] == [settings.ingress_host]

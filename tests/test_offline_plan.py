@@ -96,7 +96,7 @@ def test_a_first_preview_leaves_only_provider_computed_values_unknown_and_violat
     from pulumi.runtime import rpc
 
     plan = record_plan("prod", preview=True)
-    subkeys = plan.one("consul:index/keyPrefix:KeyPrefix").plain_inputs["subkeys"]
+    subkeys = plan.one("consul:index/keyPrefix:KeyPrefix", "registry-consul-kv").plain_inputs["subkeys"]
     unknown = {key for key, value in subkeys.items() if value == rpc.UNKNOWN}
     assert unknown == {"env/REGISTRY_STORAGE_S3_KEYID"}
     assert plan.one("aws:iam/rolePolicy:RolePolicy", "registry-storage-access").plain_inputs["policy"] == rpc.UNKNOWN

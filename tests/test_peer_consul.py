@@ -29,6 +29,9 @@ pytest_plugins = ["tests.support.peer_fixtures", "tests.support.fixtures", "test
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "registry"
 SIDECAR = "registry-sidecar-proxy"
+# docs/config-cli.md "The token service's tree": its own prefix, policy/role, service and sidecar.
+TOKEN = "registry-token-service"
+TOKEN_SIDECAR = "registry-token-service-sidecar-proxy"
 STACKS = ("staging", "prod")
 
 
@@ -68,10 +71,17 @@ def role_token(agent: ConsulAgent, role: str) -> str:
     return agent.call("PUT", "/acl/token", json={"Description": role, "Roles": [{"Name": role}]})["SecretID"]
 
 
+def token_mode(stack: str) -> bool:
+    return stack_file_value(stack, "authMode") == "token"
+
+
 def test_consul_accepts_and_stores_every_recorded_resource(applied):
     agent, plan, counts = applied
-    assert counts == {KV_TYPE: 1, ACL_POLICY_TYPE: 2, ACL_ROLE_TYPE: 2, BINDING_RULE_TYPE: 2, CONFIG_ENTRY_TYPE: 2}
-    recorded = plan.one(KV_TYPE).plain_inputs
+    # The registry's (and in token mode the token service's: one more KV tree, policy, role, rule, two entries).
+    extra = 1 if token_mode(plan.stack) else 0
+    assert counts == {KV_TYPE: 1 + extra, ACL_POLICY_TYPE: 2 + extra, ACL_ROLE_TYPE: 2 + extra,
+                      BINDING_RULE_TYPE: 2 + extra, CONFIG_ENTRY_TYPE: 2 + 2 * extra}
+    recorded = plan.one(KV_TYPE, "registry-consul-kv").plain_inputs
     assert recorded["pathPrefix"] == config_prefix(plan.stack)
     stored = {entry["Key"][len(config_prefix(plan.stack)):]: base64.b64decode(entry["Value"] or b"").decode()
               for entry in agent.call("GET", f"/kv/{config_prefix(plan.stack)}?recurse=true")}
@@ -79,7 +89,8 @@ def test_consul_accepts_and_stores_every_recorded_resource(applied):
     policy = agent.call("GET", f"/acl/policy/name/registry-{plan.stack}")
     assert policy["Rules"] == plan.one(ACL_POLICY_TYPE, "registry-consul-acl-policy").plain_inputs["rules"]
     rules = agent.call("GET", "/acl/binding-rules")
-    assert sorted(r["BindName"] for r in rules) == sorted([f"registry-{plan.stack}", f"registry-gc-{plan.stack}"])
+    assert sorted(r["BindName"] for r in rules) == sorted([f"registry-{plan.stack}", f"registry-gc-{plan.stack}"]
+                                                          + [f"{TOKEN}-{plan.stack}"] * extra)
     assert agent.call("GET", f"/config/service-defaults/{SERVICE}")["Protocol"] == "http"
     assert agent.call("GET", f"/config/service-intentions/{SERVICE}")["Sources"]
 
@@ -87,7 +98,7 @@ def test_consul_accepts_and_stores_every_recorded_resource(applied):
 def test_registry_token_reads_every_key_of_its_prefix(applied):
     agent, plan, _ = applied
     token = registry_token(agent, plan.stack)
-    subkeys = plan.one(KV_TYPE).plain_inputs["subkeys"]
+    subkeys = plan.one(KV_TYPE, "registry-consul-kv").plain_inputs["subkeys"]
     refused = {key: agent.request("GET", f"/kv/{config_prefix(plan.stack)}{key}", token=token).status_code
                for key in subkeys}
     assert {key: code for key, code in refused.items() if code != 200} == {}
@@ -140,12 +151,12 @@ def test_config_cli_reads_this_consul_and_sees_the_gc_jobs_flip(applied, tmp_pat
     agent, plan, _ = applied
     registry, gc = registry_token(agent, plan.stack), role_token(agent, f"registry-gc-{plan.stack}")
     # No secret matters here: Vault references become placeholders, so no Vault is needed.
-    for key, value in plan.one(KV_TYPE).plain_inputs["subkeys"].items():
+    for key, value in plan.one(KV_TYPE, "registry-consul-kv").plain_inputs["subkeys"].items():
         if value.startswith("vault:"):
             agent.call("PUT", f"/kv/{config_prefix(plan.stack)}{key}", data=b"placeholder")
     before = load_tree(consul_tree(agent.url, kv_prefix(plan.stack), registry), None, tmp_path / "before")
     assert before.environment["REGISTRY_STORAGE_MAINTENANCE_READONLY"] == '{"enabled":false}'
-    assert before.environment["REGISTRY_LOG_LEVEL"] == plan.one(KV_TYPE).plain_inputs["subkeys"]["env/REGISTRY_LOG_LEVEL"]
+    assert before.environment["REGISTRY_LOG_LEVEL"] == plan.one(KV_TYPE, "registry-consul-kv").plain_inputs["subkeys"]["env/REGISTRY_LOG_LEVEL"]
     agent.request("PUT", f"/kv/{readonly_key(plan.stack)}", token=gc, data=b'{"enabled":true}').raise_for_status()
     during = load_tree(consul_tree(agent.url, kv_prefix(plan.stack), registry), None, tmp_path / "during")
     assert during.environment["REGISTRY_STORAGE_MAINTENANCE_READONLY"] == '{"enabled":true}'
@@ -221,3 +232,59 @@ def test_config_cli_boots_the_registry_from_this_consul_and_the_agent_runs_its_c
     assert "200 OK" in passing["Output"]
     assert consul_agent.request("PUT", f"/agent/service/deregister/{SERVICE}-0", token=token).status_code == 200
     assert consul_agent.call("GET", "/agent/services") == {}
+
+
+# --- the token service's identity (authMode token) ----------------------------------------------------------
+
+
+def token_prefix(stack: str) -> str:
+    return f"{TOKEN}/{stack}/"
+
+
+@pytest.fixture
+def token_applied(applied):
+    agent, plan, _ = applied
+    if not token_mode(plan.stack):
+        pytest.skip("no token service outside authMode token")
+    return agent, plan, role_token(agent, f"{TOKEN}-{plan.stack}")
+
+
+def test_the_token_services_role_reads_its_own_tree_and_nothing_of_the_registrys(token_applied, tmp_path):
+    agent, plan, token = token_applied
+    recorded = plan.one(KV_TYPE, f"{TOKEN}-kv").plain_inputs
+    assert recorded["pathPrefix"] == f"{token_prefix(plan.stack)}config/"
+    tree = consul_tree(agent.url, token_prefix(plan.stack), token)
+    assert tree == {f"config/{key}": value for key, value in recorded["subkeys"].items()}
+    # config-cli's stand-in accepts the tree as it accepts the registry's (docs/config-cli.md).
+    loaded = load_tree(tree, None, tmp_path / "token-service")
+    assert loaded.environment["TOKEN_SERVICE_ISSUER"] == stack_file_value(plan.stack, "tokenIssuer")
+    for key in (f"{config_prefix(plan.stack)}env/REGISTRY_HTTP_SECRET", f"{config_prefix(plan.stack)}env/REGISTRY_AUTH",
+                f"{TOKEN}/{next(s for s in STACKS if s != plan.stack)}/config/credentials-generation",
+                "vault/root-token"):
+        assert agent.request("GET", f"/kv/{key}", token=token).status_code == 403, key
+    own = f"{token_prefix(plan.stack)}config/env/TOKEN_SERVICE_LOG_LEVEL"
+    assert agent.request("PUT", f"/kv/{own}", token=token, data=b"debug").status_code == 403
+    # And the registry's token does not read the token service's tree.
+    assert agent.request("GET", f"/kv/{own}", token=registry_token(agent, plan.stack)).status_code == 403
+
+
+def test_the_token_services_role_registers_only_its_own_service_and_sidecar(token_applied):
+    agent, plan, token = token_applied
+    own = {"ID": f"{TOKEN}-a", "Name": TOKEN, "Port": 5050, "Address": "127.0.0.1"}
+    sidecar = {"ID": f"{TOKEN}-a-sidecar-proxy", "Name": TOKEN_SIDECAR, "Kind": "connect-proxy", "Port": 20000,
+               "Proxy": {"DestinationServiceName": TOKEN, "DestinationServiceID": f"{TOKEN}-a", "LocalServicePort": 5050}}
+    for service in (own, sidecar):
+        response = agent.request("PUT", "/agent/service/register", token=token, json=service)
+        assert response.status_code == 200, f"{service['Name']}: {response.status_code} {response.text}"
+    for name in (SERVICE, SIDECAR, "vault"):
+        response = agent.request("PUT", "/agent/service/register", token=token, json={"ID": name, "Name": name, "Port": 1})
+        assert response.status_code == 403, name
+
+
+def test_the_token_services_intentions_admit_the_registrys_sources_only(token_applied):
+    agent, plan, _ = token_applied
+    assert agent.call("GET", f"/config/service-defaults/{TOKEN}")["Protocol"] == "http"
+    listed = stack_file_value(plan.stack, "consulIntentionSources")
+    verdicts = {source: agent.call("GET", f"/connect/intentions/check?source={source}&destination={TOKEN}")["Allowed"]
+                for source in [*listed, "attacker", SERVICE]}
+    assert verdicts == {**{s: True for s in listed}, "attacker": False, SERVICE: False}

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from offline_plan.render import write_plan
-from tests.support.kube_cluster import NAMESPACE, KubeCluster
+from tests.support.kube_cluster import NAMESPACE, NAMESPACE_LABELS, KubeCluster
 from tests.support.processes import clean_env
 
 pytest_plugins = ["tests.support.peer_fixtures"]
@@ -36,9 +36,17 @@ def stack_value(stack: str, key: str, default=None):
     return config.get(f"registry:{key}", default)
 
 
+def consumer_namespaces(stack: str) -> list[str]:
+    """The namespaces that get the pull robot's image pull Secret (created by the platform, like ``cicd``)."""
+    return list(stack_value(stack, "pullSecretNamespaces", []))
+
+
 @pytest.fixture(scope="session")
 def manifest_dir(kube_cluster: KubeCluster, plans, tmp_path_factory) -> Path:
-    """build/<stack>/kubernetes as `python -m offline_plan` writes it."""
+    """build/<stack>/kubernetes as `python -m offline_plan` writes it, the consuming namespaces created first."""
+    for namespace in consumer_namespaces(kube_cluster.stack):
+        kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": NAMESPACE_LABELS}}))
     return write_plan(plans[kube_cluster.stack], tmp_path_factory.mktemp(f"build-{kube_cluster.stack}")) / "kubernetes"
 
 
@@ -95,9 +103,18 @@ def test_every_manifest_passes_server_side_dry_run(kube_cluster: KubeCluster, ma
 def test_every_manifest_is_applied_and_stored(applied: KubeCluster, manifest_dir: Path):
     files = manifests(manifest_dir)
     stored = json.loads(applied.kubectl("get", "-f", str(manifest_dir), "-o", "json").stdout)["items"]
-    assert sorted((o["kind"], o["metadata"]["name"]) for o in stored) == \
-        sorted((m["kind"], m["metadata"]["name"]) for m in files.values())
-    assert {o["metadata"]["namespace"] for o in stored} == {NAMESPACE}
+    def identity(o: dict) -> tuple:
+        return o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]
+
+    assert sorted(map(identity, stored)) == sorted(map(identity, files.values()))
+    # Everything in cicd but the pull Secrets' ExternalSecrets (one per consuming namespace) and their
+    # cluster-scoped ClusterSecretStore.
+    namespaced = {identity(o)[1] for o in stored if o["kind"] not in ("ExternalSecret", "ClusterSecretStore")}
+    assert namespaced == {NAMESPACE}
+    assert sorted(identity(o)[1] for o in stored if o["kind"] == "ExternalSecret") == \
+        sorted(consumer_namespaces(applied.stack))
+    assert [identity(o)[1] for o in stored if o["kind"] == "ClusterSecretStore"] == \
+        ([None] if consumer_namespaces(applied.stack) else [])
 
 
 def test_every_pod_template_is_admitted_as_a_pod_under_restricted(applied: KubeCluster, manifest_dir: Path):
@@ -142,12 +159,18 @@ def expected_rights(stack: str) -> dict[str, set[tuple[str, str, str]]]:
 
     docs/operations.md: Role registry-gc: `get` statefulset `registry`; `get/list/watch` pods; `delete` pods
     with resourceNames registry-0..N-1 only. README "Backups": the snapshot job creates a VolumeSnapshot, waits
-    for it (get), lists and deletes the oldest. The registry itself reads nothing from the Kubernetes API.
+    for it (get), lists and deletes the oldest. The registry itself reads nothing from the Kubernetes API, and
+    neither does the token service (README "Architecture": its service account only logs in to Vault and Consul).
     """
     replicas = int(stack_value(stack, "replicas", 1))
     gc = {("statefulsets.apps", "registry", "get"), *{("pods", "", v) for v in ("get", "list", "watch")},
           *{("pods", f"registry-{i}", "delete") for i in range(replicas)}}
     rights = {"registry": set(), "registry-gc": gc}
+    if stack_value(stack, "authMode") == "token":
+        rights["registry-token-service"] = set()
+    if stack_value(stack, "pullSecretNamespaces"):
+        # The External Secrets Operator requests its tokens (TokenRequest, its own right); it reads nothing itself.
+        rights["registry-pull-credentials"] = set()
     if stack_value(stack, "storageMode") == "filesystem":
         rights["registry-snapshot"] = {("volumesnapshots.snapshot.storage.k8s.io", "", v)
                                        for v in ("create", "get", "list", "delete")}
@@ -301,3 +324,66 @@ def test_the_snapshot_job_script_works_against_the_api_server_as_its_service_acc
     assert len(labelled_left) == retention
     assert created in labelled_left
     assert labelled_left == sorted(older + [created])[-retention:]
+
+
+def test_the_token_service_deployment_rolls_out_replicas_the_budget_lets_drain_one_at_a_time(applied: KubeCluster):
+    """The Deployment controller makes a ReplicaSet of tokenServiceReplicas pods (admitted under restricted); once
+    the pods report ready, as a kubelet would, the disruption controller allows exactly one eviction."""
+    if stack_value(applied.stack, "authMode") != "token":
+        pytest.skip("no token service outside authMode token")
+    replicas = int(stack_value(applied.stack, "tokenServiceReplicas", 2))
+    selector = "app.kubernetes.io/component=token-service"
+
+    def pods():
+        return sorted(p["metadata"]["name"] for p in
+                      applied.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={selector}")["items"])
+
+    assert len(applied.wait_for(f"{replicas} token service pods", lambda: len(pods()) == replicas and pods(),
+                                timeout=60)) == replicas
+    for pod in pods():
+        ready_pod_status(applied, pod)
+
+    def budget():
+        status = applied.get(f"/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets/registry-token-service")[
+            "status"]
+        return status if status.get("currentHealthy") == replicas else None
+
+    status = applied.wait_for("the token service's budget to count its ready pods", budget, timeout=60)
+    assert (status["expectedPods"], status["desiredHealthy"], status["disruptionsAllowed"]) == (
+        replicas, replicas - 1, 1), status
+
+
+def test_the_api_server_keeps_the_pull_secret_template_and_refuses_broken_operator_objects(
+        applied: KubeCluster, manifest_dir: Path):
+    """The External Secrets Operator's CRDs (v1.3.2) are structural: a field they do not know would be pruned and
+    the rendered Secret silently differ. What is stored is what the plan says; broken objects are refused."""
+    namespaces = consumer_namespaces(applied.stack)
+    assert namespaces, "both stacks hand the pull robot to consuming namespaces"
+    files = manifests(manifest_dir)
+    external_secrets = {m["metadata"]["namespace"]: m for m in files.values() if m["kind"] == "ExternalSecret"}
+    stored = applied.get(f"/apis/external-secrets.io/v1/namespaces/{namespaces[0]}/externalsecrets/registry-pull")
+    planned = external_secrets[namespaces[0]]["spec"]
+    assert stored["spec"]["target"]["template"]["type"] == "kubernetes.io/dockerconfigjson"
+    assert stored["spec"]["target"]["template"]["data"] == planned["target"]["template"]["data"]
+    assert stored["spec"]["data"] == [{**item, "remoteRef": {**item["remoteRef"], "conversionStrategy": "Default",
+                                                             "decodingStrategy": "None", "metadataPolicy": "None"}}
+                                      for item in planned["data"]]
+    store = next(m for m in files.values() if m["kind"] == "ClusterSecretStore")
+    stored_store = applied.get(f"/apis/external-secrets.io/v1/clustersecretstores/{store['metadata']['name']}")
+    assert stored_store["spec"]["conditions"] == [{"namespaces": sorted(namespaces)}]
+    assert stored_store["spec"]["provider"]["vault"]["auth"]["kubernetes"]["serviceAccountRef"] == \
+        store["spec"]["provider"]["vault"]["auth"]["kubernetes"]["serviceAccountRef"]
+
+    unknown_policy = copy.deepcopy(external_secrets[namespaces[0]])
+    unknown_policy["spec"]["target"]["creationPolicy"] = "Sometimes"
+    no_key = copy.deepcopy(external_secrets[namespaces[0]])
+    del no_key["spec"]["data"][0]["remoteRef"]["key"]
+    bad_store = copy.deepcopy(store)
+    bad_store["spec"]["provider"]["vault"]["version"] = "v3"
+    verdicts = {}
+    for label, obj in {"creationPolicy": unknown_policy, "remoteRef without key": no_key,
+                       "vault version": bad_store}.items():
+        result = applied.kubectl("apply", "--server-side", "--dry-run=server", "--validate=strict",
+                                 "--field-manager=pulumi", "-f", "-", input=json.dumps(obj), check=False)
+        verdicts[label] = result.returncode
+    assert verdicts == {"creationPolicy": 1, "remoteRef without key": 1, "vault version": 1}

@@ -22,7 +22,7 @@ import yaml
 from offline_plan import record_plan
 from offline_plan.recorder import on_the_wire
 from offline_plan.render import write_plan
-from tests.support.kube_cluster import NAMESPACE, ReportedReadiness, start_kube_cluster
+from tests.support.kube_cluster import ReportedReadiness, start_kube_cluster
 from tests.support.pulumi_cli import PulumiProject, PulumiRun, scratch_project
 
 pytest_plugins = ["tests.support.peer_fixtures"]
@@ -230,20 +230,31 @@ def rendered_objects(engine: EngineRun) -> dict:
     for path in sorted(engine.rendered.rglob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             if document:
-                rendered[(document["kind"], document["metadata"]["name"])] = document
+                rendered[object_key(document)] = document
     return rendered
 
 
 def planned_manifests(stack: str, out: Path) -> dict:
     directory = write_plan(record_plan(stack), out) / "kubernetes"
     documents = (yaml.safe_load(path.read_text()) for path in sorted(directory.glob("*.yaml")))
-    return {(d["kind"], d["metadata"]["name"]): d for d in documents}
+    return {object_key(d): d for d in documents}
+
+
+def object_key(document: dict) -> tuple:
+    """Kind, namespace (None for cluster-scoped objects) and name: the pull Secret's ExternalSecret has one name in
+    every consuming namespace."""
+    return document["kind"], document["metadata"].get("namespace"), document["metadata"]["name"]
+
+
+def consumer_namespaces(stack: str) -> list[str]:
+    return yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"].get(
+        "registry:pullSecretNamespaces", [])
 
 
 def test_the_real_kubernetes_provider_renders_the_offline_plans_manifests(engine_up: EngineRun, tmp_path: Path):
     rendered = rendered_objects(engine_up)
     planned = planned_manifests(stack_of(engine_up), tmp_path)
-    assert sorted(rendered) == sorted(planned)
+    assert sorted(rendered, key=str) == sorted(planned, key=str)
     assert {key for key in planned if without_empty_maps(rendered[key]) != without_empty_maps(planned[key])} == set()
 
 
@@ -267,6 +278,8 @@ def test_pulumi_up_applies_every_kubernetes_object_to_the_real_api_server(
         project = scratch_engine_project(pulumi_binary, tmp_path, {"kubernetes": pulumi_kubernetes_binary})
         project.edit_stack_config(stack, set_plain={"kubernetes:kubeconfig": str(cluster.kubeconfig)})
         project.init_stack(stack)
+        for namespace in consumer_namespaces(stack):  # the platform's, like cicd
+            cluster.kubectl("create", "namespace", namespace)
         with ReportedReadiness(cluster) as readiness:
             run = project.run("up", "--yes", "--stack", stack, "--non-interactive", "--color", "never",
                               "--policy-pack", "policies", timeout=600)
@@ -274,14 +287,20 @@ def test_pulumi_up_applies_every_kubernetes_object_to_the_real_api_server(
         update = run.stdout.split(f"Updating ({stack}):", 1)[-1]
         assert f"✅ {PACK}@v{POLICY_PACK_VERSION} (local: policies)" in update
         planned = planned_manifests(stack, tmp_path / "build")
-        kinds = ",".join(sorted({kind.lower() for kind, _ in planned}))
+        kinds = ",".join(sorted({kind.lower() for kind, _, _ in planned}))
         # What the controllers made (pods, claims, kube-root-ca.crt, the default account) carries no labels of ours.
-        stored = json.loads(cluster.kubectl("get", "-n", NAMESPACE, kinds, "-l", "app.kubernetes.io/managed-by=pulumi",
-                                            "-o", "json").stdout)["items"]
-        assert sorted((o["kind"], o["metadata"]["name"]) for o in stored
-                      if not o["metadata"].get("ownerReferences")) == sorted(planned)
-        replicas = int(yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-                       .get("registry:replicas", 1))
-        assert sorted(readiness.reported_pods) == [f"registry-{i}" for i in range(replicas)]
+        stored = json.loads(cluster.kubectl("get", "--all-namespaces", kinds, "-l",
+                                            "app.kubernetes.io/managed-by=pulumi", "-o", "json").stdout)["items"]
+        assert sorted((object_key(o) for o in stored if not o["metadata"].get("ownerReferences")), key=str) == \
+            sorted(planned, key=str)
+        config = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        replicas = int(config.get("registry:replicas", 1))
+        registry_pods = sorted(pod for pod in readiness.reported_pods if not pod.startswith("registry-token-service-"))
+        assert registry_pods == [f"registry-{i}" for i in range(replicas)]
+        # The token service's Deployment (authMode token): the provider waited for its ReplicaSet's pods too.
+        token_pods = set(readiness.reported_pods) - set(registry_pods)
+        expected_token_pods = int(config.get("registry:tokenServiceReplicas", 2)) \
+            if config.get("registry:authMode") == "token" else 0
+        assert len(token_pods) == expected_token_pods, token_pods
     finally:
         cluster.stop()

@@ -25,6 +25,7 @@ PSS = 'violates PodSecurity "restricted:latest": '
 REFUSED_FOR = {
     "a root container": PSS + "runAsUser=0",
     "a root GC CronJob": PSS + "runAsUser=0",
+    "a root token service container": PSS + "runAsUser=0",
     "a registry pod on the host network": PSS + "host namespaces",
     "a snapshot pod in the host PID namespace": PSS + "host namespaces",
     "the docker socket mounted into the GC pod": PSS + 'restricted volume types (volume "docker" uses restricted volume type "hostPath")',

@@ -43,7 +43,7 @@ from policies.rules.workload import (
     check_pod_security,
     check_shared_http_secret,
 )
-from tests.plan_mutations import MESSAGES, MUTATIONS, UNKNOWN_WIRE, as_resource, mutated, violations_by_policy
+from tests.plan_mutations import MESSAGES, MUTATIONS, TOKEN_PHRASES, UNKNOWN_WIRE, as_resource, mutated, violations_by_policy
 
 POLICY_NAMES = [policy.name for policy in POLICIES]
 
@@ -93,6 +93,8 @@ NAMED_INSTEAD = {
     "a missing NetworkPolicy": "StatefulSet registry",
     "only allow rules, no default deny": "StatefulSet registry",
     "no PrometheusRule": "StatefulSet registry",
+    "a token service outside any default deny": "Deployment registry-token-service",
+    "a token service without its alerts": "Deployment registry-token-service",
 }
 
 
@@ -122,6 +124,8 @@ def test_broken_plan_fails_exactly_its_rule_naming_the_resource_the_grant_and_th
     if case in MESSAGES:
         assert any(MESSAGES[case] in message for message in messages), messages
         assert all("; " in message for message in messages), "every message ends with '; <the fix>'"
+    if case in TOKEN_PHRASES:
+        assert any(TOKEN_PHRASES[case] in message for message in messages), messages
 
 
 # --- unknown values during preview ---------------------------------------------------------------
@@ -650,7 +654,7 @@ def test_a_cluster_role_binding_is_reported_even_for_one_service_account(plans):
     ("10.0.0.0/8", True),  # private, but more than maxSourceAddresses
 ])
 def test_ingress_source_ranges_are_judged_together(plans, annotation, violates):
-    ingress = as_resource(plans["prod"].one("kubernetes:networking.k8s.io/v1:Ingress"))
+    ingress = as_resource(plans["prod"].one("kubernetes:networking.k8s.io/v1:Ingress", "registry-network-ingress"))
     ingress.props["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"] = annotation
     config = _policy_config("kubernetes-ingress-tls-and-source-ranges")
     assert [type(f) for f in check_ingress_tls_and_sources(ingress, config)] == ([Violation] if violates else [])
@@ -684,7 +688,19 @@ def test_the_grant_rules_defaults_are_the_programs_names():
     from components import names
 
     acl = _policy_config("consul-acl-policy-least-privilege")
-    assert acl["serviceNames"] == [names.CONSUL_SERVICE_NAME, names.SIDECAR_SERVICE_NAME]
+    assert acl["serviceNames"] == [names.CONSUL_SERVICE_NAME, names.SIDECAR_SERVICE_NAME, names.TOKEN_SERVICE_NAME,
+                                   names.TOKEN_SERVICE_SIDECAR_NAME]
+    assert _policy_config("registry-shared-http-secret")["nonDistributionComponents"] == [names.TOKEN_SERVICE_COMPONENT]
+    vault_config = _policy_config("vault-policy-read-only")
+    for environment in ("staging", "prod"):
+        program = names.program_names(environment)
+        assert re.match(vault_config["signingPolicyNames"], program.vault_role(program.token_service))
+        assert not re.match(vault_config["signingPolicyNames"], program.vault_role(program.service_account))
+        for path in (program.vault_secret_path, program.token_signing_secret_path, program.token_trust_secret_path):
+            assert re.match(vault_config["signingPathPattern"], f"secret/data/{path}"), path
+        assert not re.match(vault_config["pathPattern"], f"secret/data/{program.token_signing_secret_path}")
+        for prefix in (program.token_service_kv_prefix, program.kv_prefix):
+            assert re.match(acl["kvPrefixPattern"], prefix), prefix
     for environment in ("staging", "prod"):
         key = names.readonly_kv_key(environment)
         assert [pattern for pattern in acl["writableKeys"] if re.match(pattern, key)], key
@@ -692,3 +708,21 @@ def test_the_grant_rules_defaults_are_the_programs_names():
     trust = _policy_config("iam-role-trust-bound")["roleTrust"]
     assert {declared["serviceAccount"].split("/")[1] for declared in trust.values() if "serviceAccount" in declared} == {
         names.SERVICE_ACCOUNT_NAME, names.GC_NAME}
+
+
+def test_the_pull_only_robots_the_pack_knows_are_the_stack_files_pull_users():
+    """pullOnlyRobots stands in for the robots' roles, which the plan holds only as a Pulumi secret: it must be the
+    name:pull users the stack files declare, or a pusher could be handed to every node unnoticed."""
+    import yaml
+
+    from policies.rules.pull_credentials import POLICIES as PULL_POLICIES
+
+    root = Path(__file__).parent.parent
+    declared = set()
+    for stack_file in root.glob("Pulumi.*.yaml"):
+        users = yaml.safe_load(stack_file.read_text())["config"].get("registry:htpasswdUsers", [])
+        declared |= {user.split(":")[0] for user in users if user.endswith(":pull")}
+    assert declared
+    for policy in PULL_POLICIES:
+        if "pullOnlyRobots" in (policy.config_schema.properties if policy.config_schema else {}):
+            assert set(config_defaults(policy)["pullOnlyRobots"]) == declared, policy.name

@@ -116,7 +116,7 @@ def test_only_the_listed_overrides_separate_the_test_from_the_plan(stack_setup, 
 
 def test_the_plan_overrides_change_only_the_token_realm(stack_setup, plans):
     for stack in STACKS:
-        recorded = plans[stack].one("consul:index/keyPrefix:KeyPrefix").plain_inputs["subkeys"]
+        recorded = plans[stack].one("consul:index/keyPrefix:KeyPrefix", "registry-consul-kv").plain_inputs["subkeys"]
         tested = stack_setup(stack).kv
         differing = {key for key in set(recorded) | set(tested) if recorded.get(key) != tested.get(key)}
         # The registry's trust (files/token-jwks.json) is the plan's own Vault reference, unchanged.

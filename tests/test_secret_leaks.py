@@ -43,7 +43,7 @@ def exposed_texts(plan: Plan, build_dir: Path, printed: str) -> dict[str, str]:
     for path in sorted(build_dir.rglob("*")):
         if path.is_file():
             texts[str(path.relative_to(build_dir))] = path.read_text()
-    subkeys = plan.one("consul:index/keyPrefix:KeyPrefix").plain_inputs["subkeys"]
+    subkeys = plan.one("consul:index/keyPrefix:KeyPrefix", "registry-consul-kv").plain_inputs["subkeys"]
     texts.update({f"consul:{key}": value for key, value in subkeys.items()})
     texts[f"outputs of {plan.stack}"] = json.dumps({name: value for name, (value, _) in plan.outputs.items()})
     return texts

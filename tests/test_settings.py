@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.settings import KNOWN_KEYS, SECRET_KEYS, FilesystemStorage, S3Storage, SettingsError
+from components.settings import KNOWN_KEYS, SECRET_KEYS, TOKEN_KEYS, FilesystemStorage, S3Storage, SettingsError
 from offline_plan import record_plan
 from tests.conftest import settings_for
 
@@ -150,7 +150,8 @@ REALISTIC_BAD = [
     # Settings silently ignored because the one they depend on is missing.
     ("prod", {"drBucket": None}, "drRegion", "only used with drBucket"),
     ("prod", {"ingressHost": None}, "ingressTlsSecretName", "only used with ingressHost"),
-    ("prod", {"ingressHost": None, "ingressTlsSecretName": None}, "developerCidrs", "only used with ingressHost"),
+    ("prod", {"ingressHost": None, "ingressTlsSecretName": None, "authMode": "htpasswd", "htpasswdUsers": ["ci-runner:push"],
+              **dict.fromkeys(TOKEN_KEYS)}, "developerCidrs", "only used with ingressHost or authMode token"),
     ("staging", {"awsAccountId": "123456789012"}, "awsAccountId", "only used with storageMode s3"),
     ("staging", {"s3OidcProviderArn": f"arn:aws:iam::123456789012:oidc-provider/{PROD_OIDC_ISSUER}"},
      "s3OidcProviderArn", "only used with storageMode s3"),
@@ -172,6 +173,24 @@ REALISTIC_BAD = [
     ("staging", {"cpuRequest": "0.0001"}, "cpuRequest", "whole millicores"),
     ("staging", {"memoryLimit": "1.5"}, "memoryLimit", "whole bytes"),
     ("staging", {"cpuLimit": "2 "}, "cpuLimit", "no surrounding whitespace"),
+    # The token service's deployment (authMode token): its image, replicas, realm and developer logins.
+    ("staging", {"tokenServiceImage": None}, "tokenServiceImage", "required with authMode token"),
+    ("staging", {"tokenServiceImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/platform/registry-token-service:0.1.0"},
+     "tokenServiceImage", "pinned by digest"),
+    ("staging", {"tokenServiceImage": f"registry.staging.internal.example.com/platform/registry-token-service:0.1.0@sha256:{'c' * 64}"},
+     "tokenServiceImage", "bootstrap registry"),
+    ("staging", {"tokenServiceReplicas": 1}, "tokenServiceReplicas", "from 2 to 10"),
+    ("prod", {"tokenRealm": "https://registry.internal.example.com/token"}, "tokenRealm", "a host other than ingressHost"),
+    ("staging", {"tokenRealm": "https://registry-auth.staging.internal.example.com/v2/token"}, "tokenRealm",
+     "answers at /token"),
+    ("staging", {"tokenRealm": "https://registry-auth.staging.internal.example.com:8443/token"}, "tokenRealm", "on port 443"),
+    ("staging", {"tokenRealmTlsSecretName": None}, "tokenRealmTlsSecretName", "required with authMode token"),
+    ("staging", {"tokenOidcIssuer": None}, "tokenOidcAudience", "only used with tokenOidcIssuer"),
+    ("staging", {"tokenOidcIssuer": "http://login.internal.example.com/realms/platform"}, "tokenOidcIssuer", "https://"),
+    ("staging", {"tokenOidcIssuerCidrs": None}, "tokenOidcIssuerCidrs", "outside the cluster needs its CIDRs"),
+    ("staging", {"tokenOidcGroupRoles": ["platform-developers:cleanup"]}, "tokenOidcGroupRoles", "group:pull or group:push"),
+    ("staging", {"authMode": "htpasswd", "htpasswdUsers": ["ci-runner:push"], "tokenRealm": None, "tokenService": None,
+                 "tokenIssuer": None}, "tokenServiceImage", "only used with authMode token"),
 ]
 
 

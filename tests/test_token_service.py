@@ -20,20 +20,21 @@ import subprocess
 import sys
 import time
 
+import hvac
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from tests.support.kube_cluster import grant_token_review, revoke_token_review, service_account_token
 from tests.support.openbao import start_openbao
-from tests.support.vault_plan import throwaway_ca_certificate
 from tests.support.processes import clean_env, free_port
-from tests.support.token_service import (ISSUER, KV_MOUNT, REPO_ROOT, SERVICE, OidcIssuer, TokenReviewApi, http,
+from tests.support.token_service import (ISSUER, KV_MOUNT, REPO_ROOT, SERVICE, OidcIssuer, http,
                                          provision_vault,
                                          read_trust, run_keys, service_environment, start_token_service, wait_until,
                                          write_robots)
 from token_service import contract as c
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.peer_fixtures"]
 
 ROBOTS = {"ci-push": c.ROLE_PUSH, "kubelet-pull": c.ROLE_PULL, "retention-cleanup": c.ROLE_CLEANUP,
           "rotating-robot": c.ROLE_PULL}
@@ -674,7 +675,7 @@ def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_t
     Its own OpenBao: the session's holds ``registry/staging`` as other tests' stack variants wrote it."""
     from offline_plan import record_plan
     from tests.support.stack_registry import robot_accounts
-    from tests.support.vault_plan import POLICY_TYPE, SECRET_TYPE, apply_vault_objects
+    from tests.support.vault_plan import POLICY_TYPE, REGISTRY_POLICY, SECRET_TYPE, apply_vault_objects
 
     plan = record_plan("staging")
     assert plan.error is None, plan.error
@@ -685,7 +686,7 @@ def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_t
     assert secret["mount"] == KV_MOUNT
     layout = provision_vault(root, openbao.url, {})
     # The service may read the stack's secret through the registry's own read-only policy, nothing more.
-    token = root.auth.token.create(policies=[f"{layout.prefix}-token-service", plan.one(POLICY_TYPE).plain_inputs["name"]],
+    token = root.auth.token.create(policies=[f"{layout.prefix}-token-service", plan.one(POLICY_TYPE, REGISTRY_POLICY).plain_inputs["name"]],
                                    no_default_policy=True, ttl="1h")["auth"]["client_token"]
     env = service_environment(layout, openbao.url, **{c.ENV_VAULT_ROBOTS_PATH: secret["name"], c.ENV_VAULT_TOKEN: token})
     running = start_token_service(env, tmp_path)
@@ -706,38 +707,63 @@ def test_the_robots_the_stack_generates_log_in_with_the_access_the_stack_gives_t
 # --- Vault's Kubernetes auth, as the pod logs in ------------------------------------------------------------------
 
 
+def _kubernetes_logins(root, auth_path: str, seen: dict) -> list[dict]:
+    """The Vault tokens that logins through ``auth_path`` created, as OpenBao knows them (each looked up once)."""
+    for accessor in root.list("auth/token/accessors")["data"]["keys"]:
+        if accessor not in seen:
+            try:
+                seen[accessor] = root.auth.token.lookup_accessor(accessor)["data"]
+            except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):  # expired meanwhile
+                seen[accessor] = {}
+    return [token for token in seen.values() if token.get("path") == f"auth/{auth_path}/login"]
+
+
+@pytest.mark.parametrize("kube_cluster", ["staging"], indirect=True)
 def test_the_service_logs_in_with_its_projected_service_account_token_and_again_when_it_expires(
-        openbao, tmp_path):
+        openbao, kube_cluster, tmp_path):
+    """Vault's Kubernetes auth method checks the service's token with the real API server's TokenReview."""
     root = openbao.client()
     layout = provision_vault(root, openbao.url, {"ci-push": c.ROLE_PUSH})
-    api = TokenReviewApi()
+    namespace, other_namespace = layout.prefix, f"{layout.prefix}-other"
     auth_path = f"{layout.prefix}-kubernetes"
+    for name in (namespace, other_namespace):
+        kube_cluster.kubectl("create", "namespace", name)
+        kube_cluster.kubectl("create", "serviceaccount", "token-service", "-n", name)
     try:
+        reviewer_jwt = grant_token_review(kube_cluster, "vault-auth-reviewer", namespace)
         root.sys.enable_auth_method("kubernetes", path=auth_path)
-        root.write(f"auth/{auth_path}/config", kubernetes_host=api.url, disable_local_ca_jwt=True,
-                   kubernetes_ca_cert=throwaway_ca_certificate(), token_reviewer_jwt="reviewer")
+        root.write(f"auth/{auth_path}/config", kubernetes_host=kube_cluster.url, disable_local_ca_jwt=True,
+                   kubernetes_ca_cert=kube_cluster.ca_file.read_text(), token_reviewer_jwt=reviewer_jwt)
         # Tokens that expire within seconds: the service must log in again by itself.
         root.write(f"auth/{auth_path}/role/token-service", bound_service_account_names=["token-service"],
-                   bound_service_account_namespaces=["cicd"], audience="vault", token_no_default_policy=True,
+                   bound_service_account_namespaces=[namespace], audience="vault", token_no_default_policy=True,
                    token_policies=[f"{layout.prefix}-token-service"], token_ttl=2, token_max_ttl=2)
         projected = tmp_path / "vault-token"
-        projected.write_text(api.mint("cicd", "token-service", "vault"))
+        projected.write_text(service_account_token(kube_cluster, "token-service", namespace, audience="vault"))
         env = service_environment(layout, openbao.url, **FAST_VAULT, **{
             c.ENV_VAULT_AUTH: "kubernetes", c.ENV_VAULT_ROLE: "token-service", c.ENV_VAULT_AUTH_PATH: auth_path,
             c.ENV_VAULT_JWT_FILE: str(projected)})
         env.pop(c.ENV_VAULT_TOKEN)
         running = start_token_service(env, tmp_path)
+        seen: dict = {}
         try:
             robot = layout.robots["ci-push"]
             assert _attempt(running, robot.name, robot.password, "10.0.6.1").status_code == 200
-            wait_until(lambda: len(api.reviews) >= 3, timeout=15, message="logins again after the Vault token expired")
+            logins = wait_until(lambda: len(_kubernetes_logins(root, auth_path, seen)) >= 3 and
+                                _kubernetes_logins(root, auth_path, seen), timeout=20, interval=0.2,
+                                message="logins again after the Vault token expired")
             assert http().get(running.url + c.READY_PATH).status_code == 200
             assert _attempt(running, robot.name, robot.password, "10.0.6.1").status_code == 200
-            assert all(r["spec"]["token"] == projected.read_text() for r in api.reviews)
+            # The identity Vault bound each token to is the one the API server's TokenReview reported.
+            uid = kube_cluster.kubectl("get", "serviceaccount", "token-service", "-n", namespace,
+                                       "-o", "jsonpath={.metadata.uid}").stdout
+            assert {(t["meta"]["service_account_namespace"], t["meta"]["service_account_name"],
+                     t["meta"]["service_account_uid"]) for t in logins} == {(namespace, "token-service", uid)}
         finally:
             running.stop()
 
-        projected.write_text(api.mint("other-namespace", "token-service", "vault"))
+        # A real token of an account the role does not bind (same name, another namespace) is refused.
+        projected.write_text(service_account_token(kube_cluster, "token-service", other_namespace, audience="vault"))
         refused = start_token_service(env, tmp_path, name="token-service-wrong-account", wait_ready=False)
         try:
             wait_until(lambda: _events(refused, "vault_unavailable"), timeout=10, message="the refused login logged")
@@ -747,7 +773,9 @@ def test_the_service_logs_in_with_its_projected_service_account_token_and_again_
         finally:
             refused.stop()
     finally:
-        api.stop()
+        revoke_token_review(kube_cluster, "vault-auth-reviewer", namespace)
+        for name in (namespace, other_namespace):
+            kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_the_keys_status_command_shows_what_signs_and_what_is_published(openbao):

@@ -17,7 +17,7 @@ from tests.support.openbao import start_openbao
 from tests.support.processes import free_port
 from tests.support.stack_registry import prepare_stack
 from tests.support.token_service import provision_vault, start_token_service
-from tests.support.vault_plan import POLICY_TYPE, SECRET_TYPE
+from tests.support.vault_plan import POLICY_TYPE, REGISTRY_POLICY, SECRET_TYPE
 from tests.support.crane import Crane, basic_auth, build_crane, layer_tarball
 from token_service import contract as c
 
@@ -45,7 +45,7 @@ def staging_through_the_token_service(tmp_path, registry_factory):
         _, config, _ = stack_config(STACK)
         robots_secret = setup.plan.one(SECRET_TYPE, "registry-secrets-secret").plain_inputs["name"]
         token = root.auth.token.create(
-            policies=[f"{layout.prefix}-token-service", setup.plan.one(POLICY_TYPE).plain_inputs["name"]],
+            policies=[f"{layout.prefix}-token-service", setup.plan.one(POLICY_TYPE, REGISTRY_POLICY).plain_inputs["name"]],
             no_default_policy=True, ttl="1h")["auth"]["client_token"]
         service = start_token_service({
             c.ENV_ISSUER: config["registry:tokenIssuer"], c.ENV_REGISTRY_SERVICE: config["registry:tokenService"],

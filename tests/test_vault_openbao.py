@@ -7,7 +7,11 @@ import json
 import hvac
 import pytest
 
-from tests.support.vault_plan import APPLIED_TYPES, MOUNT_TYPE, POLICY_TYPE, ROLE_TYPE, SECRET_TYPE, apply_vault_objects
+from tests.support.vault_plan import (APPLIED_TYPES, MOUNT_TYPE, POLICY_TYPE, REGISTRY_POLICY, ROLE_TYPE, SECRET_TYPE,
+                                     apply_vault_objects)
+
+# The registry's own role; the plan holds others (the GC job's, the pull credentials' store).
+REGISTRY_ROLE = "registry-secrets-auth-role"
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -23,16 +27,24 @@ def applied(openbao, stack_plan):
 def test_server_accepts_the_policy_secret_and_auth_role_as_recorded(applied, stack_plan):
     root, objects = applied
     assert objects[MOUNT_TYPE] == []  # the shared KV v2 mount is the platform's, not created by this stack
-    policy = objects[POLICY_TYPE][0].plain_inputs
-    assert root.sys.read_policy(policy["name"])["data"]["rules"] == policy["policy"]
-
-    role = objects[ROLE_TYPE][0].plain_inputs
-    stored = root.read(f"auth/{role['backend']}/role/{role['roleName']}")["data"]
-    assert stored["bound_service_account_names"] == ["registry"]
-    assert stored["bound_service_account_namespaces"] == ["cicd"]
-    assert stored["audience"] == "vault"
-    assert (stored["token_ttl"], stored["token_max_ttl"]) == (300, 900)
-    assert stored["token_policies"] == [policy["name"]] and stored["token_no_default_policy"] is True
+    # The registry's policy and role, and (token mode) the token service's: each bound to its own account.
+    accounts = {"registry-secrets": "registry", "registry-token-service": "registry-token-service"}
+    for component, account in accounts.items():
+        policies = [r.plain_inputs for r in objects[POLICY_TYPE] if r.name == f"{component}-policy"]
+        if not policies:
+            assert component == "registry-token-service" and stack_plan.one(
+                "consul:index/keyPrefix:KeyPrefix", "registry-consul-kv").plain_inputs["subkeys"][
+                "env/REGISTRY_AUTH"] != "token"
+            continue
+        policy = policies[0]
+        assert root.sys.read_policy(policy["name"])["data"]["rules"] == policy["policy"]
+        role = next(r.plain_inputs for r in objects[ROLE_TYPE] if r.name == f"{component}-auth-role")
+        stored = root.read(f"auth/{role['backend']}/role/{role['roleName']}")["data"]
+        assert stored["bound_service_account_names"] == [account]
+        assert stored["bound_service_account_namespaces"] == ["cicd"]
+        assert stored["audience"] == "vault"
+        assert (stored["token_ttl"], stored["token_max_ttl"]) == (300, 900)
+        assert stored["token_policies"] == [policy["name"]] and stored["token_no_default_policy"] is True
 
     for secret in objects[SECRET_TYPE]:
         inputs = secret.plain_inputs
@@ -43,7 +55,7 @@ def test_server_accepts_the_policy_secret_and_auth_role_as_recorded(applied, sta
 
 def test_a_token_with_only_the_registry_policy_reads_its_secret_and_nothing_else(applied, stack_plan, openbao):
     root, objects = applied
-    policy_name = objects[POLICY_TYPE][0].plain_inputs["name"]
+    policy_name = next(r for r in objects[POLICY_TYPE] if r.name == "registry-secrets-policy").plain_inputs["name"]
     secret = stack_plan.one(SECRET_TYPE, "registry-secrets-secret").plain_inputs
     mount, path = secret["mount"], secret["name"]
     sibling = f"registry/other-{stack_plan.stack}"

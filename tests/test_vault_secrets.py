@@ -11,6 +11,7 @@ import pytest
 from components.vault_secrets import (BCRYPT_COST, GENERATION_ANNOTATION, bcrypt_salt, credentials_pod_annotations,
                                       htpasswd_content, kubernetes_auth_role, registry_secret_data, vault_policy)
 from offline_plan.recorder import is_secret
+from components.settings import TOKEN_KEYS
 from tests.conftest import settings_for
 
 PASSWORD_TYPE = "random:index/randomPassword:RandomPassword"
@@ -39,8 +40,8 @@ def test_policy_reads_exactly_the_registry_secret_and_the_token_services_public_
     assert vault_policy(settings_for("prod")) == (
         'path "secret/data/registry/prod" {\n  capabilities = ["read"]\n}\n'
         'path "secret/data/registry/prod/token-trust" {\n  capabilities = ["read"]\n}\n')
-    htpasswd = settings_for("staging", authMode="htpasswd", tokenRealm=None, tokenService=None, tokenIssuer=None,
-                            htpasswdUsers='["ci-runner:push"]')
+    htpasswd = settings_for("staging", authMode="htpasswd", **dict.fromkeys(TOKEN_KEYS),
+                            htpasswdUsers='["ci-runner:push"]', pullSecretNamespaces="[]")
     assert vault_policy(htpasswd) == 'path "secret/data/registry/staging" {\n  capabilities = ["read"]\n}\n'
 
 

@@ -106,7 +106,7 @@ def _matches(selector: dict, labels: dict) -> bool:
 
 
 def test_disruption_budget_lets_single_replica_nodes_drain(stack_plan):
-    budget = stack_plan.one("kubernetes:policy/v1:PodDisruptionBudget").plain_inputs["spec"]
+    budget = stack_plan.one("kubernetes:policy/v1:PodDisruptionBudget", "registry-pdb").plain_inputs["spec"]
     assert budget["maxUnavailable"] == 1
     pod_labels = _statefulset(stack_plan)["spec"]["template"]["metadata"]["labels"]
     assert _matches(budget["selector"]["matchLabels"], pod_labels)
@@ -116,7 +116,7 @@ def test_disruption_budget_never_selects_the_gc_jobs_pod(stack_plan):
     """Seen on a real kube-controller-manager: a PDB matching a Job's pod reports "jobs.batch does not implement
     the scale subresource" and allows 0 disruptions, so every drain stalls while a collection runs. The Job's
     pod must still be an endpoint of the client Service (it serves pulls during the window)."""
-    budget = stack_plan.one("kubernetes:policy/v1:PodDisruptionBudget").plain_inputs["spec"]["selector"]["matchLabels"]
+    budget = stack_plan.one("kubernetes:policy/v1:PodDisruptionBudget", "registry-pdb").plain_inputs["spec"]["selector"]["matchLabels"]
     cron_jobs = [r.plain_inputs for r in stack_plan.of_type("kubernetes:batch/v1:CronJob")]
     assert cron_jobs
     for cron_job in cron_jobs:

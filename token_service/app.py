@@ -500,7 +500,23 @@ def create_app(service: TokenService) -> Starlette:
         Route(c.JWKS_PATH, jwks, methods=["GET"]),
         Route(c.METRICS_PATH, metrics_endpoint, methods=["GET"]),
     ], lifespan=lifespan)
-    return HeaderLimit(app, metrics)
+    return HeaderLimit(OpsPortOnly(app, config.ops_port), metrics)
+
+
+class OpsPortOnly:
+    """ASGI wrapper: on the ops port (outside the mesh) only health, readiness and metrics answer; /token and
+    /keys there are 404, so no client reaches them around the sidecar's mTLS and intentions."""
+
+    def __init__(self, app, ops_port: Optional[int]):
+        self.app, self.ops_port = app, ops_port
+
+    async def __call__(self, scope, receive, send):
+        if (self.ops_port is not None and scope["type"] == "http" and (scope.get("server") or (None, None))[1] == self.ops_port
+                and scope["path"] not in c.OPS_PATHS):
+            await JSONResponse({"error": "not_found", "error_description": "the ops port serves "
+                                + ", ".join(c.OPS_PATHS) + " only"}, status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class HeaderLimit:

@@ -76,6 +76,7 @@ class ServiceConfig:
     rules: AccessRules
     listen_host: str
     listen_port: int
+    ops_port: Optional[int]
     trusted_proxies: tuple[str, ...]
     log_level: str
     vault: VaultConfig
@@ -192,6 +193,15 @@ def _oidc_config(read: _Reader) -> Optional[OidcConfig]:
     )
 
 
+def _ops_port(read: _Reader, listen_port: int) -> Optional[int]:
+    if not read.text(c.ENV_OPS_PORT):
+        return None
+    port = read.integer(c.ENV_OPS_PORT, 1, 65535)
+    if port == listen_port:
+        raise ConfigError(c.ENV_OPS_PORT, port, f"a port other than {c.ENV_LISTEN_PORT} ({listen_port})")
+    return port
+
+
 def load_config(environ: Mapping[str, str]) -> ServiceConfig:
     read = _Reader(environ)
     issuer = read.text(c.ENV_ISSUER, required_meaning="the tokens' issuer (REGISTRY_AUTH_TOKEN_ISSUER) is required")
@@ -204,6 +214,7 @@ def load_config(environ: Mapping[str, str]) -> ServiceConfig:
         raise ConfigError(c.ENV_ACCESS_RULES, raw_rules, f"JSON ({exc.msg} at character {exc.pos})") from None
     except RulesError as exc:
         raise ConfigError(c.ENV_ACCESS_RULES, exc.value, f"{exc.where}: {exc.allowed}") from None
+    listen_port = read.integer(c.ENV_LISTEN_PORT, 1, 65535)
     proxies = tuple(p.strip() for p in read.text(c.ENV_TRUSTED_PROXIES).split(",") if p.strip())
     for proxy in proxies:
         try:
@@ -217,7 +228,8 @@ def load_config(environ: Mapping[str, str]) -> ServiceConfig:
         refresh_ttl=read.integer(c.ENV_REFRESH_TTL, 0, MAX_REFRESH_TTL),
         rules=rules,
         listen_host=read.text(c.ENV_LISTEN_HOST),
-        listen_port=read.integer(c.ENV_LISTEN_PORT, 1, 65535),
+        listen_port=listen_port,
+        ops_port=_ops_port(read, listen_port),
         trusted_proxies=proxies,
         log_level=read.choice(c.ENV_LOG_LEVEL, LOG_LEVELS),
         vault=_vault_config(read),

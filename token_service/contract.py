@@ -5,7 +5,8 @@ settings into Consul KV and the secrets into Vault) and the service (which reads
 it without the service image carrying the Pulumi SDK.
 
 Every setting arrives as an environment variable, exported by config-cli from Consul KV
-(``token-service/<env>/env/<NAME>``), exactly like the registry's ``REGISTRY_*`` variables.
+(``<base>-token-service/<env>/config/env/<NAME>``, ``components/names.py``), exactly like the registry's
+``REGISTRY_*`` variables.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 HTTP_PORT = 5050
+# Health, readiness and metrics only (TOKEN_SERVICE_OPS_PORT): outside the mesh's inbound redirect, as the
+# registry's debug port, so the kubelet, the Consul agent's check and Prometheus reach them without mTLS.
+OPS_PORT = 5051
 TOKEN_PATH = "/token"
 JWKS_PATH = "/keys"
 HEALTH_PATH = "/healthz"
@@ -89,6 +93,7 @@ ENV_REFRESH_TTL = "TOKEN_SERVICE_REFRESH_TTL_SECONDS"
 ENV_ACCESS_RULES = "TOKEN_SERVICE_ACCESS_RULES"
 ENV_LISTEN_HOST = "TOKEN_SERVICE_LISTEN_HOST"
 ENV_LISTEN_PORT = "TOKEN_SERVICE_LISTEN_PORT"
+ENV_OPS_PORT = "TOKEN_SERVICE_OPS_PORT"
 ENV_TRUSTED_PROXIES = "TOKEN_SERVICE_TRUSTED_PROXIES"
 ENV_LOG_LEVEL = "TOKEN_SERVICE_LOG_LEVEL"
 ENV_VAULT_ADDR = "VAULT_ADDR"
@@ -127,6 +132,8 @@ SETTINGS: tuple[Setting, ...] = (
              "JSON: roles -> [{type, names (globs), actions}], groups -> [roles]"),
     _setting(ENV_LISTEN_HOST, "0.0.0.0", "address uvicorn binds"),
     _setting(ENV_LISTEN_PORT, str(HTTP_PORT), "port uvicorn binds"),
+    _setting(ENV_OPS_PORT, "", f"a second port serving only {HEALTH_PATH}, {READY_PATH} and {METRICS_PATH} "
+             "(empty: none; the Deployment sets it, outside the mesh)"),
     # Empty by default: behind an L4 sidecar a client's own X-Forwarded-For would arrive from 127.0.0.1 and,
     # believed, let it pick the address its failures are counted against.
     _setting(ENV_TRUSTED_PROXIES, "", "comma-separated addresses whose X-Forwarded-For is believed (a proxy "
@@ -156,6 +163,9 @@ SETTINGS: tuple[Setting, ...] = (
     _setting(ENV_FAILURES_PER_SOURCE, "20", "failed logins per client address per window before 429"),
     _setting(ENV_FAILURE_WINDOW, "60", "the failure counting window in seconds"),
 )
+
+# What the ops port serves; every other path there is a 404, so nothing reaches /token around the mesh.
+OPS_PATHS = (HEALTH_PATH, READY_PATH, METRICS_PATH)
 
 SETTING_NAMES = tuple(setting.name for setting in SETTINGS)
 

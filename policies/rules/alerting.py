@@ -22,6 +22,7 @@ from .support import (
     dig,
     display,
     is_registry_workload,
+    pod_template,
     resource_policy,
     schema,
     stack_policy,
@@ -37,8 +38,25 @@ DEFAULT_REQUIRED_ALERTS = {
     "auth failure spike": r"auth",
     "garbage collection failure": r"garbage|gc",
 }
+# Alerts a stack that also runs the token service (pods labelled with its component) must have.
+DEFAULT_TOKEN_SERVICE_ALERTS = {
+    "token service down": r"^TokenService.*(Down|Unavailable)",
+    "token service errors": r"^TokenService.*5xx",
+    "login failures or lockouts": r"^TokenService.*(Login|Lockout)",
+}
 REQUIRED_ALERTS_CONFIG = schema({
     **REGISTRY_LABELS_PROPERTY,
+    "tokenServiceComponent": {
+        "type": "string",
+        "description": "app.kubernetes.io/component of the token service's pods.",
+        "default": "token-service",
+    },
+    "requiredTokenServiceAlerts": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "With the token service deployed: concern -> regular expression some alert name must match.",
+        "default": DEFAULT_TOKEN_SERVICE_ALERTS,
+    },
     "requiredAlerts": {
         "type": "object",
         "additionalProperties": {"type": "string"},
@@ -75,6 +93,11 @@ def check_required_alerts(resources: list[Resource], config: Mapping[str, Any]) 
         names += [rule["alert"] for rule in rules if isinstance(rule["alert"], str)]
     missing = [concern for concern, pattern in sorted(config["requiredAlerts"].items())
                if not any(re.search(pattern, name, re.I) for name in names)]
+    token_service = [w for w in workloads if dig(pod_template(w), "metadata", "labels", "app.kubernetes.io/component")
+                     == config["tokenServiceComponent"]]
+    if token_service:
+        missing += [concern for concern, pattern in sorted(config["requiredTokenServiceAlerts"].items())
+                    if not any(re.search(pattern, name) for name in names)]
     if missing:
         where = f"alerts {sorted(names)}" if names else "no PrometheusRule alerts"
         yield Violation(f"the stack runs the registry ({', '.join(display(w) for w in workloads)}) but has {where}; "

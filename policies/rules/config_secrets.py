@@ -60,15 +60,16 @@ SECRET_VALUE_PATTERNS = {
 CONSUL_PREFIX_CONFIG = schema({
     "keyPattern": {
         "type": "string",
-        "description": "Regular expression every Consul KV key path the stack writes must match.",
-        "default": r"^registry/[a-z0-9-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+        "description": "Regular expression every Consul KV key path the stack writes must match: the registry's "
+                       "registry/<env>/ and its token service's registry-token-service/<env>/.",
+        "default": r"^registry(-token-service)?/[a-z0-9-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
     },
     "keyPrefixPattern": {
         "type": "string",
         "description": "Regular expression the pathPrefix of a KeyPrefix must match: exactly one environment's "
                        "config/ folder, since a KeyPrefix deletes every key under it that it does not declare "
                        "(owning registry/<env>/ itself would undo the garbage-collection job's maintenance/ key).",
-        "default": r"^registry/[a-z0-9-]+/config/$",
+        "default": r"^registry(-token-service)?/[a-z0-9-]+/config/$",
     },
 })
 VAULT_POLICY_CONFIG = schema({
@@ -80,8 +81,22 @@ VAULT_POLICY_CONFIG = schema({
     "pathPattern": {
         "type": "string",
         "description": "Regular expression for the paths a registry Vault policy may name (KV v2 data paths): its "
-                       "own secret, and the token service's public trust secret beside it. Never the signing keys.",
-        "default": r"^[A-Za-z0-9_-]+/data/registry/[a-z0-9-]+(/token-trust)?$",
+                       "own secret, and the token service's public trust secret beside it. Never the signing keys. "
+                       "A robot's client secret (clients/<robot>) only for the pull credentials' store, whose policy "
+                       "pull-credentials-store-reads-only-pull-robots holds to pull-only robots.",
+        "default": r"^[A-Za-z0-9_-]+/data/registry/[a-z0-9-]+(/token-trust|/clients/[a-z0-9._-]+)?$",
+    },
+    "signingPolicyNames": {
+        "type": "string",
+        "description": "Regular expression for the names of the Vault policies that may also read the token "
+                       "service's private signing secret: the token service's own, no other.",
+        "default": r"^registry-token-service-[a-z0-9-]+$",
+    },
+    "signingPathPattern": {
+        "type": "string",
+        "description": "Regular expression for the paths a signingPolicyNames policy may name: the robots' secret, "
+                       "the signing secret and the trust secret of one environment.",
+        "default": r"^[A-Za-z0-9_-]+/data/registry/[a-z0-9-]+(/token-signing|/token-trust)?$",
     },
 })
 VAULT_ROLE_CONFIG = schema({
@@ -220,7 +235,8 @@ def check_vault_policy_read_only(resource: Resource, config: Mapping[str, Any]) 
                         "{ capabilities = [\"read\"] }")
         return
     allowed = set(config["allowedCapabilities"])
-    pattern = re.compile(config["pathPattern"])
+    signer = isinstance(name, str) and re.match(config["signingPolicyNames"], name) is not None
+    pattern = re.compile(config["signingPathPattern" if signer else "pathPattern"])
     paths = {path for path, _ in rules}
     for path, capabilities in rules:
         extra = sorted(set(capabilities) - allowed - {"deny"})
@@ -228,8 +244,9 @@ def check_vault_policy_read_only(resource: Resource, config: Mapping[str, Any]) 
             yield Violation(f"Vault policy {name}: path {path!r} grants {extra}; the registry may only "
                             f"{sorted(allowed)}: drop the other capabilities")
         if not pattern.match(path):
-            yield Violation(f"Vault policy {name}: path {path!r} is not the registry's own secret or its token trust "
-                            f"secret (expected to match {pattern.pattern}); name only the KV v2 data paths it reads")
+            owner = "the token service's three secrets" if signer else "the registry's own secret or its token trust secret"
+            yield Violation(f"Vault policy {name}: path {path!r} is not {owner} "
+                            f"(expected to match {pattern.pattern}); name only the KV v2 data paths it reads")
     environments = {path.split("/data/", 1)[-1].split("/")[1] for path in paths if "/data/registry/" in path}
     if len(environments) > 1:
         yield Violation(f"Vault policy {name} names paths of {len(environments)} environments {sorted(paths)}; the "

@@ -50,8 +50,9 @@ ACCESS_LEVELS = ("deny", "read", "list", "write")
 ACL_CONFIG = schema({
     "kvPrefixPattern": {
         "type": "string",
-        "description": "Regular expression a KV path in an ACL rule must match: the registry's own folders.",
-        "default": r"^registry/[a-z0-9-]+/",
+        "description": "Regular expression a KV path in an ACL rule must match: the registry's own folders and its "
+                       "token service's.",
+        "default": r"^registry(-token-service)?/[a-z0-9-]+/",
     },
     "writableKeys": {
         "type": "array", "items": {"type": "string"},
@@ -61,7 +62,7 @@ ACL_CONFIG = schema({
     "serviceNames": {
         "type": "array", "items": {"type": "string"},
         "description": "Services (and identities) a token may register: exact names.",
-        "default": ["registry", "registry-sidecar-proxy"],
+        "default": ["registry", "registry-sidecar-proxy", "registry-token-service", "registry-token-service-sidecar-proxy"],
     },
 })
 AUTH_CONFIG = schema({

@@ -69,11 +69,19 @@ REGISTRY_PORTS_CONFIG = schema({
     "debugPort": {"type": "integer", "description": "The registry's debug/metrics port.", "default": 5001},
     "debugPortNames": {
         "type": "array", "items": {"type": "string"},
-        "description": "Container port names that mean the debug/metrics port.",
-        "default": ["debug", "metrics"],
+        "description": "Container port names that mean the debug/metrics port (the token service's: ops).",
+        "default": ["debug", "metrics", "ops"],
     },
 })
-REGISTRY_CONFIG = schema(REGISTRY_LABELS_PROPERTY)
+REGISTRY_CONFIG = schema({
+    **REGISTRY_LABELS_PROPERTY,
+    "nonDistributionComponents": {
+        "type": "array", "items": {"type": "string"},
+        "description": "app.kubernetes.io/component values of the registry's pods that do not run Distribution "
+                       "(the token service): Distribution's own settings (its HTTP secret) do not concern them.",
+        "default": ["token-service"],
+    },
+})
 
 
 def _pod_spec(resource: Resource) -> Any:
@@ -357,7 +365,9 @@ def check_shared_http_secret(resources: list[Resource], config: Mapping[str, Any
                 unreadable_kv.append(kv.name)
             elif isinstance(path, str) and value not in (None, ""):
                 kv_keys.add(path.rsplit("/", 1)[-1])
-    for workload in (r for r in resources if is_registry_workload(r, config["registryLabels"])):
+    others = set(config["nonDistributionComponents"])
+    for workload in (r for r in resources if is_registry_workload(r, config["registryLabels"])
+                     and dig(pod_template(r), "metadata", "labels", "app.kubernetes.io/component") not in others):
         replicas = dig(workload.props, "spec", "replicas", default=1)
         if replicas is UNKNOWN:
             yield Unverifiable(workload.name, "spec.replicas")

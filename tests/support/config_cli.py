@@ -16,10 +16,9 @@ Vault client holding only the registry's policy, ``load_tree()`` builds what con
 ``load()`` does the same for the ``config/`` part alone (keys relative to it, as the plan's KeyPrefix records them).
 
 Liberties, each a harness matter: the files go to ``run_directory`` (a temp dir) instead of ``/run/registry``
-(``relocate()`` rewrites values naming them); ``main()`` may read the tree from a JSON file instead of Consul's
-HTTP API (``CONFIG_CLI_TEST_KV_FILE``, the garbage-collection tests' cluster) and takes the registry binary and
-the harness's overrides (listen addresses, a temp data directory: ``TEST_OVERRIDES``) from ``CONFIG_CLI_TEST_*``. Everything the tests change beyond that is in
-``tests/support/stack_registry.py`` (``TEST_OVERRIDES``).
+(``relocate()`` rewrites values naming them); ``main()`` takes the registry binary and the harness's overrides
+(listen addresses, the test's storage: ``TEST_OVERRIDES``) from ``CONFIG_CLI_TEST_*``. Everything the tests
+change beyond that is in ``tests/support/stack_registry.py`` (``TEST_OVERRIDES``).
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ class LoadedConfig:
 
 def recorded_kv(plan) -> tuple[str, dict[str, str]]:
     """(pathPrefix, subkeys) of the stack's KeyPrefix, as the plan would write them (secrets revealed: test only)."""
-    inputs = plan.one(KV_TYPE).plain_inputs
+    inputs = plan.one(KV_TYPE, "registry-consul-kv").plain_inputs
     return inputs["pathPrefix"], dict(inputs["subkeys"])
 
 
@@ -206,8 +205,7 @@ def main(argv: list[str]) -> int:
     """``config-cli run docker-registry``: load the tree, then exec ``registry serve`` with its environment.
 
     Reads ``CONFIG_CLI_KV_PREFIX``, then the tree from ``CONSUL_HTTP_ADDR`` (token ``CONSUL_HTTP_TOKEN`` or the
-    file ``CONSUL_HTTP_TOKEN_FILE``, as the consul CLI takes them) or, in the garbage-collection tests' cluster,
-    from the JSON file ``CONFIG_CLI_TEST_KV_FILE`` (full key paths); Vault from ``VAULT_ADDR``/``VAULT_TOKEN``
+    file ``CONSUL_HTTP_TOKEN_FILE``, as the consul CLI takes them); Vault from ``VAULT_ADDR``/``VAULT_TOKEN``
     when set. Harness inputs: ``CONFIG_CLI_TEST_REGISTRY_BINARY``, ``CONFIG_CLI_TEST_CONFIG_FILE``,
     ``CONFIG_CLI_TEST_RUN_DIRECTORY`` and ``CONFIG_CLI_TEST_OVERRIDES`` (JSON of variables the harness replaces
     after loading, null to drop one).
@@ -217,14 +215,10 @@ def main(argv: list[str]) -> int:
         return 64
     prefix = os.environ["CONFIG_CLI_KV_PREFIX"]
     try:
-        if os.environ.get("CONFIG_CLI_TEST_KV_FILE"):
-            everything = json.loads(Path(os.environ["CONFIG_CLI_TEST_KV_FILE"]).read_text())
-            tree = {key[len(prefix):]: value for key, value in everything.items() if key.startswith(prefix)}
-        else:
-            token = os.environ.get("CONSUL_HTTP_TOKEN")
-            if not token and os.environ.get("CONSUL_HTTP_TOKEN_FILE"):
-                token = Path(os.environ["CONSUL_HTTP_TOKEN_FILE"]).read_text().strip()
-            tree = consul_tree(os.environ["CONSUL_HTTP_ADDR"], prefix, token)
+        token = os.environ.get("CONSUL_HTTP_TOKEN")
+        if not token and os.environ.get("CONSUL_HTTP_TOKEN_FILE"):
+            token = Path(os.environ["CONSUL_HTTP_TOKEN_FILE"]).read_text().strip()
+        tree = consul_tree(os.environ["CONSUL_HTTP_ADDR"], prefix, token)
         vault = None
         if os.environ.get("VAULT_ADDR"):
             vault = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ.get("VAULT_TOKEN"))

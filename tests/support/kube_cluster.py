@@ -195,6 +195,33 @@ def start_kube_cluster(binaries: dict[str, str], crd_files: Sequence[Path], work
         raise
 
 
+def service_account_token(cluster: KubeCluster, account: str, namespace: str = NAMESPACE,
+                          audience: Optional[str] = None) -> str:
+    args = ["create", "token", account, "-n", namespace, "--duration=1h"]
+    if audience:
+        args.append(f"--audience={audience}")
+    return cluster.kubectl(*args).stdout.strip()
+
+
+def grant_token_review(cluster: KubeCluster, account: str, namespace: str) -> str:
+    """A service account allowed to call TokenReview (``system:auth-delegator``) and read service accounts, as
+    an auth method's reviewer (Consul's or Vault's) is set up; returns its token."""
+    cluster.kubectl("create", "serviceaccount", account, "-n", namespace)
+    cluster.kubectl("create", "clusterrolebinding", f"{account}-{namespace}", "--clusterrole=system:auth-delegator",
+                    f"--serviceaccount={namespace}:{account}")
+    cluster.kubectl("create", "clusterrole", f"{account}-{namespace}-read", "--verb=get", "--resource=serviceaccounts")
+    cluster.kubectl("create", "clusterrolebinding", f"{account}-{namespace}-read",
+                    f"--clusterrole={account}-{namespace}-read", f"--serviceaccount={namespace}:{account}")
+    return service_account_token(cluster, account, namespace)
+
+
+def revoke_token_review(cluster: KubeCluster, account: str, namespace: str) -> None:
+    """Undo ``grant_token_review``'s cluster-wide objects (the account goes with its namespace)."""
+    cluster.kubectl("delete", "clusterrolebinding", f"{account}-{namespace}", f"{account}-{namespace}-read",
+                    "--ignore-not-found", check=False)
+    cluster.kubectl("delete", "clusterrole", f"{account}-{namespace}-read", "--ignore-not-found", check=False)
+
+
 class ReportedReadiness:
     """Stands in for what does not run here, as a context manager: a kubelet reporting every pod in the
     namespace Running and Ready (with a pod IP), and an ingress controller giving every Ingress an address.

@@ -53,12 +53,14 @@ class RunningRegistry:
 
 
 def start_registry(binary: str | Path, env: Mapping[str, str], workdir: str | Path, *,
-                   name: str = "registry", timeout: float = 30.0, add_debug_addr: bool = True) -> RunningRegistry:
+                   name: str = "registry", timeout: float = 30.0, add_debug_addr: bool = True,
+                   port: int | None = None) -> RunningRegistry:
     """Start `registry serve <config>` with the given REGISTRY_* env and wait until it serves HTTP.
 
     REGISTRY_HTTP_ADDR and REGISTRY_HTTP_DEBUG_ADDR are replaced by free 127.0.0.1 ports; with
     add_debug_addr=False a debug address absent from `env` stays absent (no debug server), so a test can
-    show what its absence does. Readiness means
+    show what its absence does. ``port``: listen there instead (a pod's stable address in the GC harness).
+    Readiness means
     the main port answers `GET /` with any HTTP status (200, 401 with auth, 503 if a health check already failed).
     """
     workdir = Path(workdir)
@@ -66,7 +68,7 @@ def start_registry(binary: str | Path, env: Mapping[str, str], workdir: str | Pa
     config_path = workdir / f"{name}-config.yml"
     config_path.write_text(MINIMAL_CONFIG)
 
-    port, debug_port = free_port(), free_port()
+    port, debug_port = port or free_port(), free_port()
     while debug_port == port:
         debug_port = free_port()
     registry_env = dict(env)

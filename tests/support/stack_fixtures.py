@@ -13,6 +13,8 @@ from typing import Callable, Iterator
 import pytest
 from botocore.exceptions import ClientError
 
+from components.settings import TOKEN_KEYS
+
 from .moto_server import MotoServer, start_moto_server
 from .stack_registry import S3_SETUP_ACTIONS, StackSetup, prepare_stack
 
@@ -20,7 +22,9 @@ from .stack_registry import S3_SETUP_ACTIONS, StackSetup, prepare_stack
 VARIANTS = {
     "as-recorded": {},
     "htpasswd": {"registry:authMode": "htpasswd", "registry:htpasswdUsers": ["ci-runner:push"],
-                 "registry:tokenRealm": None, "registry:tokenService": None, "registry:tokenIssuer": None},
+                 **{f"registry:{key}": None for key in TOKEN_KEYS},
+                 # Pull Secrets hand out a pull-only robot, which htpasswd mode cannot have.
+                 "registry:pullSecretNamespaces": None},
 }
 
 

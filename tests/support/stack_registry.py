@@ -42,7 +42,7 @@ from token_service import contract
 from .processes import free_port
 from .token_client import RegistryTokenAuth
 from .token_service import KV_MOUNT, RunningTokenService, VaultLayout, read_trust, run_keys, start_token_service
-from .vault_plan import POLICY_TYPE, apply_vault_objects
+from .vault_plan import POLICY_TYPE, REGISTRY_POLICY, apply_vault_objects
 
 VAULT_TOKEN_TTL = "5m"  # what the Kubernetes auth role grants (token_ttl 300)
 CLIENT_SECRET_TYPE = "vault:kv/secretV2:SecretV2"
@@ -255,7 +255,7 @@ class StackSetup:
 
 def registry_vault_token(root: hvac.Client, plan: Plan) -> str:
     """What config-cli's Kubernetes-auth login yields: the registry's policy only, short-lived."""
-    policy = plan.one(POLICY_TYPE).plain_inputs["name"]
+    policy = plan.one(POLICY_TYPE, REGISTRY_POLICY).plain_inputs["name"]
     token = root.auth.token.create(policies=[policy], no_default_policy=True, ttl=VAULT_TOKEN_TTL)
     return token["auth"]["client_token"]
 
@@ -297,18 +297,23 @@ def token_service_vault_token(root: hvac.Client, layout: VaultLayout, robots_sec
 
 def prepare_stack(stack: str, openbao: Optional[OpenBao], workdir: Path, moto: Optional[MotoServer] = None,
                   extra_overrides: Optional[Mapping[str, Optional[str]]] = None,
-                  token_service_overrides: Optional[Mapping[str, str]] = None) -> StackSetup:
+                  token_service_overrides: Optional[Mapping[str, str]] = None,
+                  start_own_token_service: bool = True) -> StackSetup:
     """Record the stack's plan (with the token service on this machine), apply its Vault objects, provision its
     storage, and start the token service if the stack uses token auth.
 
     ``openbao``: None starts one for this setup alone (stopped by ``close()``). Two setups of one stack must
     not share a Vault: the plan's paths are fixed (``registry/<env>``), so the second would overwrite the robots
-    the first one's token service reads."""
+    the first one's token service reads.
+
+    ``start_own_token_service=False``: no service is started here; the caller starts the one the plan deploys
+    (tests/test_token_service_e2e.py) on the realm's port (``token_realm``)."""
     owned = None
     if openbao is None:
         openbao = owned = start_openbao(workdir / "openbao", name=f"openbao-{stack}")
     try:
-        setup = _prepare(stack, openbao, workdir, moto, extra_overrides, token_service_overrides or {})
+        setup = _prepare(stack, openbao, workdir, moto, extra_overrides, token_service_overrides or {},
+                         start_own_token_service)
     except BaseException:
         if owned is not None:
             owned.stop()
@@ -318,8 +323,8 @@ def prepare_stack(stack: str, openbao: Optional[OpenBao], workdir: Path, moto: O
 
 
 def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoServer],
-             extra_overrides: Optional[Mapping[str, Optional[str]]], token_service_overrides: Mapping[str, str]
-             ) -> StackSetup:
+             extra_overrides: Optional[Mapping[str, Optional[str]]], token_service_overrides: Mapping[str, str],
+             start_own_token_service: bool = True) -> StackSetup:
     _, config, _ = stack_config(stack)
     root = openbao.client()
     layout = provision_token_keys(root, openbao.url, stack)
@@ -333,7 +338,7 @@ def _prepare(stack: str, openbao: OpenBao, workdir: Path, moto: Optional[MotoSer
     accounts = robot_accounts(root, plan)
     _, kv = recorded_kv(plan)
     service = None
-    if kv.get("env/REGISTRY_AUTH") == "token":
+    if kv.get("env/REGISTRY_AUTH") == "token" and start_own_token_service:
         robots_secret = plan.one("vault:kv/secretV2:SecretV2", "registry-secrets-secret").plain_inputs["name"]
         service = start_token_service({
             contract.ENV_ISSUER: kv["env/REGISTRY_AUTH_TOKEN_ISSUER"],

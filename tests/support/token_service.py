@@ -25,7 +25,7 @@ from typing import Mapping, Optional
 import hvac
 import requests
 from joserfc import jwt
-from joserfc.jwk import ECKey, KeySet, RSAKey
+from joserfc.jwk import KeySet, RSAKey
 
 from components.settings import RegistryUser
 from components.vault_secrets import htpasswd_content, registry_secret_data
@@ -179,54 +179,6 @@ class OidcIssuer:
         self._thread.join(timeout=5)
 
 
-# --- the Kubernetes API's TokenReview, as Vault's Kubernetes auth calls it ------------------------------------
-
-
-class TokenReviewApi:
-    """``POST /apis/authentication.k8s.io/v1/tokenreviews`` on 127.0.0.1: authenticates exactly the projected
-    service account tokens it minted (``mint``), as the API server would; records every review."""
-
-    def __init__(self):
-        self.key = ECKey.generate_key("P-256")
-        self.valid: dict[str, tuple[str, str]] = {}  # token -> (namespace, service account)
-        self.reviews: list[dict] = []
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                api.reviews.append(body)
-                token = body.get("spec", {}).get("token", "")
-                status: dict = {"authenticated": token in api.valid}
-                if token in api.valid:
-                    namespace, account = api.valid[token]
-                    status["user"] = {"username": f"system:serviceaccount:{namespace}:{account}",
-                                      "uid": f"uid-{account}", "groups": ["system:serviceaccounts"]}
-                    status["audiences"] = body["spec"].get("audiences") or []
-                _answer_json(self, 201, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                                         "status": status})
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._httpd, self.url, self._thread = _serve(Handler, "tokenreview")
-
-    def mint(self, namespace: str, account: str, audience: str) -> str:
-        now = int(time.time())
-        token = jwt.encode({"alg": "ES256"}, {
-            "iss": "https://kubernetes.default.svc.cluster.local", "sub": f"system:serviceaccount:{namespace}:{account}",
-            "aud": [audience], "iat": now, "nbf": now, "exp": now + 3600,
-            "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": account, "uid": f"uid-{account}"}},
-        }, self.key)
-        self.valid[token] = (namespace, account)
-        return token
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
 # --- the service process --------------------------------------------------------------------------------------
 
 
@@ -307,6 +259,6 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1, message:
         time.sleep(interval)
 
 
-__all__ = ["OidcIssuer", "TokenReviewApi", "RunningTokenService", "VaultLayout", "provision_vault", "start_token_service",
+__all__ = ["OidcIssuer", "RunningTokenService", "VaultLayout", "provision_vault", "start_token_service",
            "service_environment", "read_trust", "run_keys", "write_robots", "http", "wait_until",
            "ISSUER", "SERVICE", "KV_MOUNT"]

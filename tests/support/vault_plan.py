@@ -17,6 +17,8 @@ from offline_plan.render import plain_numbers
 
 MOUNT_TYPE = "vault:index/mount:Mount"
 POLICY_TYPE = "vault:index/policy:Policy"
+# The registry's own policy (what config-cli's login yields); the plan holds others beside it (pull credentials).
+REGISTRY_POLICY = "registry-secrets-policy"
 SECRET_TYPE = "vault:kv/secretV2:SecretV2"
 ROLE_TYPE = "vault:kubernetes/authBackendRole:AuthBackendRole"
 APPLIED_TYPES = (MOUNT_TYPE, POLICY_TYPE, SECRET_TYPE, ROLE_TYPE)
