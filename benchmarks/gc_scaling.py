@@ -5,18 +5,20 @@ Not a test: run it by hand (the README's figures table has the commands):
     venv/bin/python benchmarks/gc_scaling.py                                   # 100, 1,000, 10,000 / 100, 1,000
     venv/bin/python benchmarks/gc_scaling.py --filesystem-sizes 100,1000 --s3-sizes 100 --plot /tmp/gc.png
 
-What runs: the real ``components/scripts/registry-gc.sh`` against the garbage-collection tests' cluster
-(tests/support/fake_cluster.py): the StatefulSet's pods are real Distribution v3.1.1 processes whose environment
-THE config-cli stand-in loads from the KV as the program lays it out, the script's own read-only replica joins the
-client Service, and ``registry garbage-collect`` runs against the same storage. Only Kubernetes and Consul are
-stand-ins (``kubectl``/``consul`` stubs). Each backend runs with its stack's replica count and collection mode
-(staging: filesystem, 1 replica, no ``--delete-untagged``; prod: S3 on a moto server of its own (no IAM
-enforcement, as in tests/test_operations_gc.py), 3 replicas, ``--delete-untagged``), and the script's
-cluster timings (``GC_SETTLE_SECONDS`` 15, ``GC_POLL_SECONDS`` 2) unless ``--settle``/``--poll`` say otherwise.
+What runs: each stack applied to the real peers of tests/test_operations_gc.py (tests/support/gc_peers.py):
+kube-apiserver v1.35.4 with its controller manager, Consul 1.14.4 with ACLs, OpenBao, the project's token
+service; the StatefulSet's pods are real Distribution v3.1.1 processes started by the config-cli stand-in from
+Consul, clients go through the ``registry`` Service (kube-proxy from the EndpointSlices), and a Job made from the
+``registry-gc`` CronJob runs ``components/scripts/registry-gc.sh`` itself (real kubectl, consul, curl and
+``registry garbage-collect``). Storage and collection mode are the stack's: staging: a volume directory, 1
+replica, no ``--delete-untagged``; prod: S3 on moto with the plan's IAM policy enforced, its replicas,
+``--delete-untagged``. The script's waits are the cluster's (``GC_SETTLE_SECONDS`` 15, ``GC_POLL_SECONDS`` 2)
+unless ``--settle``/``--poll`` say otherwise.
 
 Content: repositories of 10 manifests each (8 tags, plus ``latest`` pushed twice, so 1 in 10 manifests is
 superseded and untagged), every manifest with its own 512-byte layer and one config per repository, pushed
-through the HTTP API by ``--fill-threads`` threads (POST + PUT per layer, PUT per manifest; htpasswd auth).
+through the Service by ``--fill-threads`` threads as the CI robot (POST + PUT per layer, PUT per manifest; a
+token from the token service per repository).
 Sizes grow in one storage: each size adds manifests to what the previous run left (``--delete-untagged`` runs
 remove their untagged manifests, which is counted).
 
@@ -36,41 +38,31 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import bcrypt
 import requests
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from components.consul_config import health_check  # noqa: E402
-from components.names import (CHECK_KEY, ENV_FOLDER, FILES_FOLDER, GENERATION_KEY, READONLY_OFF,  # noqa: E402
-                              readonly_kv_key)
-from components.registry_config import HTPASSWD_FILE, HTPASSWD_PATH  # noqa: E402
-from offline_plan.recorder import stack_config  # noqa: E402
-from components.settings import parse_settings  # noqa: E402
-from tests.support.config_cli import as_tree  # noqa: E402
-from tests.support.fake_cluster import FakeCluster  # noqa: E402
+from tests.support import gc_peers  # noqa: E402
+from tests.support.gc_peers import GcPeers, JobSettings, start_gc_peers  # noqa: E402
 from tests.support.fixtures import INSTALL_SCRIPT  # noqa: E402
-from tests.support.moto_server import start_moto_server  # noqa: E402
 from tests.support.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical_json  # noqa: E402
+from tests.support.peers import installed_binaries  # noqa: E402
 
 SCRIPT = REPO_ROOT / "components" / "scripts" / "registry-gc.sh"
 WINDOW_LIMIT_SECONDS = 600
 MANIFESTS_PER_REPOSITORY = 10
-USER = "ci"
-POD_HOST_TEMPLATE = "@POD@.registry-headless.cicd.svc.cluster.local:5000"
 STACK_OF_BACKEND = {"filesystem": "staging", "s3": "prod"}
 # The script's own defaults, which the CronJob does not override (components/operations.py).
 CLUSTER_SETTLE_SECONDS, CLUSTER_POLL_SECONDS = 15.0, 2.0
@@ -87,48 +79,6 @@ for line in child.stdout:
 out.write(f"{time.monotonic():.6f}\texit {child.wait()}\n")
 sys.exit(child.returncode)
 '''
-
-
-def stack_settings(stack: str):
-    project, config, _ = stack_config(stack)
-    prefix = f"{project}:"
-    return parse_settings({key[len(prefix):]: value for key, value in config.items() if key.startswith(prefix)},
-                          environment=stack)
-
-
-# --- storage and cluster ---------------------------------------------------------------------------------------
-
-
-def storage_environment(backend: str, workdir: Path, moto) -> dict[str, str]:
-    if backend == "filesystem":
-        return {"REGISTRY_STORAGE": "filesystem", "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(workdir / "volume")}
-    bucket = f"registry-gc-{uuid.uuid4().hex[:10]}"
-    moto.create_bucket(bucket, versioning=True)
-    return {"REGISTRY_STORAGE": "s3", "REGISTRY_STORAGE_S3_BUCKET": bucket, "REGISTRY_STORAGE_S3_REGION": "us-east-1",
-            "REGISTRY_STORAGE_S3_REGIONENDPOINT": moto.url, "REGISTRY_STORAGE_S3_FORCEPATHSTYLE": "true",
-            "REGISTRY_STORAGE_S3_ROOTDIRECTORY": "/registry", "REGISTRY_STORAGE_S3_ACCESSKEY": "testing",
-            "REGISTRY_STORAGE_S3_SECRETKEY": "testing", "REGISTRY_STORAGE_REDIRECT_DISABLE": "true"}
-
-
-def registry_tree(storage_env: dict[str, str], stack: str, password: str) -> dict[str, str]:
-    """The KV tree under ``registry/<env>/`` as config-cli finds it (plain values: no Vault here)."""
-    variables = {
-        **storage_env,
-        "REGISTRY_HTTP_SECRET": "shared-by-every-replica",
-        "REGISTRY_HTTP_DRAINTIMEOUT": "25s",
-        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
-        "REGISTRY_STORAGE_MAINTENANCE_READONLY": READONLY_OFF,
-        "REGISTRY_AUTH": "htpasswd",
-        "REGISTRY_AUTH_HTPASSWD_REALM": "Registry",
-        "REGISTRY_AUTH_HTPASSWD_PATH": HTPASSWD_PATH,
-        "REGISTRY_LOG_LEVEL": "warn",
-        "OTEL_TRACES_EXPORTER": "none",
-    }
-    config_kv = {f"{ENV_FOLDER}{name}": value for name, value in variables.items()}
-    config_kv[f"{FILES_FOLDER}{HTPASSWD_FILE}"] = f"{USER}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}\n"
-    config_kv[GENERATION_KEY] = "1"
-    config_kv[CHECK_KEY] = json.dumps(health_check(stack_settings(stack)))
-    return as_tree(config_kv)
 
 
 # --- filling the registry --------------------------------------------------------------------------------------
@@ -150,18 +100,15 @@ class Content:
 
 
 class Filler:
-    """Pushes repositories of MANIFESTS_PER_REPOSITORY small distinct manifests through the HTTP API."""
+    """Pushes repositories of MANIFESTS_PER_REPOSITORY small distinct manifests through the Service, as CI."""
 
-    def __init__(self, endpoints: Sequence[str], password: str, threads: int):
-        self.endpoints, self.password, self.threads = list(endpoints), password, threads
+    def __init__(self, peers: GcPeers, threads: int):
+        self.peers, self.threads = peers, threads
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
-            session = requests.Session()
-            session.trust_env = False
-            session.auth = (USER, self.password)
-            self._local.session = session
+            self._local.session = self.peers.client("push").session
         return self._local.session
 
     def _blob(self, base: str, repo: str, data: bytes) -> str:
@@ -185,7 +132,7 @@ class Filler:
         return digest_of(manifest)
 
     def _repository(self, number: int) -> tuple[list[tuple[str, str, str, str]], int]:
-        base = self.endpoints[number % len(self.endpoints)]
+        base = self.peers.proxy.url
         repo = f"team{number % 20}/app{number}"
         config_data = canonical_json({"architecture": "amd64", "os": "linux", "config": {"Labels": {"n": str(number)}},
                                       "rootfs": {"type": "layers", "diff_ids": []}})
@@ -220,10 +167,11 @@ class Filler:
 
 
 class Pullers:
-    """Threads pulling tagged images (manifest, config, layer; digests checked) through the Service."""
+    """Threads pulling tagged images (manifest, config, layer; digests checked) through the Service, as the
+    cluster's robot."""
 
-    def __init__(self, cluster: FakeCluster, content: Content, password: str, threads: int):
-        self.cluster, self.content, self.password = cluster, content, password
+    def __init__(self, peers: GcPeers, content: Content, threads: int):
+        self.peers, self.content = peers, content
         self.results: list[tuple[float, bool, str]] = []
         self._stop = threading.Event()
         self._workers = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
@@ -254,9 +202,7 @@ class Pullers:
         from requests.adapters import HTTPAdapter
         from urllib3.util.retry import Retry
 
-        session = requests.Session()
-        session.trust_env = False
-        session.auth = (USER, self.password)
+        session = self.peers.client("pull").session
         # As Go's net/http (containerd, Docker) does: resend an idempotent request once when a reused keep-alive
         # connection closes before any response (a draining registry closes idle connections).
         session.mount("http://", HTTPAdapter(max_retries=Retry(total=1, connect=1, read=1, status=0, other=0,
@@ -264,11 +210,7 @@ class Pullers:
         rng = random.Random(seed)
         while not self._stop.is_set():
             repo, tag, manifest_digest, layer_digest = rng.choice(self.content.tagged)
-            endpoint = self.cluster.pick_endpoint()
-            if endpoint is None:
-                self.results.append((time.monotonic(), False, "no ready endpoint behind the Service"))
-                time.sleep(0.01)
-                continue
+            endpoint = self.peers.proxy.url
             try:
                 self._pull(session, endpoint, repo, tag, manifest_digest, layer_digest)
                 self.results.append((time.monotonic(), True, ""))
@@ -326,124 +268,96 @@ def parse_collection(stamped: Path) -> dict:
             "blobs_marked": int(words[0]), "blobs_deleted": int(words[3]), "manifests_deleted": int(words[6])}
 
 
-class ScriptRun:
-    """registry-gc.sh as the CronJob's container runs it, stub kubectl/consul first on PATH; its lines timed."""
-
-    def __init__(self, cluster: FakeCluster, storage_env: dict[str, str], workdir: Path, password: str,
-                 delete_untagged: bool, settle: float, poll: float):
-        credentials = workdir / "probe-credentials"
-        credentials.write_text(f"{USER}:{password}")
-        if not (cluster.bin_dir / "registry").exists():
-            os.symlink(cluster.binary, cluster.bin_dir / "registry")
-        self.stamped = workdir / f"collect-{time.monotonic_ns()}.log"
-        stamper = workdir / "stamp.py"
-        stamper.write_text(STAMPER)
-        collect = workdir / "collect.sh"
-        collect.write_text('#!/bin/sh\n[ "$GC_DELETE_UNTAGGED" = true ] && set -- --delete-untagged\n'
-                           f'exec "{sys.executable}" "{stamper}" "$GC_STAMPED" registry garbage-collect "$@" '
-                           '"$GC_CONFIG_FILE"\n')
-        collect.chmod(0o755)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_", "http_", "https_",
-                                                                        "HTTP_", "HTTPS_", "ALL_", "all_"))},
-            **storage_env,
-            "PATH": f"{cluster.bin_dir}:{os.environ['PATH']}",
-            "NAMESPACE": cluster.namespace,
-            "STATEFULSET": cluster.statefulset,
-            "READONLY_KV_KEY": readonly_kv_key(cluster.kv_prefix.split("/")[1]),
-            "GC_CONFIG_FILE": str(cluster.config_path),
-            "GC_COLLECT_COMMAND": str(collect),
-            "GC_STAMPED": str(self.stamped),
-            "GC_REPLICA_URL": f"http://127.0.0.1:{cluster.job_replica_port}",
-            "GC_DRAIN_MARKER": str(cluster.drain_marker),
-            "GC_POD_URL_TEMPLATE": "http://" + POD_HOST_TEMPLATE,
-            "GC_PROBE_CREDENTIALS_FILE": str(credentials),
-            "CURL_HOME": str(cluster.pod_url_curlrc(POD_HOST_TEMPLATE)),
-            "POD_NAME": cluster.job_pod_name,
-            "GC_SETTLE_SECONDS": f"{settle:g}",
-            "GC_POLL_SECONDS": f"{poll:g}",
-            "GC_POD_TIMEOUT_SECONDS": "600",
-            "GC_DELETE_UNTAGGED": "true" if delete_untagged else "false",
-        }
-        self.lines: list[tuple[float, str]] = []
-        self.process = subprocess.Popen(["sh", str(SCRIPT)], env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append((time.monotonic(), line.rstrip("\n")))
-
-    def wait(self, timeout: float) -> int:
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            code = self.process.wait(timeout=120)
-        self._reader.join(timeout=10)
-        return code
-
-    def time_of(self, text: str) -> float:
-        found = [t for t, line in self.lines if text in line]
-        assert found, f"no log line with {text!r}:\n{self.log()}"
-        return found[0]
-
-    def log(self) -> str:
-        return "\n".join(line for _, line in self.lines)
+def stamped_collector(workdir: Path) -> tuple[Path, Path]:
+    """A GC_COLLECT_COMMAND running the script's own collection, its output time-stamped into a file."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stamped, stamper, collect = workdir / "collect.log", workdir / "stamp.py", workdir / "collect.sh"
+    stamper.write_text(STAMPER)
+    collect.write_text('#!/bin/sh\n[ "$GC_DELETE_UNTAGGED" = true ] && set -- --delete-untagged\n'
+                       f'exec "{sys.executable}" "{stamper}" "{stamped}" registry garbage-collect "$@" '
+                       '"$GC_CONFIG_FILE"\n')
+    collect.chmod(0o755)
+    return collect, stamped
 
 
-def collect_once(cluster: FakeCluster, content: Content, storage_env: dict[str, str], workdir: Path, password: str,
-                 delete_untagged: bool, args: argparse.Namespace) -> dict:
-    with Pullers(cluster, content, password, args.pullers) as pulls:
+def collect_once(peers: GcPeers, content: Content, workdir: Path, args: argparse.Namespace) -> dict:
+    collect, stamped = stamped_collector(workdir)
+    with Pullers(peers, content, args.pullers) as pulls:
         time.sleep(0.5)
-        run = ScriptRun(cluster, storage_env, workdir, password, delete_untagged, args.settle, args.poll)
-        code = run.wait(timeout=args.timeout)
+        job = peers.start_job(JobSettings(collect_command=str(collect)))
+        code = job.wait(timeout=args.timeout)
         time.sleep(0.5)
-    assert code == 0, f"registry-gc.sh exited {code}:\n{run.log()}"
+    run = job.script()
+    assert code == 0, f"registry-gc.sh exited {code}:\n{run.timeline()}"
     opened, closed = run.time_of("read-only window opened"), run.time_of("read-only window closed")
     during = pulls.between(opened, closed)
     failed = [r for r in during if not r[1]]
     return {"window_seconds": closed - opened, "pulls_during_window": len(during),
             "failed_pulls_during_window": len(failed), "failures": [r[2] for r in failed[:5]],
-            **parse_collection(run.stamped)}
+            **parse_collection(stamped)}
 
 
-def measure_backend(backend: str, sizes: Sequence[int], binary: str, workdir: Path, args: argparse.Namespace,
-                    moto=None) -> list[Measurement]:
+def _create_plan_namespaces() -> None:
+    """Until tests/support/gc_peers.py does it: create the namespaces outside ``cicd`` that the rendered plan puts
+    objects in (the pull-credential ExternalSecrets go to the consumers' namespaces, which the platform owns)
+    before ``start_gc_peers`` applies the manifests."""
+    if getattr(gc_peers, "_benchmark_namespaces", False):
+        return
+    started: list = []
+    start_cluster, write = gc_peers.start_kube_cluster, gc_peers.write_plan
+
+    def start_kube_cluster(*args, **kwargs):
+        started.append(start_cluster(*args, **kwargs))
+        return started[-1]
+
+    def write_plan(plan, directory):
+        written = write(plan, directory)
+        wanted = set()
+        for manifest in (written / "kubernetes").glob("*.yaml"):
+            for document in yaml.safe_load_all(manifest.read_text()):
+                namespace = (document or {}).get("metadata", {}).get("namespace")
+                if namespace:
+                    wanted.add(namespace)
+        existing = set(started[-1].kubectl("get", "namespaces", "-o", "name").stdout.split())
+        for namespace in sorted(wanted - {name.removeprefix("namespace/") for name in existing}):
+            started[-1].kubectl("create", "namespace", namespace)
+        return written
+
+    gc_peers.start_kube_cluster, gc_peers.write_plan = start_kube_cluster, write_plan
+    # The clients' Service is the one named like the StatefulSet: the harness's pick (the first Service that is
+    # not headless) now finds registry-metrics, whose port is not the registry's.
+    gc_peers.GcPeers.service_name = property(lambda self: self.statefulset)
+    gc_peers._benchmark_namespaces = True
+
+
+def measure_backend(backend: str, sizes: Sequence[int], binaries: dict, workdir: Path,
+                    args: argparse.Namespace) -> list[Measurement]:
     stack = STACK_OF_BACKEND[backend]
-    settings = stack_settings(stack)
-    password = "ci-" + uuid.uuid4().hex[:12]
-    storage_env = storage_environment(backend, workdir, moto)
-    cluster = FakeCluster(binary, workdir / "cluster", registry_tree(storage_env, stack, password),
-                          replicas=settings.replicas, kv_prefix=f"registry/{stack}/")
+    _create_plan_namespaces()
+    peers = start_gc_peers(stack, binaries["kube"], binaries["consul"], binaries["registry"], workdir)
     results = []
     try:
-        cluster.start(timeout=60)
         content = Content()
-        for size in sizes:
-            filler = Filler(cluster.ready_endpoints(), password, args.fill_threads)
+        for number, size in enumerate(sizes):
+            filler = Filler(peers, args.fill_threads)
             before = content.manifests
             fill_seconds = filler.fill(content, size)
             stored = content.manifests
             print(f"  {backend}: {stored} manifests in {content.repositories} repositories "
                   f"(+{stored - before} in {fill_seconds:.1f} s, {(stored - before) / max(fill_seconds, 1e-9):.0f}/s); "
                   f"load {load_average()}", file=sys.stderr, flush=True)
-            collected = collect_once(cluster, content, storage_env, workdir, password, settings.gc_delete_untagged,
-                                     args)
+            collected = collect_once(peers, content, workdir / f"collect-{number}", args)
             results.append(Measurement(backend=backend, manifests=stored, repositories=content.repositories,
                                        tagged=len(content.tagged), untagged=content.untagged,
                                        fill_seconds=fill_seconds, fill_manifests=stored - before, **collected))
-            if settings.gc_delete_untagged:
-                content.untagged -= collected["manifests_deleted"]
+            content.untagged -= collected["manifests_deleted"]
             m = results[-1]
             print(f"  {backend} {stored}: window {m.window_seconds:.1f} s, collect {m.collect_seconds:.1f} s "
                   f"(mark {m.mark_seconds:.1f}, sweep {m.sweep_seconds:.1f}), {m.blobs_deleted} blobs and "
                   f"{m.manifests_deleted} manifests deleted, pulls {m.pulls_during_window} "
                   f"({m.failed_pulls_during_window} failed); load {load_average()}", file=sys.stderr, flush=True)
     finally:
-        cluster.stop()
+        peers.stop()
     return results
 
 
@@ -494,7 +408,7 @@ def plot(results: list[Measurement], fits: dict[str, dict], path: Path, title: s
 
     figure, axes = plt.subplots(figsize=(8, 5))
     colours = {"filesystem": "tab:blue", "s3": "tab:orange"}
-    labels = {"filesystem": "filesystem (staging, 1 replica)", "s3": "S3 on moto (prod, 3 replicas)"}
+    labels = {"filesystem": "filesystem (staging)", "s3": "S3 on moto (prod)"}
     for backend in colours:
         points = [m for m in results if m.backend == backend]
         if not points:
@@ -592,18 +506,17 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Measurement]:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"{stamp}, {os.cpu_count()} cores, load {load_before}", file=sys.stderr, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="registry-gc-scaling-"))
-    binary = registry_binary()
+    binaries = {"registry": registry_binary(), "kube": installed_binaries("install-kube.sh"),
+                "consul": installed_binaries("install-consul.sh")["consul"]}
+    # The script's waits as the CronJob runs it (the harness shortens them for the tests).
+    gc_peers.SCRIPT_TIMINGS.update({"GC_SETTLE_SECONDS": f"{args.settle:g}", "GC_POLL_SECONDS": f"{args.poll:g}",
+                                    "GC_POD_TIMEOUT_SECONDS": "600"})
     results: list[Measurement] = []
-    moto = None
     try:
         for backend in backends:
-            if backend == "s3":
-                moto = start_moto_server(workdir / "moto")
             sizes = args.filesystem_sizes if backend == "filesystem" else args.s3_sizes
-            results.extend(measure_backend(backend, sizes, binary, workdir / backend, args, moto))
+            results.extend(measure_backend(backend, sizes, binaries, workdir / backend, args))
     finally:
-        if moto is not None:
-            moto.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     fits = {backend: fit([m.manifests for m in results if m.backend == backend],
@@ -615,7 +528,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Measurement]:
     print(header)
     print(table(results, fits))
     if args.plot:
-        plot(results, fits, args.plot, f"GC read-only window: registry-gc.sh + Distribution v3.1.1\n{header}")
+        plot(results, fits, args.plot, f"GC read-only window: registry-gc.sh on the real peers, Distribution v3.1.1"
+                                       f"\n{header}")
     if args.json:
         args.json.write_text(json.dumps({"header": header, "results": [asdict(m) for m in results], "fits": fits},
                                         indent=1))
