@@ -19,7 +19,7 @@ STACKS = discover_stacks()
 # recorded plans, the policy pack, and exactly one end-to-end boot of the registry per stack; it
 # takes under 3 minutes on a quiet 2-core machine (docs/tests.md). The tier is a deliberate list:
 # a file not named here runs in the full tier only, so a new slow test cannot lengthen every pull
-# request unnoticed. Left out on purpose: garbage collection and restore drills, OCI conformance, the
+# request unnoticed; a test marked `full` stays out of the pr tier even in a listed file. Left out on purpose: garbage collection and restore drills, OCI conformance, the
 # real peers (kube-apiserver, Consul, the Pulumi CLI as the engine) and the policy pack's ground truth
 # on them, every registry boot beyond the first per stack (the keys each boot needs, registry facts,
 # clients, token-service boots), the token service against OpenBao (time-based rotations) and the
@@ -59,6 +59,7 @@ PR_TIER: dict[str, frozenset[str] | None] = {  # file -> None (every test) or th
     "test_storage.py": None,
     "test_tiers.py": None,
     "test_token_rules.py": None,
+    "test_token_service_deploy.py": None,
     "test_vault_secrets.py": None,
     "test_workflows.py": None,
     "test_workload.py": None,
@@ -93,7 +94,7 @@ def pytest_collection_modifyitems(config, items):
     selected, deselected = [], []
     for item in items:
         function = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
-        if in_pr_tier(Path(item.path), function):
+        if in_pr_tier(Path(item.path), function) and item.get_closest_marker("full") is None:
             item.add_marker(pytest.mark.pr)
             selected.append(item)
         else:

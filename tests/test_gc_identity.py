@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.names import GC_NAME, SERVICE_ACCOUNT_NAME, readonly_kv_key
+from components.names import GC_NAME, SERVICE_ACCOUNT_NAME, TOKEN_SERVICE_NAME, readonly_kv_key
 from tests.conftest import settings_for
 from tests.test_operations_plan import env_of, gc_pod
 
@@ -66,6 +66,9 @@ def test_the_gc_script_logs_in_to_consul_where_the_binding_rules_are(stack_plan)
         f'serviceaccount.namespace=="cicd" and serviceaccount.name=="{GC_NAME}"': f"{GC_NAME}-{settings.environment}",
         f'serviceaccount.namespace=="cicd" and serviceaccount.name=="{SERVICE_ACCOUNT_NAME}"':
             f"{SERVICE_ACCOUNT_NAME}-{settings.environment}",
+        # The token service's own (authMode token, both stacks), bound to its own account alone.
+        f'serviceaccount.namespace=="cicd" and serviceaccount.name=="{TOKEN_SERVICE_NAME}"':
+            f"{TOKEN_SERVICE_NAME}-{settings.environment}",
     }
     assert all(r["bindType"] == "role" for r in rules)
     roles = {r.plain_inputs["name"] for r in stack_plan.of_type(ACL_ROLE)}

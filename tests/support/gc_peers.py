@@ -279,7 +279,9 @@ class GcPeers:
     @property
     def service_name(self) -> str:
         """The clients' Service: the one with a cluster IP in front of the StatefulSet's pods."""
-        return self._object("core/v1:Service", lambda s: s["spec"].get("clusterIP") != "None")["metadata"]["name"]
+        pod_labels = self._object("apps/v1:StatefulSet")["spec"]["template"]["metadata"]["labels"]
+        return self._object("core/v1:Service", lambda s: s["spec"].get("clusterIP") != "None" and all(
+            pod_labels.get(k) == v for k, v in s["spec"].get("selector", {}).items()))["metadata"]["name"]
 
     def pod_names(self) -> list[str]:
         return [f"{self.statefulset}-{i}" for i in range(self.replicas)]
@@ -384,7 +386,7 @@ class GcPeers:
         to a process that no longer accepts any): the preStop delay covered the endpoint propagation."""
         late = []
         for record in self.kubelet.records:
-            if record.sigterm is None or not record.name.startswith(f"{self.statefulset}-"):
+            if record.sigterm is None or record.name not in self.pod_names():  # the Job's pod has no preStop
                 continue
             left = self.proxy.left_at.get(record.ip)
             if left is None or left > record.sigterm:
@@ -441,6 +443,10 @@ def start_gc_peers(stack: str, kube_binaries: dict[str, str], consul_binary: str
     peers = None
     try:
         manifests = write_plan(setup.plan, workdir / "build") / "kubernetes"
+        # Namespaces the platform creates (like cicd): those the pull Secrets are handed to.
+        for namespace in sorted({(yaml.safe_load(path.read_text())["metadata"].get("namespace") or NAMESPACE)
+                                 for path in manifests.glob("*.yaml")} - {NAMESPACE}):
+            cluster.kubectl("create", "namespace", namespace)
         cluster.kubectl("apply", "--server-side", "--field-manager=pulumi", "--validate=strict", "-f", str(manifests))
         for cron_job in cluster.kubectl("get", "cronjob", "-n", NAMESPACE, "-o", "name").stdout.split():
             cluster.kubectl("patch", "-n", NAMESPACE, cron_job, "--type=merge", "-p", '{"spec":{"suspend":true}}')
