@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import requests
-import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -297,43 +296,9 @@ def collect_once(peers: GcPeers, content: Content, workdir: Path, args: argparse
             **parse_collection(stamped)}
 
 
-def _create_plan_namespaces() -> None:
-    """Until tests/support/gc_peers.py does it: create the namespaces outside ``cicd`` that the rendered plan puts
-    objects in (the pull-credential ExternalSecrets go to the consumers' namespaces, which the platform owns)
-    before ``start_gc_peers`` applies the manifests."""
-    if getattr(gc_peers, "_benchmark_namespaces", False):
-        return
-    started: list = []
-    start_cluster, write = gc_peers.start_kube_cluster, gc_peers.write_plan
-
-    def start_kube_cluster(*args, **kwargs):
-        started.append(start_cluster(*args, **kwargs))
-        return started[-1]
-
-    def write_plan(plan, directory):
-        written = write(plan, directory)
-        wanted = set()
-        for manifest in (written / "kubernetes").glob("*.yaml"):
-            for document in yaml.safe_load_all(manifest.read_text()):
-                namespace = (document or {}).get("metadata", {}).get("namespace")
-                if namespace:
-                    wanted.add(namespace)
-        existing = set(started[-1].kubectl("get", "namespaces", "-o", "name").stdout.split())
-        for namespace in sorted(wanted - {name.removeprefix("namespace/") for name in existing}):
-            started[-1].kubectl("create", "namespace", namespace)
-        return written
-
-    gc_peers.start_kube_cluster, gc_peers.write_plan = start_kube_cluster, write_plan
-    # The clients' Service is the one named like the StatefulSet: the harness's pick (the first Service that is
-    # not headless) now finds registry-metrics, whose port is not the registry's.
-    gc_peers.GcPeers.service_name = property(lambda self: self.statefulset)
-    gc_peers._benchmark_namespaces = True
-
-
 def measure_backend(backend: str, sizes: Sequence[int], binaries: dict, workdir: Path,
                     args: argparse.Namespace) -> list[Measurement]:
     stack = STACK_OF_BACKEND[backend]
-    _create_plan_namespaces()
     peers = start_gc_peers(stack, binaries["kube"], binaries["consul"], binaries["registry"], workdir)
     results = []
     try:
