@@ -30,7 +30,7 @@ import pulumi_kubernetes as k8s
 import pulumi_vault as vault
 
 from .names import PULL_CREDENTIALS_COMPONENT, RegistryNames, object_metadata
-from .vault_secrets import FIELD_CLIENT_PASSWORD, FIELD_CLIENT_USERNAME, TOKEN_MAX_TTL_SECONDS, TOKEN_TTL_SECONDS
+from .vault_secrets import FIELD_CLIENT_PASSWORD, FIELD_CLIENT_USERNAME, vault_kubernetes_role
 
 EXTERNAL_SECRETS_API = "external-secrets.io/v1"
 DOCKER_CONFIG_JSON_TYPE = "kubernetes.io/dockerconfigjson"
@@ -70,18 +70,10 @@ def vault_policy(args: RegistryPullCredentialsArgs) -> str:
 
 
 def kubernetes_auth_role(args: RegistryPullCredentialsArgs) -> dict[str, Any]:
-    """Arguments of the store's Kubernetes auth role (snake_case, as ``AuthBackendRole`` takes them)."""
-    return {
-        "backend": args.vault_kubernetes_auth_path,
-        "role_name": vault_role_name(args),
-        "bound_service_account_names": [args.names.pull_credentials_account],
-        "bound_service_account_namespaces": [args.namespace],
-        "audience": args.vault_auth_audience,
-        "token_ttl": TOKEN_TTL_SECONDS,
-        "token_max_ttl": TOKEN_MAX_TTL_SECONDS,
-        "token_policies": [vault_role_name(args)],
-        "token_no_default_policy": True,
-    }
+    """The store's Kubernetes auth role, bound to its own account and holding only its own policy."""
+    return vault_kubernetes_role(args.vault_kubernetes_auth_path, vault_role_name(args),
+                                 args.names.pull_credentials_account, args.namespace, args.vault_auth_audience,
+                                 vault_role_name(args))
 
 
 def labels(args: RegistryPullCredentialsArgs) -> dict[str, str]:

@@ -45,7 +45,7 @@ from .names import (CHECK_KEY, COMPONENT_LABEL, CONSUL_GRPC_PORT, ENV_FOLDER, GE
                     dns_egress, object_metadata)
 from .network import Network, _namespaces, _tcp, service_endpoint
 from .settings import OidcIssuer, Resources, TokenAuth
-from .vault_secrets import TOKEN_MAX_TTL_SECONDS, TOKEN_TTL_SECONDS
+from .vault_secrets import vault_kubernetes_role
 from .workload import (PRE_STOP_SECONDS, TOKEN_SKIP_ANNOTATION, VAULT_TOKEN_DIRECTORY, VAULT_TOKEN_MOUNT, RegistryPod,
                        config_cli_environment, container_resources, container_security_context, image_pull_policy,
                        pod_security_context, vault_token_volume)
@@ -187,19 +187,10 @@ def vault_policy(args: TokenServiceArgs) -> str:
 
 
 def kubernetes_auth_role(args: TokenServiceArgs) -> dict[str, Any]:
-    """The Kubernetes auth role (snake_case, as ``AuthBackendRole`` takes it). The service re-reads Vault every
-    15 s for as long as it runs and logs in again when a read is refused, so a short token costs one login."""
-    return {
-        "backend": args.vault_kubernetes_auth_path,
-        "role_name": vault_role(args),
-        "bound_service_account_names": [args.names.token_service],
-        "bound_service_account_namespaces": [args.namespace],
-        "audience": args.vault_auth_audience,
-        "token_ttl": TOKEN_TTL_SECONDS,
-        "token_max_ttl": TOKEN_MAX_TTL_SECONDS,
-        "token_policies": [vault_role(args)],
-        "token_no_default_policy": True,
-    }
+    """The Kubernetes auth role. The service re-reads Vault every 15 s for as long as it runs and logs in again
+    when a read is refused, so a short token costs one login."""
+    return vault_kubernetes_role(args.vault_kubernetes_auth_path, vault_role(args), args.names.token_service,
+                                 args.namespace, args.vault_auth_audience, vault_role(args))
 
 
 # --- Consul --------------------------------------------------------------------------------------------------

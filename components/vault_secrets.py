@@ -165,22 +165,30 @@ def config_cli_accounts(registry: RegistryNames) -> tuple[str, str]:
     return registry.service_account, registry.gc
 
 
-def kubernetes_auth_role(secrets: RegistryVaultSecretsArgs, account: Optional[str] = None) -> dict[str, Any]:
-    """Arguments of one account's Kubernetes auth role (snake_case, as ``AuthBackendRole`` takes them)."""
-    account = account or secrets.names.service_account
+def vault_kubernetes_role(backend: str, role_name: str, account: str, namespace: str, audience: str,
+                          policy: str) -> dict[str, Any]:
+    """Arguments of a Kubernetes auth role bound to one account of one namespace, holding one policy (snake_case,
+    as ``AuthBackendRole`` takes them). Every Vault login of the program's pods goes through one of these."""
     return {
-        "backend": secrets.vault_kubernetes_auth_path,
-        "role_name": secrets.names.vault_role(account),
+        "backend": backend,
+        "role_name": role_name,
         "bound_service_account_names": [account],
-        "bound_service_account_namespaces": [secrets.namespace],
+        "bound_service_account_namespaces": [namespace],
         # The pod presents a projected token minted for this audience, not its API-server token.
-        "audience": secrets.vault_auth_audience,
+        "audience": audience,
         "token_ttl": TOKEN_TTL_SECONDS,
         "token_max_ttl": TOKEN_MAX_TTL_SECONDS,
-        "token_policies": [vault_policy_name(secrets)],
-        # The default policy adds token self-management and cubbyhole: config-cli needs neither.
+        "token_policies": [policy],
+        # The default policy adds token self-management and cubbyhole: none of the pods needs either.
         "token_no_default_policy": True,
     }
+
+
+def kubernetes_auth_role(secrets: RegistryVaultSecretsArgs, account: Optional[str] = None) -> dict[str, Any]:
+    """One config-cli account's Kubernetes auth role: the registry's by default, or the GC job's."""
+    account = account or secrets.names.service_account
+    return vault_kubernetes_role(secrets.vault_kubernetes_auth_path, secrets.names.vault_role(account), account,
+                                 secrets.namespace, secrets.vault_auth_audience, vault_policy_name(secrets))
 
 
 def _secret_json(data: dict[str, str]) -> str:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import hvac
 import pytest
+
+from components.settings import TOKEN_KEYS
 import yaml
 
 from components import names
@@ -284,10 +286,10 @@ BAD = [
     ("staging", {"pullSecretNamespaces": ["Apps"]}, "pullSecretNamespaces", "Kubernetes namespace name"),
     ("staging", {"pullSecretNamespaces": ["apps", "apps"]}, "pullSecretNamespaces", "distinct entries"),
     ("prod", {"pullSecretNamespaces": ["apps\u200b"]}, "pullSecretNamespaces", "U+200B"),
-    ("prod", {"ingressHost": None, "ingressTlsSecretName": None, "developerCidrs": None}, "pullSecretNamespaces",
-     "only used with ingressHost"),
-    ("staging", {"authMode": "htpasswd", "htpasswdUsers": ["ci-runner:push"], "tokenRealm": None,
-                 "tokenService": None, "tokenIssuer": None}, "pullSecretNamespaces", "needs authMode token"),
+    ("prod", {"ingressHost": None, "ingressTlsSecretName": None}, "pullSecretNamespaces", "only used with ingressHost"),
+    # Every token setting dropped with the mode (TOKEN_KEYS), so the pull Secrets' rule is the one that speaks.
+    ("staging", {"authMode": "htpasswd", "htpasswdUsers": ["ci-runner:push"], **{key: None for key in TOKEN_KEYS}},
+     "pullSecretNamespaces", "needs authMode token"),
     ("prod", {"htpasswdUsers": ["ci-runner:push", "cluster-pull:pull", "mirror-pull:pull"]}, "htpasswdUsers",
      "exactly one pull-only robot"),
 ]
