@@ -20,12 +20,11 @@ from pathlib import Path
 
 import hvac
 import pytest
-
-from components.settings import TOKEN_KEYS
 import yaml
 
 from components import names
 from components.pull_credentials import DOCKER_CONFIG_JSON_KEY, docker_config_template
+from components.settings import TOKEN_KEYS
 from offline_plan import record_plan
 from tests.support.containerd import containerd, ctr  # noqa: F401  (containerd is a fixture)
 from tests.support.crane import Crane, basic_auth, build_crane, layer_tarball
