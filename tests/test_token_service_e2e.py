@@ -12,6 +12,7 @@ client: the CI robot pushes, a developer of a mapped group pulls with the issuer
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,11 @@ def crane() -> str:
 @pytest.fixture(scope="module")
 def token_reviewer(kube_cluster) -> str:
     """The account the Deployment runs as, and a TokenReview reviewer for Vault's auth method (its token)."""
-    kube_cluster.kubectl("create", "serviceaccount", TOKEN, "-n", stack_value(STACK, "namespace", "cicd"))
-    return grant_token_review(kube_cluster, "vault-auth-reviewer", stack_value(STACK, "namespace", "cicd"))
+    namespace = stack_value(STACK, "namespace", "cicd")
+    # The session's control plane may hold the account already (a test that applied the plan's manifests).
+    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": TOKEN, "namespace": namespace}}))
+    return grant_token_review(kube_cluster, "token-e2e-vault-reviewer", namespace)
 
 
 @pytest.fixture
