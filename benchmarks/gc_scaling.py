@@ -473,7 +473,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Measurement]:
     workdir = Path(tempfile.mkdtemp(prefix="registry-gc-scaling-"))
     binaries = {"registry": registry_binary(), "kube": installed_binaries("install-kube.sh"),
                 "consul": installed_binaries("install-consul.sh")["consul"]}
-    # The script's waits as the CronJob runs it (the harness shortens them for the tests).
+    # The script's waits as the CronJob runs it (the harness shortens them for the tests). The harness reads them
+    # from its module, so they are set for this run and put back after it: the smoke test calls main() inside the
+    # test process, and the GC tests that run later in it must get their own timings back.
+    tests_timings = dict(gc_peers.SCRIPT_TIMINGS)
     gc_peers.SCRIPT_TIMINGS.update({"GC_SETTLE_SECONDS": f"{args.settle:g}", "GC_POLL_SECONDS": f"{args.poll:g}",
                                     "GC_POD_TIMEOUT_SECONDS": "600"})
     results: list[Measurement] = []
@@ -482,6 +485,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Measurement]:
             sizes = args.filesystem_sizes if backend == "filesystem" else args.s3_sizes
             results.extend(measure_backend(backend, sizes, binaries, workdir / backend, args))
     finally:
+        gc_peers.SCRIPT_TIMINGS.clear()
+        gc_peers.SCRIPT_TIMINGS.update(tests_timings)
         shutil.rmtree(workdir, ignore_errors=True)
 
     fits = {backend: fit([m.manifests for m in results if m.backend == backend],
