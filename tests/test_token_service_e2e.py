@@ -26,7 +26,7 @@ from tests.support.stack_registry import prepare_stack
 from tests.support.kube_cluster import grant_token_review, service_account_token
 from tests.support.token_service import OidcIssuer, http, start_token_service
 from tests.support.vault_plan import ROLE_TYPE
-from tests.test_token_service_deploy import stack_value
+from tests.test_token_service_deploy import TOKEN, stack_value
 from token_service import contract as c
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.peer_fixtures"]
@@ -34,7 +34,6 @@ pytest_plugins = ["tests.support.fixtures", "tests.support.peer_fixtures"]
 pytestmark = pytest.mark.parametrize("kube_cluster", ["staging"], indirect=True)
 
 STACK = "staging"
-TOKEN = "registry-token-service"
 KV_TYPE = "consul:index/keyPrefix:KeyPrefix"
 # Every difference between what the Deployment's pod gets and what runs here, each with its reason.
 DEPLOYMENT_OVERRIDES = {
