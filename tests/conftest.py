@@ -14,7 +14,9 @@ from offline_plan.recorder import discover_stacks, stack_config
 STACKS = discover_stacks()
 
 # --- test tiers -------------------------------------------------------------------------------
-# `scripts/test.sh` (no tier) runs everything: the full tier, as .ci/run and deploys do.
+# `scripts/test.sh` (no tier, or `full`) runs everything, as .ci/run and deploys do, in two passes: the pr tier on
+# every core, then the `rest` tier (every test the pr tier leaves out) in one process, as the real-peer tests
+# with their read-only windows and timings were measured. `--tier rest` runs that second pass alone.
 # `scripts/test.sh --tier pr` (or TEST_TIER=pr) runs the pull-request tier only: the unit tests, the
 # recorded plans, the policy pack, and exactly one end-to-end boot of the registry per stack; it
 # takes under 3 minutes on a quiet 2-core machine (docs/tests.md). The tier is a deliberate list:
@@ -24,7 +26,7 @@ STACKS = discover_stacks()
 # on them, every registry boot beyond the first per stack (the keys each boot needs, registry facts,
 # clients, token-service boots), the token service against OpenBao (time-based rotations) and the
 # copy of the repository planned with a third stack (tests/test_library.py, 80 s).
-TIERS = ("pr", "full")
+TIERS = ("pr", "rest", "full")
 PR_TIER: dict[str, frozenset[str] | None] = {  # file -> None (every test) or the test functions in the tier
     "test_alerting.py": None,
     "test_aliases.py": None,
@@ -75,7 +77,8 @@ def in_pr_tier(path: Path, function: str) -> bool:
 
 def pytest_addoption(parser):
     parser.addoption("--tier", choices=TIERS, default=None,
-                     help="pr: the pull-request tier only; full (default, or $TEST_TIER): every test")
+                     help="pr: the pull-request tier only; rest: every test the pr tier leaves out; "
+                          "full (default, or $TEST_TIER): every test")
 
 
 def _tier(config) -> str:
@@ -99,9 +102,10 @@ def pytest_collection_modifyitems(config, items):
             selected.append(item)
         else:
             deselected.append(item)
-    if tier == "pr" and deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = selected
+    keep, drop = {"pr": (selected, deselected), "rest": (deselected, selected)}.get(tier, (items, []))
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def settings_for(stack: str, **overrides: str | None) -> Settings:

@@ -1,5 +1,6 @@
 """The test tiers (tests/conftest.py): the pull-request tier names only tests that exist, boots the
-registry exactly once per stack, leaves the full-tier files out; no tier, or `full`, runs everything."""
+registry exactly once per stack, leaves the full-tier files out; `rest` is every test the pr tier leaves out
+(scripts/test.sh's second pass); no tier, or `full`, runs everything."""
 
 from __future__ import annotations
 
@@ -50,8 +51,22 @@ def test_the_pr_tier_boots_the_registry_once_per_stack_and_leaves_out_the_full_t
     assert _collected(_collect(*files, tier_env="pr")) == pr
 
 
+def test_the_rest_tier_is_every_test_the_pr_tier_leaves_out_so_the_two_passes_run_each_test_once():
+    # scripts/test.sh runs the full tier as the pr pass (on every core) and then the rest pass (one process).
+    files = ["tests/test_registry_e2e.py", "tests/test_tiers.py", "tests/test_operations_gc.py"]
+    everything = _collected(_collect(*files))
+    pr = _collected(_collect("--tier", "pr", *files))
+    rest = _collected(_collect("--tier", "rest", *files))
+
+    assert pr and rest
+    assert not set(pr) & set(rest)
+    assert sorted(pr + rest) == sorted(everything)
+    assert _collected(_collect(*files, tier_env="rest")) == rest
+    assert _collected(_collect("--tier", "full", *files)) == everything
+
+
 def test_a_bad_tier_in_the_environment_is_one_line_before_anything_runs():
     bad = _collect("tests/test_registry_e2e.py", tier_env="quick")
     assert bad.returncode == 4
-    assert bad.stderr.strip() == "ERROR: TEST_TIER: 'quick' is not allowed; one of pr, full"
+    assert bad.stderr.strip() == "ERROR: TEST_TIER: 'quick' is not allowed; one of pr, rest, full"
     assert "::" not in bad.stdout
