@@ -35,21 +35,39 @@ written only by the registry or the backend copy.
 Figures: MiB moved / wall seconds of the whole round (all images), median of ``--runs``; ratio = registry /
 backend; the registry's peak resident memory (VmHWM, reset before each round through /proc/PID/clear_refs).
 The load average is printed at the start and the end: the machine may be shared.
+
+Writes are timed until they are on the disk. A 256 MiB copy into the page cache runs at memory speed (1.8 GiB/s
+on the 2-core VM) and a 1 GiB one at the disk's writeback speed (150-330 MiB/s there), so a ratio against
+unsynced writes says more about the dirty-page limits than about the registry. Every timed step starts with
+the disk synced, and on filesystem storage a push and a backend write end with ``syncfs`` on the storage
+directory's file system, inside the time (``--page-cache`` leaves the sync out of the time). Moto keeps its
+objects in memory, so S3 rounds are not synced inside the time.
+
+``--profile DIR`` saves a CPU profile of the registry (Go's pprof, from its debug port) over the first
+``--profile-seconds`` of each push and pull in the first run of every row: ``go tool pprof -top FILE`` reads it.
+
+CPU seconds per GiB moved, per round and per process, say who limits a round: the registry (from
+/proc/PID/stat), the clients (crane processes: this process's reaped children; the Python client: this
+process), and moto for S3. They hold on a loaded machine, where wall-clock figures do not.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,6 +334,52 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def sync_filesystem(directory: Path) -> None:
+    """syncfs(2) on the file system that holds ``directory``: every dirty page of it is on the disk after."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _LIBC.syncfs(descriptor) != 0:
+            raise OSError(ctypes.get_errno(), f"syncfs {directory}")
+    finally:
+        os.close(descriptor)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_and_children_cpu_seconds() -> float:
+    """This process (the Python client's threads) and its reaped children (every finished crane process)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds spent during one step by the registry, the clients and (S3) moto."""
+
+    registry_pid: int
+    moto_pid: Optional[int]
+
+    def snapshot(self) -> tuple[float, float, float]:
+        moto = process_cpu_seconds(self.moto_pid) if self.moto_pid else 0.0
+        return process_cpu_seconds(self.registry_pid), own_and_children_cpu_seconds(), moto
+
+    def measure(self, action: Callable[[], object]) -> tuple[float, tuple[float, float, float]]:
+        """Wall seconds of ``action`` and the CPU seconds (registry, clients, moto) it cost."""
+        before = self.snapshot()
+        seconds = timed(action)
+        return seconds, tuple(after - start for after, start in zip(self.snapshot(), before))
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -333,10 +397,27 @@ class Row:
     read: list[float] = field(default_factory=list)
     push_rss: list[float] = field(default_factory=list)  # registry VmHWM, MiB
     pull_rss: list[float] = field(default_factory=list)
+    # CPU seconds per GiB moved: the registry, the client(s), moto (S3; 0 on filesystem)
+    push_registry_cpu: list[float] = field(default_factory=list)
+    push_client_cpu: list[float] = field(default_factory=list)
+    push_moto_cpu: list[float] = field(default_factory=list)
+    pull_registry_cpu: list[float] = field(default_factory=list)
+    pull_client_cpu: list[float] = field(default_factory=list)
+    pull_moto_cpu: list[float] = field(default_factory=list)
+    write_moto_cpu: list[float] = field(default_factory=list)  # moto's share of the raw backend's rounds
+    read_moto_cpu: list[float] = field(default_factory=list)
+
+    FIGURES = ("push", "pull", "write", "read", "push_rss", "pull_rss", "push_registry_cpu", "push_client_cpu",
+               "push_moto_cpu", "pull_registry_cpu", "pull_client_cpu", "pull_moto_cpu", "write_moto_cpu",
+               "read_moto_cpu")
 
     def medians(self) -> dict[str, float]:
-        return {name: statistics.median(getattr(self, name))
-                for name in ("push", "pull", "write", "read", "push_rss", "pull_rss")}
+        return {name: statistics.median(getattr(self, name)) for name in self.FIGURES}
+
+    def add_cpu(self, step: str, cpu: Sequence[float]) -> None:
+        gib = self.mib / 1024
+        for who, seconds in zip(("registry", "client", "moto"), cpu):
+            getattr(self, f"{step}_{who}_cpu").append(seconds / gib)
 
 
 def workload_sizes(workload: str, args: argparse.Namespace) -> list[int]:
@@ -346,9 +427,43 @@ def workload_sizes(workload: str, args: argparse.Namespace) -> list[int]:
 
 
 def measure_stack(setup: StackSetup, registry: RunningRegistry, clients: list, args: argparse.Namespace,
-                  workdir: Path) -> list[Row]:
+                  workdir: Path, moto_pid: Optional[int] = None) -> list[Row]:
     rows: dict[tuple[str, int, str], Row] = {}
     backend = Backend(setup, "benchmark")
+    meter = CpuMeter(registry.pid, moto_pid)
+    storage = None if isinstance(setup.backend, S3Backend) else setup.backend.root
+    durable = storage is not None and not args.page_cache
+
+    def written(action: Callable[[], object]) -> Callable[[], object]:
+        """The write, then (filesystem, unless --page-cache) syncfs on the storage: timed until on the disk."""
+        def step() -> None:
+            action()
+            if durable:
+                sync_filesystem(storage)
+        return step
+
+    profiles: list[threading.Thread] = []  # a profile outlives a short step: joined before the next, untimed
+
+    def settled(action: Callable[[], object]) -> Callable[[], object]:
+        while profiles:
+            profiles.pop().join()
+        os.sync()  # the last step's writeback does not land in this one
+        return action
+
+    def profiled(action: Callable[[], object], name: str, run: int) -> Callable[[], object]:
+        """With --profile, the registry's CPU profile over the first seconds of the first run's ``action``."""
+        if args.profile is None or run:
+            return action
+
+        def step() -> None:
+            url = f"{registry.debug_url}/debug/pprof/profile?seconds={args.profile_seconds}"
+            target = args.profile / f"{setup.stack}-{name}.pb.gz"
+            fetch = threading.Thread(target=lambda: target.write_bytes(
+                urllib.request.urlopen(url, timeout=args.profile_seconds + 60).read()))
+            fetch.start()
+            profiles.append(fetch)
+            action()
+        return step
     for workload in args.workloads:
         for concurrency in args.concurrency:
             for run in range(args.runs):
@@ -362,23 +477,36 @@ def measure_stack(setup: StackSetup, registry: RunningRegistry, clients: list, a
                     row = rows.setdefault((workload, concurrency, client.name),
                                           Row(setup.stack, workload, concurrency, client.name, round_.mib))
                     reset_peak_memory(registry.pid)
-                    row.push.append(round_.mib / timed(lambda: client.push(round_)))
+                    seconds, cpu = meter.measure(settled(written(profiled(lambda: client.push(round_),
+                                                                          f"{tag}-push", run))))
+                    row.push.append(round_.mib / seconds)
+                    row.add_cpu("push", cpu)
                     row.push_rss.append(peak_memory_mib(registry.pid))
                     reset_peak_memory(registry.pid)
-                    row.pull.append(round_.mib / timed(lambda: client.pull(round_)))
+                    seconds, cpu = meter.measure(settled(profiled(lambda: client.pull(round_), f"{tag}-pull", run)))
+                    row.pull.append(round_.mib / seconds)
+                    row.add_cpu("pull", cpu)
                     row.pull_rss.append(peak_memory_mib(registry.pid))
                     for sink in round_.sinks:
                         shutil.rmtree(sink, ignore_errors=True)
                     backend.prefix = f"benchmark/{tag}"
-                    row.write.append(round_.mib / timed(lambda: backend.write(round_)))
-                    row.read.append(round_.mib / timed(lambda: backend.read(round_)))
+                    seconds, cpu = meter.measure(settled(written(lambda: backend.write(round_))))
+                    row.write.append(round_.mib / seconds)
+                    row.write_moto_cpu.append(cpu[2] / (round_.mib / 1024))
+                    seconds, cpu = meter.measure(settled(lambda: backend.read(round_)))
+                    row.read.append(round_.mib / seconds)
+                    row.read_moto_cpu.append(cpu[2] / (round_.mib / 1024))
                     shutil.rmtree(base, ignore_errors=True)
                     if not isinstance(setup.backend, S3Backend):
                         shutil.rmtree(setup.backend.root / backend.prefix, ignore_errors=True)
                     print(f"  {setup.stack} {tag}: push {row.push[-1]:.0f} (backend {row.write[-1]:.0f}), "
                           f"pull {row.pull[-1]:.0f} (backend {row.read[-1]:.0f}) MiB/s, "
-                          f"registry peak {row.push_rss[-1]:.0f}/{row.pull_rss[-1]:.0f} MiB; load {load_average()}",
+                          f"registry peak {row.push_rss[-1]:.0f}/{row.pull_rss[-1]:.0f} MiB; CPU s/GiB push "
+                          f"{cpu_text(row, 'push', -1)}, pull {cpu_text(row, 'pull', -1)}"
+                          + (f" (moto for the backend: write {row.write_moto_cpu[-1]:.2f}, read "
+                             f"{row.read_moto_cpu[-1]:.2f})" if moto_pid else "") + f"; load {load_average()}",
                           file=sys.stderr, flush=True)
+    settled(lambda: None)  # the last profile is written before the registry stops
     return list(rows.values())
 
 
@@ -414,15 +542,26 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model})"
 
 
+def cpu_text(row: Row, step: str, index: Optional[int] = None) -> str:
+    """registry / client[ / moto] CPU seconds per GiB: one run (index) or the medians."""
+    values = [getattr(row, f"{step}_{who}_cpu") for who in ("registry", "client", "moto")]
+    figures = [value[index] if index is not None else statistics.median(value) for value in values]
+    if not figures[2]:
+        figures = figures[:2]
+    return " / ".join(f"{figure:.2f}" for figure in figures)
+
+
 def table(rows: list[Row], backends: dict[str, str]) -> str:
     lines = ["| stack | workload | c | client | MiB | push | backend write | push ratio | pull | backend read "
-             "| pull ratio | registry peak RSS push / pull (MiB) |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| pull ratio | registry peak RSS push / pull (MiB) | CPU s/GiB push: registry / client [/ moto] "
+             "| CPU s/GiB pull: registry / client [/ moto] |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         m = row.medians()
         lines.append(f"| {row.stack} | {row.workload} | {row.concurrency} | {row.client} | {row.mib:.0f} "
                      f"| {m['push']:.0f} | {m['write']:.0f} | {m['push'] / m['write']:.2f} | {m['pull']:.0f} "
-                     f"| {m['read']:.0f} | {m['pull'] / m['read']:.2f} | {m['push_rss']:.0f} / {m['pull_rss']:.0f} |")
+                     f"| {m['read']:.0f} | {m['pull'] / m['read']:.2f} | {m['push_rss']:.0f} / {m['pull_rss']:.0f} "
+                     f"| {cpu_text(row, 'push')} | {cpu_text(row, 'pull')} |")
     lines.append("")
     lines.extend(f"- {stack} backend: {text}" for stack, text in backends.items())
     return "\n".join(lines)
@@ -440,10 +579,19 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Row]:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--registry-env", action="append", default=[], metavar="KEY=VALUE",
                         help="change one registry variable after config-cli's work (tuning experiments)")
+    parser.add_argument("--page-cache", action="store_true",
+                        help="time filesystem writes into the page cache only (no syncfs inside the time)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="save the registry's CPU profile of each row's first push and pull here")
+    parser.add_argument("--profile-seconds", type=int, default=3, help="length of each profile (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--scratch", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                         help="where the client-side images and pulled copies go (default: /dev/shm)")
     args = parser.parse_args(argv)
+    if args.profile_seconds < 1:
+        raise SystemExit(f"--profile-seconds: {args.profile_seconds} is not allowed; whole seconds, at least 1")
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     extra_env = parse_env(args.registry_env)
     unknown = set(args.clients) - {"crane", "python"} or set(args.workloads) - {"large", "small"}
     if unknown:
@@ -472,7 +620,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Row]:
             registry = boot(setup, factory, extra_env)
             clients = [CraneClient(crane, setup, registry, workdir / stack / "crane") if name == "crane"
                        else PythonClient(setup, registry) for name in args.clients]
-            rows.extend(measure_stack(setup, registry, clients, args, scratch / stack))
+            rows.extend(measure_stack(setup, registry, clients, args, scratch / stack,
+                                      moto.pid if moto is not None and stack == "prod" else None))
             backends[stack] = Backend(setup, "").describe()
             exit_code = registry.stop()
             assert exit_code == 0, f"{stack} registry exited {exit_code}"
@@ -487,7 +636,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Row]:
         shutil.rmtree(scratch, ignore_errors=True)
 
     header = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; load before {load_before}, "
-              f"after {load_average()}; median of {args.runs} run(s); MiB/s; wall {time.monotonic() - started:.0f} s"
+              f"after {load_average()}; median of {args.runs} run(s); MiB/s; wall {time.monotonic() - started:.0f} s; "
+              + ("filesystem writes timed into the page cache" if args.page_cache
+                 else "filesystem writes timed until on the disk (syncfs)")
               + (f"; registry env changed: {extra_env}" if extra_env else ""))
     print(header)
     print(table(rows, backends))

@@ -8,6 +8,7 @@ reports; the gc_scaling fit and its output parser are checked against values wor
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,9 +32,18 @@ def test_throughput_reports_every_client_workload_and_stack(capsys):
         (stack, "small", 2, client) for stack in ("staging", "prod") for client in ("crane", "python")}
     for row in rows:
         assert row.mib == pytest.approx(2 * 2, rel=0.01)  # two images of two 1 MiB layers
-        assert all(value > 0 for value in row.medians().values()), row
+        figures = row.medians()
+        assert all(figures[name] > 0 for name in ("push", "pull", "write", "read", "push_rss", "pull_rss")), row
+        # CPU is counted in clock ticks (10 ms): a 4 MiB round may cost the registry less than one
+        assert all(value >= 0 for value in figures.values()), row
+        assert figures["push_client_cpu"] > 0, row  # two crane processes, or the client's threads, at least
+        # moto's share is counted for S3 only, and moving 4 MiB through moto (Python) costs it some
+        moto = [figures[name] for name in ("push_moto_cpu", "write_moto_cpu")]
+        assert all(value > 0 for value in moto) if row.stack == "prod" else moto == [0, 0], row
     printed = capsys.readouterr().out
     assert "| prod | small | 2 | crane |" in printed and "push ratio" in printed
+    assert "CPU s/GiB push: registry / client [/ moto]" in printed
+    assert "filesystem writes timed until on the disk (syncfs)" in printed
 
 
 def test_gc_scaling_measures_the_window_mark_sweep_and_pulls(tmp_path):
@@ -102,3 +112,16 @@ def test_collection_without_delete_untagged_counts_the_blob_walk_as_sweep(tmp_pa
     ]) + "\n")
     parsed = gc_scaling.parse_collection(stamped)
     assert (parsed["mark_seconds"], parsed["sweep_seconds"]) == (1.0, 1.5)
+
+
+def test_cpu_seconds_of_a_running_process_come_from_its_own_user_and_system_fields():
+    # A child that burns about 0.4 s of CPU and then waits: its /proc/PID/stat says so while it still runs.
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.4\n"
+                              "while time.process_time() < end: pass\nprint('spent', flush=True)\ntime.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "spent"
+        assert 0.35 <= throughput.process_cpu_seconds(child.pid) < 2.0
+    finally:
+        child.kill()
+        child.wait()
