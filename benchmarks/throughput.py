@@ -5,6 +5,7 @@ Not a test: run it by hand on a machine as quiet as you can get (the README's fi
     venv/bin/python benchmarks/throughput.py                    # 256 MiB layer and 50 x 1 MiB, c=1 and 8
     venv/bin/python benchmarks/throughput.py --large-mib 512 --runs 2 --json /tmp/throughput.json
     venv/bin/python benchmarks/throughput.py --stacks prod --registry-env REGISTRY_STORAGE_S3_CHUNKSIZE=33554432
+    venv/bin/python benchmarks/throughput.py --stacks staging --workloads large --concurrency 1 --profile /tmp/prof
 
 For each stack the registry is booted exactly as the end-to-end tests boot it (recorded plan -> OpenBao ->
 config-cli stand-in -> Distribution v3.1.1, tests/support/stack_registry.py), token auth through the project's
@@ -25,7 +26,8 @@ Clients, as the CI robot (push) and the cluster's robot (pull), each through the
   each blob to a file and checks its digest; one thread per image.
 
 The raw backend, interleaved with the registry runs, on the same files: filesystem: a userland streaming copy
-(1 MiB buffer, no sendfile, no fsync: the registry's driver does not sync either) of every blob into and out of
+(1 MiB buffer, no sendfile, no fsync per file: the registry's driver does not sync either; see below for
+the one syncfs per round) of every blob into and out of
 the storage directory; S3: boto3 ``upload_file`` (its default multipart: 8 MiB parts, 10 threads) and one
 streamed ``get_object`` per blob, with the registry's own IAM user on the same moto server. Reads are hashed
 (sha256) as they arrive, as crane and the Python client verify what they pull. Concurrency is the same: one

@@ -25,9 +25,15 @@ import throughput  # noqa: E402
 pytestmark = pytest.mark.full
 
 
-def test_throughput_reports_every_client_workload_and_stack(capsys):
+def test_throughput_reports_every_client_workload_and_stack(capsys, tmp_path):
     # The large workload is the same code with one layer: the small one (2 layers of 1 MiB) covers both.
-    rows = throughput.main(["--workloads", "small", "--small-layers", "2", "--concurrency", "2", "--runs", "1"])
+    rows = throughput.main(["--workloads", "small", "--small-layers", "2", "--concurrency", "2", "--runs", "1",
+                            "--profile", str(tmp_path), "--profile-seconds", "1"])
+    # a pprof CPU profile (gzip) of the registry for each row's push and pull
+    profiles = sorted(path.name for path in tmp_path.iterdir())
+    assert profiles == sorted(f"{stack}-small-c2-r0-{client}-{step}.pb.gz" for stack in ("staging", "prod")
+                              for client in ("crane", "python") for step in ("push", "pull"))
+    assert all((tmp_path / name).read_bytes()[:2] == b"\x1f\x8b" for name in profiles)
     assert {(r.stack, r.workload, r.concurrency, r.client) for r in rows} == {
         (stack, "small", 2, client) for stack in ("staging", "prod") for client in ("crane", "python")}
     for row in rows:
