@@ -47,5 +47,7 @@ case "${tier}" in
         [[ "${pr}" == 5 ]] && pr=0
         [[ "${rest}" == 5 ]] && rest=0
         exit $(( pr != 0 ? pr : rest )) ;;
-    *) exec venv/bin/python -m pytest --tier "${tier}" "${args[@]+"${args[@]}"}" ;;  # pytest names what is allowed
+    *)  # pytest names what is allowed: as --tier if it was given so, else as TEST_TIER (tests/conftest.py)
+        if [[ "${tier}" == "${TEST_TIER:-}" ]]; then exec venv/bin/python -m pytest "${args[@]+"${args[@]}"}"; fi
+        exec venv/bin/python -m pytest --tier "${tier}" "${args[@]+"${args[@]}"}" ;;
 esac
