@@ -416,10 +416,12 @@ class Row:
     def medians(self) -> dict[str, float]:
         return {name: statistics.median(getattr(self, name)) for name in self.FIGURES}
 
+    def per_gib(self, seconds: float) -> float:
+        return seconds / (self.mib / 1024)
+
     def add_cpu(self, step: str, cpu: Sequence[float]) -> None:
-        gib = self.mib / 1024
         for who, seconds in zip(("registry", "client", "moto"), cpu):
-            getattr(self, f"{step}_{who}_cpu").append(seconds / gib)
+            getattr(self, f"{step}_{who}_cpu").append(self.per_gib(seconds))
 
 
 def workload_sizes(workload: str, args: argparse.Namespace) -> list[int]:
@@ -494,10 +496,10 @@ def measure_stack(setup: StackSetup, registry: RunningRegistry, clients: list, a
                     backend.prefix = f"benchmark/{tag}"
                     seconds, cpu = meter.measure(settled(written(lambda: backend.write(round_))))
                     row.write.append(round_.mib / seconds)
-                    row.write_moto_cpu.append(cpu[2] / (round_.mib / 1024))
+                    row.write_moto_cpu.append(row.per_gib(cpu[2]))
                     seconds, cpu = meter.measure(settled(lambda: backend.read(round_)))
                     row.read.append(round_.mib / seconds)
-                    row.read_moto_cpu.append(cpu[2] / (round_.mib / 1024))
+                    row.read_moto_cpu.append(row.per_gib(cpu[2]))
                     shutil.rmtree(base, ignore_errors=True)
                     if not isinstance(setup.backend, S3Backend):
                         shutil.rmtree(setup.backend.root / backend.prefix, ignore_errors=True)
