@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import PR_TIER, STACKS
+from tests.conftest import PR_TIER, STACKS, TIERS
 
 TESTS = Path(__file__).resolve().parent
 E2E_BOOT = "test_registry_from_the_stack_config_serves_pushes_pulls_auth_metrics_and_stops_cleanly"
@@ -70,3 +70,13 @@ def test_a_bad_tier_in_the_environment_is_one_line_before_anything_runs():
     assert bad.returncode == 4
     assert bad.stderr.strip() == "ERROR: TEST_TIER: 'quick' is not allowed; one of pr, rest, full"
     assert "::" not in bad.stdout
+
+
+def test_scripts_test_sh_runs_exactly_the_tiers_conftest_defines():
+    # The tier names are conftest's (TIERS); test.sh needs them for its passes without importing the tests, so
+    # this holds its copy to the definition: every case it handles and every pass it runs is a defined tier.
+    script = (TESTS.parent / "scripts" / "test.sh").read_text()
+    cases = set(re.findall(r"^    (\w+)\)", script, re.M))
+    passes = set(re.findall(r"^\s*pass (\w+)", script, re.M))
+    assert cases == set(TIERS), cases
+    assert passes == set(TIERS) - {"full"}, passes  # full is the two passes, pr then rest
